@@ -1,0 +1,27 @@
+"""Reads a grid's Parquet tables with pandas (pyarrow) as a notebook user would, and checks
+the columns of the data contract (../shared/architecture.md). Usage: check_tables.py GRID_DIR"""
+import pathlib
+import sys
+
+import pandas as pd
+
+STEPS = ["run_id", "variant", "seed", "epoch", "step", "loss", "pos_cos", "neg_cos", "z_std",
+         "effective_rank", "lr", "tau", "grad_norm", "step_ms"]
+SUMMARY = ["run_id", "variant", "seed", "method", "encoder", "encoder_norm", "projector_norm",
+           "predictor_norm", "optimizer", "lr", "weight_decay", "tau", "batch_size", "epochs",
+           "dataset", "status", "error", "final_pos_cos", "final_neg_cos", "final_z_std",
+           "final_effective_rank", "final_knn_acc", "final_probe_acc", "collapse_verdict",
+           "collapse_step", "wall_seconds", "images_per_second"]
+
+grid = pathlib.Path(sys.argv[1])
+summary = pd.read_parquet(grid / "summary.parquet")
+missing = [c for c in SUMMARY if c not in summary.columns]
+assert not missing, f"summary.parquet lacks {missing}"
+assert len(summary) > 0
+for run_id in summary["run_id"]:
+    steps = pd.read_parquet(grid / run_id / "steps.parquet")
+    missing = [c for c in STEPS if c not in steps.columns]
+    assert not missing, f"{run_id}/steps.parquet lacks {missing}"
+    assert len(steps) > 0 and steps["step"].is_monotonic_increasing, run_id
+    assert steps["pos_cos"].between(-1.0001, 1.0001).all(), run_id
+print(f"pandas {pd.__version__}: read summary.parquet ({len(summary)} runs) and every steps.parquet")

@@ -1,0 +1,81 @@
+//! Data set and augmentation settings (`[dataset]` and `[augment]` tables of a run).
+
+use serde::{Deserialize, Serialize};
+
+/// Which images a run trains and evaluates on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatasetConfig {
+    /// `synthetic` (embedded, generated from `seed`) — real loaders come with their own names.
+    pub name: String,
+    /// Side of the square images fed to the encoder (pixels).
+    pub image_size: usize,
+    /// Images in the self-supervised training split (synthetic only).
+    pub train_size: usize,
+    /// Images in the labelled evaluation split (synthetic only).
+    pub eval_size: usize,
+    /// Seed of the data set itself (which images exist); independent of the run seed so
+    /// every seed of a grid sees the same images.
+    pub seed: u64,
+    /// Where a real data set lives on disk (unused by `synthetic`).
+    pub path: Option<String>,
+}
+
+impl Default for DatasetConfig {
+    fn default() -> Self {
+        Self {
+            name: "synthetic".into(),
+            image_size: 32,
+            train_size: 4096,
+            eval_size: 1024,
+            seed: 0,
+            path: None,
+        }
+    }
+}
+
+/// The study's augmentation pipeline (BYOL / SimCLR style), every parameter exposed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentConfig {
+    /// Random resized crop: area fraction range.
+    pub crop_scale: [f64; 2],
+    /// Random resized crop: aspect ratio range.
+    pub crop_ratio: [f64; 2],
+    /// Colour jitter strengths: brightness, contrast, saturation, hue.
+    pub jitter: [f64; 4],
+    /// Probability that colour jitter is applied.
+    pub jitter_p: f64,
+    /// Probability of converting to grayscale.
+    pub grayscale_p: f64,
+    /// Probability of a horizontal flip.
+    pub flip_p: f64,
+    /// Probability of a Gaussian blur.
+    pub blur_p: f64,
+    /// Blur σ range, in pixels.
+    pub blur_sigma: [f64; 2],
+    /// Blur kernel side as a fraction of the image side (the nearest odd number, ≥ 3).
+    pub blur_kernel_frac: f64,
+    /// Per-channel normalisation mean (applied last).
+    pub mean: Vec<f64>,
+    /// Per-channel normalisation std (applied last).
+    pub std: Vec<f64>,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self {
+            crop_scale: [0.2, 1.0],
+            crop_ratio: [3.0 / 4.0, 4.0 / 3.0],
+            jitter: [0.4, 0.4, 0.4, 0.1],
+            jitter_p: 0.8,
+            grayscale_p: 0.2,
+            flip_p: 0.5,
+            blur_p: 0.5,
+            blur_sigma: [0.1, 2.0],
+            blur_kernel_frac: 0.1,
+            mean: vec![0.5, 0.5, 0.5],
+            std: vec![0.25, 0.25, 0.25],
+        }
+    }
+}

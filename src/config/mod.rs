@@ -1,0 +1,15 @@
+//! Configuration as data: one serde struct per concept, TOML grids, `--set` overrides.
+
+mod data;
+mod error;
+mod grid;
+mod run;
+
+pub use data::{AugmentConfig, DatasetConfig};
+pub use error::InputError;
+pub use grid::{load_run_config, Grid, Override, RunSpec, Variant};
+pub use run::{
+    EncoderName, EncoderNorm, HeadConfig, HeadNorm, LogConfig, LrSchedule, MethodConfig,
+    MethodName, ModelConfig, OptimConfig, OptimizerName, ResnetStem, RunConfig, TauSchedule,
+    TrainConfig,
+};

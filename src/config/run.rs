@@ -1,0 +1,401 @@
+//! One training run: every choice that changes its numbers, as data.
+
+use serde::{Deserialize, Serialize};
+
+use super::data::{AugmentConfig, DatasetConfig};
+
+/// The self-supervised method (see `src/method/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodName {
+    /// Online encoder → projector → predictor regresses an EMA target; loss 2 − 2·cos.
+    Byol,
+    /// Like BYOL without the EMA: the target is the stop-gradient online projection.
+    Simsiam,
+    /// NT-Xent over in-batch negatives, no predictor, no target network.
+    Simclr,
+    /// MoCo v2: EMA key encoder, queue of negatives, InfoNCE on the projections.
+    Moco,
+    /// The study's "contrastive loss" row: the BYOL network trained with InfoNCE against
+    /// queue negatives of target projections.
+    Contrastive,
+}
+
+impl MethodName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Byol => "byol",
+            Self::Simsiam => "simsiam",
+            Self::Simclr => "simclr",
+            Self::Moco => "moco",
+            Self::Contrastive => "contrastive",
+        }
+    }
+    /// Methods whose target network is an exponential moving average of the online one.
+    pub fn has_ema_target(self) -> bool {
+        matches!(self, Self::Byol | Self::Moco | Self::Contrastive)
+    }
+    /// Methods with a predictor head on the online side.
+    pub fn has_predictor(self) -> bool {
+        matches!(self, Self::Byol | Self::Simsiam | Self::Contrastive)
+    }
+}
+
+/// How the EMA coefficient τ evolves over training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TauSchedule {
+    Constant,
+    /// τ = 1 − (1 − τ₀)(cos(πk/K) + 1)/2 (BYOL paper).
+    Cosine,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MethodConfig {
+    pub name: MethodName,
+    /// EMA coefficient of the target network (BYOL, MoCo, contrastive).
+    pub tau: f64,
+    pub tau_schedule: TauSchedule,
+    /// Softmax temperature of InfoNCE / NT-Xent.
+    pub temperature: f64,
+    /// Negatives kept in the queue (MoCo, contrastive).
+    pub queue_size: usize,
+}
+
+impl Default for MethodConfig {
+    fn default() -> Self {
+        Self {
+            name: MethodName::Byol,
+            tau: 0.996,
+            tau_schedule: TauSchedule::Constant,
+            temperature: 0.2,
+            queue_size: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderName {
+    /// Small plain conv net (3×3 conv → norm → ReLU per stage, stride 2 after the first,
+    /// global average pool): the CPU default.
+    Convnet,
+    /// ResNet-18 (the study's encoder).
+    Resnet18,
+}
+
+impl EncoderName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Convnet => "convnet",
+            Self::Resnet18 => "resnet18",
+        }
+    }
+}
+
+/// Normalization inside the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncoderNorm {
+    Bn,
+    Gn,
+    /// Group norm with weight-standardised convolutions (Richemond et al. 2020).
+    GnWs,
+    None,
+}
+
+impl EncoderNorm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bn => "bn",
+            Self::Gn => "gn",
+            Self::GnWs => "gn_ws",
+            Self::None => "none",
+        }
+    }
+}
+
+/// Normalization after the hidden layer of a projector / predictor MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadNorm {
+    Bn,
+    Ln,
+    Gn,
+    None,
+}
+
+impl HeadNorm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bn => "bn",
+            Self::Ln => "ln",
+            Self::Gn => "gn",
+            Self::None => "none",
+        }
+    }
+}
+
+/// ResNet stem: the torchvision 7×7/2 + max-pool stem, or a 3×3/1 stem for small images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResnetStem {
+    Imagenet,
+    Cifar,
+}
+
+/// An MLP head: Linear → norm → ReLU → Linear.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeadConfig {
+    pub hidden: usize,
+    pub out: usize,
+    pub norm: HeadNorm,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        Self {
+            hidden: 512,
+            out: 128,
+            norm: HeadNorm::Bn,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub encoder: EncoderName,
+    pub encoder_norm: EncoderNorm,
+    /// Channels of the first conv stage (doubled at each later stage).
+    pub width: usize,
+    /// Conv stages of `convnet`.
+    pub depth: usize,
+    pub resnet_stem: ResnetStem,
+    /// Groups of group norm (capped at the channel count, which it must divide).
+    pub gn_groups: usize,
+    pub projector: HeadConfig,
+    pub predictor: HeadConfig,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            encoder: EncoderName::Convnet,
+            encoder_norm: EncoderNorm::Bn,
+            width: 32,
+            depth: 4,
+            resnet_stem: ResnetStem::Cifar,
+            gn_groups: 8,
+            projector: HeadConfig::default(),
+            predictor: HeadConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerName {
+    /// SGD with momentum and (coupled) weight decay, PyTorch semantics.
+    Sgd,
+    /// LARS (You et al. 2017) as in BYOL; biases and norm parameters optionally excluded.
+    Lars,
+}
+
+impl OptimizerName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sgd => "sgd",
+            Self::Lars => "lars",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    Constant,
+    /// Cosine decay from `lr` to `lr_min` over the run (after warm-up).
+    Cosine,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    pub name: OptimizerName,
+    pub lr: f64,
+    pub lr_min: f64,
+    pub schedule: LrSchedule,
+    /// Linear warm-up from 0 over this many steps.
+    pub warmup_steps: u64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// LARS trust coefficient η.
+    pub lars_eta: f64,
+    /// LARS: biases and norm parameters get neither trust-ratio adaptation nor weight decay.
+    pub lars_exclude_bias_and_norm: bool,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            name: OptimizerName::Sgd,
+            lr: 0.8,
+            lr_min: 0.0,
+            schedule: LrSchedule::Constant,
+            warmup_steps: 0,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            lars_eta: 1e-3,
+            lars_exclude_bias_and_norm: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub batch_size: usize,
+    pub epochs: u32,
+    /// Stop after this many optimizer steps even if epochs remain (None: all epochs).
+    pub max_steps: Option<u64>,
+    /// The run seed: weights, augmentation, shuffling. The grid sets it per run.
+    pub seed: u64,
+    /// Batches the loader thread prepares ahead.
+    pub prefetch: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 128,
+            epochs: 10,
+            max_steps: None,
+            seed: 0,
+            prefetch: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Show progress bars (off automatically when stderr is not a terminal).
+    pub progress: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { progress: true }
+    }
+}
+
+/// A fully resolved run. Written as `config.toml` next to the run's logs.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    pub method: MethodConfig,
+    pub model: ModelConfig,
+    pub optim: OptimConfig,
+    pub train: TrainConfig,
+    pub dataset: DatasetConfig,
+    pub augment: AugmentConfig,
+    pub log: LogConfig,
+}
+
+impl RunConfig {
+    /// Checks what serde cannot: ranges and combinations. The message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        fn positive(name: &str, v: f64) -> Result<(), String> {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{name} must be a positive number, got {v}"))
+            }
+        }
+        fn non_negative(name: &str, v: f64) -> Result<(), String> {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{name} must be ≥ 0, got {v}"))
+            }
+        }
+        fn at_least_one(name: &str, v: usize) -> Result<(), String> {
+            if v >= 1 {
+                Ok(())
+            } else {
+                Err(format!("{name} must be ≥ 1, got {v}"))
+            }
+        }
+        let o = &self.optim;
+        positive("optim.lr", o.lr)?;
+        non_negative("optim.lr_min", o.lr_min)?;
+        if o.lr_min > o.lr {
+            return Err(format!(
+                "optim.lr_min must be ≤ optim.lr, got {} > {}",
+                o.lr_min, o.lr
+            ));
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return Err(format!("optim.momentum must be in [0, 1), got {}", o.momentum));
+        }
+        non_negative("optim.weight_decay", o.weight_decay)?;
+        positive("optim.lars_eta", o.lars_eta)?;
+        let m = &self.method;
+        if !(0.0..=1.0).contains(&m.tau) {
+            return Err(format!("method.tau must be in [0, 1], got {}", m.tau));
+        }
+        positive("method.temperature", m.temperature)?;
+        if matches!(m.name, MethodName::Moco | MethodName::Contrastive) {
+            at_least_one("method.queue_size", m.queue_size)?;
+        }
+        let md = &self.model;
+        at_least_one("model.width", md.width)?;
+        at_least_one("model.depth", md.depth)?;
+        at_least_one("model.gn_groups", md.gn_groups)?;
+        for (name, h) in [("projector", &md.projector), ("predictor", &md.predictor)] {
+            at_least_one(&format!("model.{name}.hidden"), h.hidden)?;
+            at_least_one(&format!("model.{name}.out"), h.out)?;
+        }
+        if m.name.has_predictor() && md.predictor.out != md.projector.out {
+            return Err(format!(
+                "model.predictor.out must equal model.projector.out ({}) for {}, got {}",
+                md.projector.out,
+                m.name.as_str(),
+                md.predictor.out
+            ));
+        }
+        let t = &self.train;
+        if t.batch_size < 2 {
+            return Err(format!(
+                "train.batch_size must be ≥ 2 (negatives and batch statistics need two examples), got {}",
+                t.batch_size
+            ));
+        }
+        at_least_one("train.epochs", t.epochs as usize)?;
+        at_least_one("train.prefetch", t.prefetch)?;
+        let d = &self.dataset;
+        if d.image_size < 8 {
+            return Err(format!("dataset.image_size must be ≥ 8, got {}", d.image_size));
+        }
+        if d.name == "synthetic" && d.train_size < t.batch_size {
+            return Err(format!(
+                "dataset.train_size ({}) must be ≥ train.batch_size ({})",
+                d.train_size, t.batch_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// A short, stable run description for tables: `byol` with `projector=bn predictor=bn`.
+    pub fn head_norms(&self) -> (HeadNorm, Option<HeadNorm>) {
+        let predictor = self
+            .method
+            .name
+            .has_predictor()
+            .then_some(self.model.predictor.norm);
+        (self.model.projector.norm, predictor)
+    }
+}

@@ -1,0 +1,881 @@
+//! The study's augmentation pipeline, with torchvision / BYOL semantics.
+//!
+//! Order (as in BYOL and the study's `train_blog.py`): RandomResizedCrop → horizontal flip →
+//! ColorJitter (applied with `jitter_p`, its four ops in a random order) → RandomGrayscale →
+//! Gaussian blur → clamp to [0, 1] → normalise.
+//!
+//! Images are planar CHW f32 in [0, 1]. Resizing follows PIL's bilinear filter (the one
+//! torchvision uses on PIL images, and on tensors with `antialias=True`): plain bilinear with
+//! half-pixel centres when upscaling, a widened triangle filter when downscaling.
+//!
+//! The colour helpers are public and pure so they can be tested on known pixels.
+
+use anyhow::{ensure, Result};
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use crate::config::AugmentConfig;
+
+/// ITU-R 601 luma weights (torchvision's `rgb_to_grayscale`).
+pub const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
+
+/// A crop rectangle in source pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CropBox {
+    /// First row.
+    pub top: usize,
+    /// First column.
+    pub left: usize,
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+}
+
+/// torchvision's `RandomResizedCrop.get_params`: up to 10 attempts at a box of area fraction in
+/// `scale` and aspect ratio (log-uniform) in `ratio` that fits; otherwise a centre crop with the
+/// ratio clamped to `ratio`.
+pub fn sample_crop<R: Rng + ?Sized>(
+    height: usize,
+    width: usize,
+    scale: [f64; 2],
+    ratio: [f64; 2],
+    rng: &mut R,
+) -> CropBox {
+    let area = (height * width) as f64;
+    let (log_lo, log_hi) = (ratio[0].ln(), ratio[1].ln());
+    for _ in 0..10 {
+        let target_area = area * uniform(rng, scale[0], scale[1]);
+        let aspect = uniform(rng, log_lo, log_hi).exp();
+        let w = (target_area * aspect).sqrt().round() as usize;
+        let h = (target_area / aspect).sqrt().round() as usize;
+        if 0 < w && w <= width && 0 < h && h <= height {
+            let top = rng.random_range(0..=height - h);
+            let left = rng.random_range(0..=width - w);
+            return CropBox {
+                top,
+                left,
+                height: h,
+                width: w,
+            };
+        }
+    }
+    // Fallback: centre crop.
+    let in_ratio = width as f64 / height as f64;
+    let (h, w) = if in_ratio < ratio[0] {
+        let h = (width as f64 / ratio[0]).round() as usize;
+        (h.clamp(1, height), width)
+    } else if in_ratio > ratio[1] {
+        let w = (height as f64 * ratio[1]).round() as usize;
+        (height, w.clamp(1, width))
+    } else {
+        (height, width)
+    };
+    CropBox {
+        top: (height - h) / 2,
+        left: (width - w) / 2,
+        height: h,
+        width: w,
+    }
+}
+
+/// Uniform in [lo, hi] (returns `lo` when the range is empty, as torch's `uniform_` does).
+fn uniform<R: Rng + ?Sized>(rng: &mut R, lo: f64, hi: f64) -> f64 {
+    lo + (hi - lo) * rng.random::<f64>()
+}
+
+/// Kernel side for the Gaussian blur: the odd number ≥ 3 nearest to `frac · size`.
+pub fn blur_kernel_size(frac: f64, size: usize) -> usize {
+    let x = frac * size as f64;
+    let k = 2.0 * ((x - 1.0) / 2.0).round() + 1.0;
+    if k.is_finite() && k > 3.0 {
+        k as usize
+    } else {
+        3
+    }
+}
+
+/// torchvision's 1-D Gaussian kernel: samples at integer offsets, normalised to sum 1.
+pub fn gaussian_kernel(size: usize, sigma: f32) -> Vec<f32> {
+    let half = (size as f32 - 1.0) * 0.5;
+    let mut k: Vec<f32> = (0..size)
+        .map(|i| {
+            let x = (i as f32 - half) / sigma;
+            (-0.5 * x * x).exp()
+        })
+        .collect();
+    let sum: f32 = k.iter().sum();
+    k.iter_mut().for_each(|v| *v /= sum);
+    k
+}
+
+/// Index into `0..n` with reflect padding (edge pixel not repeated, like torch's `reflect`);
+/// wraps around for offsets beyond one image width.
+fn reflect(i: isize, n: usize) -> usize {
+    if n == 1 {
+        return 0;
+    }
+    let period = 2 * (n as isize - 1);
+    let i = i.rem_euclid(period);
+    let n = n as isize;
+    (if i >= n { period - i } else { i }) as usize
+}
+
+/// Separable Gaussian blur of each `h×w` plane of `img` with reflect padding.
+pub fn gaussian_blur(img: &mut [f32], channels: usize, h: usize, w: usize, kernel: &[f32]) {
+    let half = (kernel.len() / 2) as isize;
+    let mut tmp = vec![0.0f32; h * w];
+    let cols: Vec<Vec<usize>> = (0..w)
+        .map(|x| {
+            (0..kernel.len())
+                .map(|k| reflect(x as isize + k as isize - half, w))
+                .collect()
+        })
+        .collect();
+    let rows: Vec<Vec<usize>> = (0..h)
+        .map(|y| {
+            (0..kernel.len())
+                .map(|k| reflect(y as isize + k as isize - half, h))
+                .collect()
+        })
+        .collect();
+    for plane in img.chunks_exact_mut(h * w).take(channels) {
+        for y in 0..h {
+            let row = &plane[y * w..(y + 1) * w];
+            for (x, idx) in cols.iter().enumerate() {
+                tmp[y * w + x] = idx.iter().zip(kernel).map(|(&i, &k)| row[i] * k).sum();
+            }
+        }
+        for (y, idx) in rows.iter().enumerate() {
+            for x in 0..w {
+                plane[y * w + x] = idx
+                    .iter()
+                    .zip(kernel)
+                    .map(|(&i, &k)| tmp[i * w + x] * k)
+                    .sum();
+            }
+        }
+    }
+}
+
+/// Per-output-pixel source range and weights of PIL's bilinear resampling of `in_size` samples
+/// to `out_size` (PIL `precompute_coeffs` with the triangle filter).
+fn resample_coeffs(in_size: usize, out_size: usize) -> Vec<(usize, Vec<f32>)> {
+    let scale = in_size as f64 / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = filterscale;
+    (0..out_size)
+        .map(|o| {
+            let centre = (o as f64 + 0.5) * scale;
+            let lo = ((centre - support + 0.5) as isize).max(0) as usize;
+            let hi = ((centre + support + 0.5) as isize).clamp(0, in_size as isize) as usize;
+            let mut weights: Vec<f64> = (lo..hi)
+                .map(|i| {
+                    let x = (i as f64 - centre + 0.5) / filterscale;
+                    (1.0 - x.abs()).max(0.0)
+                })
+                .collect();
+            let sum: f64 = weights.iter().sum();
+            if sum != 0.0 {
+                weights.iter_mut().for_each(|v| *v /= sum);
+            }
+            (lo, weights.into_iter().map(|v| v as f32).collect())
+        })
+        .collect()
+}
+
+/// Bilinear (PIL semantics) resize of the `crop` region of every plane of `src` (`h×w` planes)
+/// to `out_size × out_size` planes in `out`.
+pub fn resize_crop(
+    src: &[f32],
+    channels: usize,
+    h: usize,
+    w: usize,
+    crop: CropBox,
+    out_size: usize,
+    out: &mut [f32],
+) {
+    assert!(crop.top + crop.height <= h && crop.left + crop.width <= w);
+    assert_eq!(out.len(), channels * out_size * out_size);
+    let xs = resample_coeffs(crop.width, out_size);
+    let ys = resample_coeffs(crop.height, out_size);
+    let mut tmp = vec![0.0f32; crop.height * out_size];
+    for c in 0..channels {
+        let plane = &src[c * h * w..(c + 1) * h * w];
+        for y in 0..crop.height {
+            let row = &plane[(crop.top + y) * w + crop.left..][..crop.width];
+            for (ox, (lo, wts)) in xs.iter().enumerate() {
+                tmp[y * out_size + ox] = wts.iter().zip(&row[*lo..]).map(|(k, v)| k * v).sum();
+            }
+        }
+        let dst = &mut out[c * out_size * out_size..(c + 1) * out_size * out_size];
+        for (oy, (lo, wts)) in ys.iter().enumerate() {
+            for ox in 0..out_size {
+                dst[oy * out_size + ox] = wts
+                    .iter()
+                    .enumerate()
+                    .map(|(k, wt)| wt * tmp[(lo + k) * out_size + ox])
+                    .sum();
+            }
+        }
+    }
+}
+
+/// Mirrors every row of every `h×w` plane.
+pub fn flip_horizontal(img: &mut [f32], w: usize) {
+    for row in img.chunks_exact_mut(w) {
+        row.reverse();
+    }
+}
+
+/// Grayscale of pixel `i` of a planar image (the image itself for one channel).
+fn gray_at(img: &[f32], plane: usize, i: usize, channels: usize) -> f32 {
+    if channels == 3 {
+        LUMA[0] * img[i] + LUMA[1] * img[plane + i] + LUMA[2] * img[2 * plane + i]
+    } else {
+        img[i]
+    }
+}
+
+/// torchvision `adjust_brightness`: `clamp(x · factor)`.
+pub fn adjust_brightness(img: &mut [f32], factor: f32) {
+    img.iter_mut()
+        .for_each(|v| *v = (*v * factor).clamp(0.0, 1.0));
+}
+
+/// torchvision `adjust_contrast`: blend with the mean of the grayscale image.
+pub fn adjust_contrast(img: &mut [f32], channels: usize, factor: f32) {
+    let plane = img.len() / channels;
+    if plane == 0 {
+        return;
+    }
+    let mean = (0..plane)
+        .map(|i| gray_at(img, plane, i, channels) as f64)
+        .sum::<f64>() as f32
+        / plane as f32;
+    img.iter_mut()
+        .for_each(|v| *v = (factor * *v + (1.0 - factor) * mean).clamp(0.0, 1.0));
+}
+
+/// torchvision `adjust_saturation` (RGB only): blend each pixel with its grayscale value.
+pub fn adjust_saturation(img: &mut [f32], factor: f32) {
+    let plane = img.len() / 3;
+    for i in 0..plane {
+        let g = gray_at(img, plane, i, 3);
+        for c in 0..3 {
+            let v = &mut img[c * plane + i];
+            *v = (factor * *v + (1.0 - factor) * g).clamp(0.0, 1.0);
+        }
+    }
+}
+
+/// torchvision `_rgb2hsv`: hue in [0, 1), saturation, value.
+pub fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
+    let maxc = r.max(g).max(b);
+    let minc = r.min(g).min(b);
+    let cr = maxc - minc;
+    let eq = maxc == minc;
+    let s = cr / if eq { 1.0 } else { maxc };
+    let div = if eq { 1.0 } else { cr };
+    let (rc, gc, bc) = ((maxc - r) / div, (maxc - g) / div, (maxc - b) / div);
+    let h = if maxc == r {
+        bc - gc
+    } else if maxc == g {
+        2.0 + rc - bc
+    } else {
+        4.0 + gc - rc
+    };
+    ((h / 6.0 + 1.0).rem_euclid(1.0), s, maxc)
+}
+
+/// torchvision `_hsv2rgb`.
+pub fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
+    let h6 = h * 6.0;
+    let i = h6.floor();
+    let f = h6 - i;
+    let i = (i as i64).rem_euclid(6);
+    let p = (v * (1.0 - s)).clamp(0.0, 1.0);
+    let q = (v * (1.0 - s * f)).clamp(0.0, 1.0);
+    let t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0);
+    match i {
+        0 => (v, t, p),
+        1 => (q, v, p),
+        2 => (p, v, t),
+        3 => (p, q, v),
+        4 => (t, p, v),
+        _ => (v, p, q),
+    }
+}
+
+/// torchvision `adjust_hue` (RGB only): rotate the hue by `shift` (in turns, |shift| ≤ 0.5).
+pub fn adjust_hue(img: &mut [f32], shift: f32) {
+    let plane = img.len() / 3;
+    for i in 0..plane {
+        let (h, s, v) = rgb_to_hsv(img[i], img[plane + i], img[2 * plane + i]);
+        let (r, g, b) = hsv_to_rgb((h + shift).rem_euclid(1.0), s, v);
+        img[i] = r;
+        img[plane + i] = g;
+        img[2 * plane + i] = b;
+    }
+}
+
+/// Replaces every channel by the ITU-R 601 luma (no-op on one channel).
+pub fn to_grayscale(img: &mut [f32], channels: usize) {
+    if channels != 3 {
+        return;
+    }
+    let plane = img.len() / 3;
+    for i in 0..plane {
+        let g = gray_at(img, plane, i, 3);
+        for c in 0..3 {
+            img[c * plane + i] = g;
+        }
+    }
+}
+
+/// The validated augmentation pipeline for one output size and channel count.
+#[derive(Debug, Clone)]
+pub struct Augmenter {
+    out_size: usize,
+    channels: usize,
+    crop_scale: [f64; 2],
+    crop_ratio: [f64; 2],
+    /// Factor ranges of brightness, contrast, saturation, hue (`None`: op disabled, as
+    /// torchvision does for a zero strength — it then draws no random number either).
+    jitter: [Option<[f64; 2]>; 4],
+    jitter_p: f64,
+    grayscale_p: f64,
+    flip_p: f64,
+    blur_p: f64,
+    blur_sigma: [f64; 2],
+    blur_kernel: usize,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+}
+
+fn check_prob(name: &str, p: f64) -> Result<()> {
+    ensure!(
+        (0.0..=1.0).contains(&p),
+        "augment.{name} must be in [0, 1], got {p}"
+    );
+    Ok(())
+}
+
+fn check_range(name: &str, r: [f64; 2]) -> Result<()> {
+    ensure!(
+        r[0].is_finite() && r[1].is_finite() && r[0] > 0.0 && r[0] <= r[1],
+        "augment.{name} must be an ordered range of positive numbers (0 < lo <= hi), got [{}, {}]",
+        r[0],
+        r[1]
+    );
+    Ok(())
+}
+
+impl Augmenter {
+    /// Validates `cfg` for images of `channels` channels (1 or 3) resized to
+    /// `out_size × out_size`.
+    pub fn new(cfg: &AugmentConfig, out_size: usize, channels: usize) -> Result<Self> {
+        ensure!(out_size > 0, "augmentation output size must be positive");
+        ensure!(
+            channels == 1 || channels == 3,
+            "augmentation supports 1- or 3-channel images, got {channels} channels"
+        );
+        check_range("crop_scale", cfg.crop_scale)?;
+        ensure!(
+            cfg.crop_scale[1] <= 1.0,
+            "augment.crop_scale must lie in (0, 1], got [{}, {}]",
+            cfg.crop_scale[0],
+            cfg.crop_scale[1]
+        );
+        check_range("crop_ratio", cfg.crop_ratio)?;
+        const JITTER: [&str; 4] = ["brightness", "contrast", "saturation", "hue"];
+        for (name, &v) in JITTER.iter().zip(&cfg.jitter) {
+            ensure!(
+                v.is_finite() && v >= 0.0,
+                "augment.jitter ({name}) must be >= 0, got {v}"
+            );
+        }
+        ensure!(
+            cfg.jitter[3] <= 0.5,
+            "augment.jitter (hue) must be in [0, 0.5], got {}",
+            cfg.jitter[3]
+        );
+        check_prob("jitter_p", cfg.jitter_p)?;
+        check_prob("grayscale_p", cfg.grayscale_p)?;
+        check_prob("flip_p", cfg.flip_p)?;
+        check_prob("blur_p", cfg.blur_p)?;
+        check_range("blur_sigma", cfg.blur_sigma)?;
+        ensure!(
+            cfg.blur_kernel_frac.is_finite() && cfg.blur_kernel_frac > 0.0,
+            "augment.blur_kernel_frac must be positive, got {}",
+            cfg.blur_kernel_frac
+        );
+        for (name, v) in [("mean", &cfg.mean), ("std", &cfg.std)] {
+            ensure!(
+                v.len() == channels,
+                "augment.{name} must have one entry per channel ({channels}), got {}",
+                v.len()
+            );
+            ensure!(
+                v.iter().all(|x| x.is_finite()),
+                "augment.{name} must be finite, got {v:?}"
+            );
+        }
+        ensure!(
+            cfg.std.iter().all(|&s| s > 0.0),
+            "augment.std must be > 0, got {:?}",
+            cfg.std
+        );
+        let [b, c, s, h] = cfg.jitter;
+        let factor = |x: f64| (x > 0.0).then_some([(1.0 - x).max(0.0), 1.0 + x]);
+        Ok(Self {
+            out_size,
+            channels,
+            crop_scale: cfg.crop_scale,
+            crop_ratio: cfg.crop_ratio,
+            jitter: [
+                factor(b),
+                factor(c),
+                factor(s),
+                (h > 0.0).then_some([-h, h]),
+            ],
+            jitter_p: cfg.jitter_p,
+            grayscale_p: cfg.grayscale_p,
+            flip_p: cfg.flip_p,
+            blur_p: cfg.blur_p,
+            blur_sigma: cfg.blur_sigma,
+            blur_kernel: blur_kernel_size(cfg.blur_kernel_frac, out_size),
+            mean: cfg.mean.iter().map(|&v| v as f32).collect(),
+            std: cfg.std.iter().map(|&v| v as f32).collect(),
+        })
+    }
+
+    /// Side of the (square) output images.
+    pub fn out_size(&self) -> usize {
+        self.out_size
+    }
+
+    /// Channels of input and output images.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// Values per output image (C·S·S).
+    pub fn out_len(&self) -> usize {
+        self.channels * self.out_size * self.out_size
+    }
+
+    /// Gaussian blur kernel side in pixels.
+    pub fn blur_kernel(&self) -> usize {
+        self.blur_kernel
+    }
+
+    /// One random view of `src` (CHW in [0, 1], `h×w`) written to `out` (C×S×S, normalised).
+    ///
+    /// # Panics
+    /// If the buffer lengths do not match the shapes (a caller bug).
+    pub fn apply<R: Rng + ?Sized>(
+        &self,
+        src: &[f32],
+        h: usize,
+        w: usize,
+        rng: &mut R,
+        out: &mut [f32],
+    ) {
+        let c = self.channels;
+        let s = self.out_size;
+        assert_eq!(src.len(), c * h * w, "augment: source is not C×H×W");
+        assert_eq!(out.len(), c * s * s, "augment: output is not C×S×S");
+
+        let crop = sample_crop(h, w, self.crop_scale, self.crop_ratio, rng);
+        resize_crop(src, c, h, w, crop, s, out);
+
+        if rng.random::<f64>() < self.flip_p {
+            flip_horizontal(out, s);
+        }
+
+        if rng.random::<f64>() < self.jitter_p {
+            // torchvision: a random permutation of the four ops, then the factors.
+            let mut order = [0usize, 1, 2, 3];
+            order.shuffle(rng);
+            let mut factors = [0.0f32; 4];
+            for (f, range) in factors.iter_mut().zip(&self.jitter) {
+                if let Some([lo, hi]) = range {
+                    *f = uniform(rng, *lo, *hi) as f32;
+                }
+            }
+            for op in order {
+                if self.jitter[op].is_none() {
+                    continue;
+                }
+                let f = factors[op];
+                match op {
+                    0 => adjust_brightness(out, f),
+                    1 => adjust_contrast(out, c, f),
+                    2 if c == 3 => adjust_saturation(out, f),
+                    3 if c == 3 => adjust_hue(out, f),
+                    _ => {}
+                }
+            }
+        }
+
+        if rng.random::<f64>() < self.grayscale_p {
+            to_grayscale(out, c);
+        }
+
+        if rng.random::<f64>() < self.blur_p {
+            let sigma = uniform(rng, self.blur_sigma[0], self.blur_sigma[1]) as f32;
+            gaussian_blur(out, c, s, s, &gaussian_kernel(self.blur_kernel, sigma));
+        }
+
+        self.clamp_and_normalise(out);
+    }
+
+    /// The evaluation transform: bilinear resize of the whole image to S×S (when its size
+    /// differs), then normalisation. Deterministic.
+    ///
+    /// # Panics
+    /// If the buffer lengths do not match the shapes (a caller bug).
+    pub fn normalise_only(&self, src: &[f32], h: usize, w: usize, out: &mut [f32]) {
+        let c = self.channels;
+        let s = self.out_size;
+        assert_eq!(src.len(), c * h * w, "normalise_only: source is not C×H×W");
+        assert_eq!(out.len(), c * s * s, "normalise_only: output is not C×S×S");
+        if h == s && w == s {
+            out.copy_from_slice(src);
+        } else {
+            let full = CropBox {
+                top: 0,
+                left: 0,
+                height: h,
+                width: w,
+            };
+            resize_crop(src, c, h, w, full, s, out);
+        }
+        self.clamp_and_normalise(out);
+    }
+
+    fn clamp_and_normalise(&self, img: &mut [f32]) {
+        let plane = self.out_size * self.out_size;
+        for (ch, values) in img.chunks_exact_mut(plane).enumerate() {
+            let (m, sd) = (self.mean[ch], self.std[ch]);
+            values
+                .iter_mut()
+                .for_each(|v| *v = (v.clamp(0.0, 1.0) - m) / sd);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn identity_cfg(channels: usize) -> AugmentConfig {
+        AugmentConfig {
+            crop_scale: [1.0, 1.0],
+            crop_ratio: [1.0, 1.0],
+            jitter: [0.4, 0.4, 0.4, 0.1],
+            jitter_p: 0.0,
+            grayscale_p: 0.0,
+            flip_p: 0.0,
+            blur_p: 0.0,
+            blur_sigma: [0.1, 2.0],
+            blur_kernel_frac: 0.1,
+            mean: vec![0.0; channels],
+            std: vec![1.0; channels],
+        }
+    }
+
+    fn ramp(c: usize, h: usize, w: usize) -> Vec<f32> {
+        (0..c * h * w)
+            .map(|i| ((i * 37) % 101) as f32 / 100.0)
+            .collect()
+    }
+
+    #[test]
+    fn identity_config_returns_input() {
+        let (h, w) = (7, 7);
+        let aug = Augmenter::new(&identity_cfg(3), 7, 3).expect("valid");
+        let src = ramp(3, h, w);
+        let mut out = vec![0.0; 3 * 49];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for _ in 0..5 {
+            aug.apply(&src, h, w, &mut rng, &mut out);
+            assert_eq!(out, src);
+        }
+        aug.normalise_only(&src, h, w, &mut out);
+        assert_eq!(out, src);
+    }
+
+    #[test]
+    fn normalisation_and_resize() {
+        let mut cfg = identity_cfg(1);
+        cfg.mean = vec![0.5];
+        cfg.std = vec![0.25];
+        let aug = Augmenter::new(&cfg, 4, 1).expect("valid");
+        // A constant 0.75 image of another size resizes to the constant, normalised to 1.
+        let src = vec![0.75f32; 9];
+        let mut out = vec![0.0; 16];
+        aug.normalise_only(&src, 3, 3, &mut out);
+        assert!(out.iter().all(|&v| (v - 1.0).abs() < 1e-5), "{out:?}");
+        // 2× downscale of a 1-D ramp with PIL's widened triangle filter.
+        let src: Vec<f32> = (0..64).map(|i| (i % 8) as f32 / 8.0).collect();
+        let mut out = vec![0.0; 16];
+        aug.normalise_only(&src, 8, 8, &mut out);
+        // Output column 1 is centred between input columns 2 and 3; weights 1/8, 3/8, 3/8, 1/8
+        // over columns 1..=4 holding 1/8, 2/8, 3/8, 4/8.
+        let expected = (0.125 * 1.0 + 0.375 * 2.0 + 0.375 * 3.0 + 0.125 * 4.0) / 8.0;
+        let expected = (expected - 0.5) / 0.25;
+        assert!((out[1] - expected).abs() < 1e-5, "{} vs {expected}", out[1]);
+    }
+
+    #[test]
+    fn upscale_matches_half_pixel_bilinear() {
+        // 2 → 4 upscale of [0, 1]: centres at 0.25, 0.75, 1.25, 1.75 (−0.5 → source index space).
+        let xs = resample_coeffs(2, 4);
+        let src = [0.0f32, 1.0];
+        let vals: Vec<f32> = xs
+            .iter()
+            .map(|(lo, w)| w.iter().zip(&src[*lo..]).map(|(a, b)| a * b).sum())
+            .collect();
+        assert_eq!(vals, vec![0.0, 0.25, 0.75, 1.0]);
+    }
+
+    #[test]
+    fn flip_mirrors_known_pattern() {
+        let mut cfg = identity_cfg(1);
+        cfg.flip_p = 1.0;
+        let aug = Augmenter::new(&cfg, 3, 1).expect("valid");
+        let src = vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
+        let mut out = vec![0.0; 9];
+        aug.apply(&src, 3, 3, &mut ChaCha8Rng::seed_from_u64(0), &mut out);
+        assert_eq!(out, vec![0.3, 0.2, 0.1, 0.6, 0.5, 0.4, 0.9, 0.8, 0.7]);
+    }
+
+    #[test]
+    fn grayscale_makes_channels_equal_to_luma() {
+        let mut cfg = identity_cfg(3);
+        cfg.grayscale_p = 1.0;
+        let aug = Augmenter::new(&cfg, 2, 3).expect("valid");
+        let src = vec![
+            1.0, 0.0, 0.2, 0.4, // R
+            0.0, 1.0, 0.6, 0.4, // G
+            0.0, 0.0, 0.9, 0.4, // B
+        ];
+        let mut out = vec![0.0; 12];
+        aug.apply(&src, 2, 2, &mut ChaCha8Rng::seed_from_u64(0), &mut out);
+        for i in 0..4 {
+            let luma = 0.299 * src[i] + 0.587 * src[4 + i] + 0.114 * src[8 + i];
+            for c in 0..3 {
+                assert!((out[c * 4 + i] - luma).abs() < 1e-6);
+            }
+        }
+        assert!((out[0] - 0.299).abs() < 1e-6);
+    }
+
+    #[test]
+    fn blur_of_constant_is_constant() {
+        let mut cfg = identity_cfg(3);
+        cfg.blur_p = 1.0;
+        cfg.blur_kernel_frac = 0.5; // kernel 5 on 9 px
+        let aug = Augmenter::new(&cfg, 9, 3).expect("valid");
+        assert_eq!(aug.blur_kernel(), 5);
+        let src = vec![0.37f32; 3 * 81];
+        let mut out = vec![0.0; 3 * 81];
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        for _ in 0..4 {
+            aug.apply(&src, 9, 9, &mut rng, &mut out);
+            assert!(out.iter().all(|&v| (v - 0.37).abs() < 1e-6));
+        }
+    }
+
+    #[test]
+    fn blur_spreads_an_impulse_symmetrically_with_reflect_padding() {
+        let k = gaussian_kernel(3, 1.0);
+        assert!((k.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!((k[0] - k[2]).abs() < 1e-7 && k[1] > k[0]);
+        // Impulse at the left edge of a 1×5 row: reflect gives the edge twice the side weight.
+        let mut img = vec![1.0, 0.0, 0.0, 0.0, 0.0];
+        gaussian_blur(&mut img, 1, 1, 5, &k);
+        assert!((img[0] - k[1]).abs() < 1e-6 && (img[1] - k[0]).abs() < 1e-6);
+        assert_eq!(img[2], 0.0);
+        // Reflect indices without edge repetition, and wrap-around for tiny images.
+        assert_eq!(reflect(-1, 5), 1);
+        assert_eq!(reflect(5, 5), 3);
+        assert_eq!(reflect(-3, 2), 1);
+        assert_eq!(reflect(7, 1), 0);
+    }
+
+    #[test]
+    fn kernel_size_is_nearest_odd_at_least_three() {
+        assert_eq!(blur_kernel_size(0.1, 32), 3);
+        assert_eq!(blur_kernel_size(0.1, 96), 9);
+        assert_eq!(blur_kernel_size(0.1, 224), 23);
+        assert_eq!(blur_kernel_size(0.1, 8), 3);
+        assert_eq!(blur_kernel_size(0.5, 14), 7);
+    }
+
+    #[test]
+    fn brightness_contrast_saturation_math() {
+        let mut px = vec![0.2, 0.5, 0.8];
+        adjust_brightness(&mut px, 1.5);
+        assert!((px[0] - 0.3).abs() < 1e-6 && (px[1] - 0.75).abs() < 1e-6 && px[2] == 1.0);
+
+        // One RGB pixel: contrast blends with its own luma → factor 0 gives the luma.
+        let mut img = vec![0.2, 0.5, 0.8];
+        let luma = 0.299 * 0.2 + 0.587 * 0.5 + 0.114 * 0.8;
+        adjust_contrast(&mut img, 3, 0.0);
+        assert!(img.iter().all(|&v| (v - luma).abs() < 1e-6));
+        // Gray image, two pixels: contrast 2 doubles the distance to the mean 0.5.
+        let mut gray = vec![0.4, 0.6];
+        adjust_contrast(&mut gray, 1, 2.0);
+        assert!((gray[0] - 0.3).abs() < 1e-6 && (gray[1] - 0.7).abs() < 1e-6);
+        // Saturation 0 → grayscale; saturation 1 → unchanged.
+        let mut img = vec![0.2, 0.5, 0.8];
+        adjust_saturation(&mut img, 1.0);
+        assert_eq!(img, vec![0.2, 0.5, 0.8]);
+        adjust_saturation(&mut img, 0.0);
+        assert!(img.iter().all(|&v| (v - luma).abs() < 1e-6));
+    }
+
+    #[test]
+    fn hsv_roundtrip_and_zero_hue_shift() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for _ in 0..2000 {
+            let (r, g, b) = (
+                rng.random::<f32>(),
+                rng.random::<f32>(),
+                rng.random::<f32>(),
+            );
+            let (h, s, v) = rgb_to_hsv(r, g, b);
+            assert!((0.0..1.0).contains(&h) && (0.0..=1.0).contains(&s));
+            let (r2, g2, b2) = hsv_to_rgb(h, s, v);
+            assert!(
+                (r - r2).abs() < 1e-5 && (g - g2).abs() < 1e-5 && (b - b2).abs() < 1e-5,
+                "({r}, {g}, {b}) → ({r2}, {g2}, {b2})"
+            );
+        }
+        let src = ramp(3, 4, 4);
+        let mut img = src.clone();
+        adjust_hue(&mut img, 0.0);
+        assert!(img.iter().zip(&src).all(|(a, b)| (a - b).abs() < 1e-5));
+        // Known values: pure red; a third of a turn makes it green.
+        assert_eq!(rgb_to_hsv(1.0, 0.0, 0.0), (0.0, 1.0, 1.0));
+        let mut red = vec![1.0, 0.0, 0.0];
+        adjust_hue(&mut red, 1.0 / 3.0);
+        assert!(red[0].abs() < 1e-5 && (red[1] - 1.0).abs() < 1e-5 && red[2].abs() < 1e-5);
+    }
+
+    #[test]
+    fn crop_area_and_ratio_within_bounds() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let (h, w) = (64usize, 64usize);
+        let (scale, ratio) = ([0.2, 1.0], [0.75, 4.0 / 3.0]);
+        let mut fractions = Vec::new();
+        for _ in 0..5000 {
+            let b = sample_crop(h, w, scale, ratio, &mut rng);
+            assert!(b.top + b.height <= h && b.left + b.width <= w);
+            assert!(b.height > 0 && b.width > 0);
+            let frac = (b.height * b.width) as f64 / (h * w) as f64;
+            // Rounding of each side to whole pixels moves the area by < 1 px per side.
+            let slack = (b.height + b.width + 1) as f64 / (h * w) as f64;
+            assert!(
+                frac >= scale[0] - slack && frac <= scale[1] + slack,
+                "area fraction {frac}"
+            );
+            let r = b.width as f64 / b.height as f64;
+            assert!(r > 0.75 * 0.9 && r < 4.0 / 3.0 * 1.1, "ratio {r}");
+            fractions.push(frac);
+        }
+        let mean = fractions.iter().sum::<f64>() / fractions.len() as f64;
+        // Uniform in [0.2, 1] has mean 0.6; rejected large non-square draws pull it down a bit.
+        assert!(mean > 0.5 && mean < 0.65, "mean area fraction {mean}");
+        assert!(fractions.iter().any(|&f| f < 0.3) && fractions.iter().any(|&f| f > 0.9));
+    }
+
+    #[test]
+    fn crop_falls_back_to_centre() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        // A 4×20 image can never hold a square crop of half its area: fallback clamps the ratio.
+        let b = sample_crop(4, 20, [0.5, 0.5], [1.0, 1.0], &mut rng);
+        assert_eq!(
+            b,
+            CropBox {
+                top: 0,
+                left: 8,
+                height: 4,
+                width: 4
+            }
+        );
+    }
+
+    #[test]
+    fn default_pipeline_is_deterministic_and_in_range() {
+        let aug = Augmenter::new(&AugmentConfig::default(), 16, 3).expect("defaults are valid");
+        let src = ramp(3, 20, 20);
+        let mut a = vec![0.0; aug.out_len()];
+        let mut b = vec![0.0; aug.out_len()];
+        aug.apply(&src, 20, 20, &mut ChaCha8Rng::seed_from_u64(5), &mut a);
+        aug.apply(&src, 20, 20, &mut ChaCha8Rng::seed_from_u64(5), &mut b);
+        assert_eq!(a, b);
+        aug.apply(&src, 20, 20, &mut ChaCha8Rng::seed_from_u64(6), &mut b);
+        assert_ne!(a, b);
+        // Normalised from [0, 1] with mean 0.5, std 0.25 → [−2, 2].
+        assert!(a.iter().all(|&v| (-2.0..=2.0).contains(&v)));
+        // One-channel pipeline runs too (saturation and hue skipped).
+        let cfg = AugmentConfig {
+            mean: vec![0.5],
+            std: vec![0.25],
+            ..AugmentConfig::default()
+        };
+        let aug1 = Augmenter::new(&cfg, 8, 1).expect("valid");
+        let mut o = vec![0.0; 64];
+        aug1.apply(
+            &ramp(1, 10, 10),
+            10,
+            10,
+            &mut ChaCha8Rng::seed_from_u64(1),
+            &mut o,
+        );
+        assert!(o.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        fn bad(f: impl Fn(&mut AugmentConfig), channels: usize) -> String {
+            let mut cfg = AugmentConfig::default();
+            if channels == 1 {
+                cfg.mean = vec![0.5];
+                cfg.std = vec![0.25];
+            }
+            f(&mut cfg);
+            Augmenter::new(&cfg, 16, channels)
+                .expect_err("should be rejected")
+                .to_string()
+        }
+        assert_eq!(
+            bad(|c| c.jitter_p = 1.5, 3),
+            "augment.jitter_p must be in [0, 1], got 1.5"
+        );
+        assert!(bad(|c| c.grayscale_p = -0.1, 3).contains("augment.grayscale_p"));
+        assert!(bad(|c| c.flip_p = f64::NAN, 3).contains("augment.flip_p"));
+        assert!(bad(|c| c.blur_p = 2.0, 3).contains("augment.blur_p"));
+        assert!(bad(|c| c.crop_scale = [0.8, 0.2], 3).contains("augment.crop_scale"));
+        assert!(bad(|c| c.crop_scale = [0.0, 1.0], 3).contains("augment.crop_scale"));
+        assert!(bad(|c| c.crop_scale = [0.5, 1.5], 3).contains("augment.crop_scale"));
+        assert!(bad(|c| c.crop_ratio = [1.5, 0.5], 3).contains("augment.crop_ratio"));
+        assert!(bad(|c| c.blur_sigma = [0.0, 1.0], 3).contains("augment.blur_sigma"));
+        assert!(bad(|c| c.blur_kernel_frac = 0.0, 3).contains("augment.blur_kernel_frac"));
+        assert!(bad(|c| c.jitter[0] = -0.1, 3).contains("augment.jitter (brightness)"));
+        assert!(bad(|c| c.jitter[3] = 0.6, 3).contains("augment.jitter (hue)"));
+        assert!(bad(|c| c.std = vec![0.25, 0.0, 0.25], 3).contains("augment.std"));
+        // Mean/std must match the channel count exactly, also for 1-channel images.
+        assert!(bad(|c| c.mean = vec![0.5, 0.5], 3).contains("augment.mean"));
+        assert!(bad(|c| c.mean = vec![0.5; 3], 1).contains("augment.mean"));
+        assert!(bad(|c| c.std = vec![0.25; 3], 1).contains("augment.std"));
+        assert!(Augmenter::new(&AugmentConfig::default(), 16, 4).is_err());
+        assert!(Augmenter::new(&AugmentConfig::default(), 0, 3).is_err());
+    }
+}

@@ -1,0 +1,423 @@
+//! Batching: a prefetching two-view loader for training, a plain batcher for evaluation.
+//!
+//! The training loader renders batches on one background thread into a bounded channel, so the
+//! trainer (which owns the cores) never waits for augmentation. All randomness is seeded from
+//! `(seed, epoch)` for the shuffle and `(seed, step, position, view)` for each augmented view, so
+//! batches are identical run to run whatever the timing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::{ensure, Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::augment::Augmenter;
+use super::dataset::Dataset;
+use super::seeds::mix_seeds;
+
+/// Stream tags so the shuffle and the views never share a seed.
+const SHUFFLE_TAG: u64 = 0x0073_6875_6666_6c65;
+const VIEW_TAG: u64 = 0x7669_6577;
+
+/// Two augmented views of the same `B` images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TwoViewBatch {
+    /// Epoch this batch belongs to (from 0).
+    pub epoch: u32,
+    /// Global step (from 0, counting across epochs).
+    pub step: u64,
+    /// Data-set indices of the images, in batch order.
+    pub image_ids: Vec<u64>,
+    /// Their labels (if the data set has them; self-supervised training ignores them).
+    pub labels: Vec<Option<u32>>,
+    /// First view, B×C×S×S, normalised.
+    pub view0: Vec<f32>,
+    /// Second view, B×C×S×S, normalised.
+    pub view1: Vec<f32>,
+}
+
+/// Iterator over [`TwoViewBatch`]es produced on a background thread.
+///
+/// Dropping it stops the producer: the consumer may stop at any point (a diverged run).
+pub struct TwoViewLoader {
+    receiver: Option<Receiver<TwoViewBatch>>,
+    handle: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    steps_per_epoch: usize,
+    total_steps: u64,
+    received: u64,
+}
+
+/// What the producer thread owns.
+struct Producer {
+    dataset: Arc<dyn Dataset>,
+    augmenter: Augmenter,
+    batch_size: usize,
+    epochs: u32,
+    seed: u64,
+    steps_per_epoch: usize,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for TwoViewLoader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwoViewLoader")
+            .field("steps_per_epoch", &self.steps_per_epoch)
+            .field("total_steps", &self.total_steps)
+            .field("received", &self.received)
+            .field("running", &self.receiver.is_some())
+            .finish()
+    }
+}
+
+impl TwoViewLoader {
+    /// Starts the producer thread. `prefetch` is the number of finished batches that may wait in
+    /// the channel (0: each batch is handed over as it is requested).
+    ///
+    /// Fails if `batch_size` is 0 or exceeds the data set, or if the data set's channel count
+    /// differs from the augmenter's.
+    pub fn spawn(
+        dataset: Arc<dyn Dataset>,
+        augmenter: Augmenter,
+        batch_size: usize,
+        epochs: u32,
+        seed: u64,
+        prefetch: usize,
+    ) -> Result<Self> {
+        let n = dataset.len();
+        ensure!(batch_size > 0, "batch size must be positive");
+        ensure!(
+            batch_size <= n,
+            "batch size {batch_size} exceeds the data set ({n} images)"
+        );
+        ensure!(
+            dataset.channels() == augmenter.channels(),
+            "data set has {} channels but the augmentation expects {}",
+            dataset.channels(),
+            augmenter.channels()
+        );
+        let steps_per_epoch = n / batch_size;
+        let total_steps = steps_per_epoch as u64 * u64::from(epochs);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = sync_channel(prefetch);
+        let producer = Producer {
+            dataset,
+            augmenter,
+            batch_size,
+            epochs,
+            seed,
+            steps_per_epoch,
+            stop: Arc::clone(&stop),
+        };
+        let handle = std::thread::Builder::new()
+            .name("two-view-loader".into())
+            .spawn(move || producer.run(&tx))
+            .context("could not start the loader thread")?;
+        Ok(Self {
+            receiver: Some(rx),
+            handle: Some(handle),
+            stop,
+            steps_per_epoch,
+            total_steps,
+            received: 0,
+        })
+    }
+
+    /// Batches per epoch: `floor(len / batch_size)` (the last incomplete batch is dropped, so
+    /// every batch has the same size, which batch statistics need).
+    pub fn steps_per_epoch(&self) -> usize {
+        self.steps_per_epoch
+    }
+
+    /// Batches over all epochs.
+    pub fn total_steps(&self) -> u64 {
+        self.total_steps
+    }
+
+    /// Stops and joins the producer; returns its panic payload if it panicked.
+    fn shutdown(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
+        self.stop.store(true, Ordering::Relaxed);
+        // Dropping the receiver makes a blocked `send` return at once.
+        self.receiver = None;
+        self.handle.take().and_then(|h| h.join().err())
+    }
+}
+
+impl Iterator for TwoViewLoader {
+    type Item = TwoViewBatch;
+
+    fn next(&mut self) -> Option<TwoViewBatch> {
+        let batch = self.receiver.as_ref()?.recv();
+        match batch {
+            Ok(b) => {
+                self.received += 1;
+                Some(b)
+            }
+            Err(_) => {
+                // The producer is gone: finished, or panicked — surface a panic rather than
+                // silently ending training early.
+                if let Some(panic) = self.shutdown() {
+                    std::panic::resume_unwind(panic);
+                }
+                None
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.receiver.is_none() {
+            return (0, Some(0));
+        }
+        let left = usize::try_from(self.total_steps - self.received).unwrap_or(usize::MAX);
+        (left, Some(left))
+    }
+}
+
+impl Drop for TwoViewLoader {
+    fn drop(&mut self) {
+        // A producer panic is not re-raised while dropping (it could abort a panicking thread).
+        let _ = self.shutdown();
+    }
+}
+
+impl Producer {
+    fn run(&self, tx: &SyncSender<TwoViewBatch>) {
+        let ds = &*self.dataset;
+        let (c, h, w) = (ds.channels(), ds.height(), ds.width());
+        let view_len = self.augmenter.out_len();
+        let b = self.batch_size;
+        let mut image = vec![0.0f32; c * h * w];
+        let mut order: Vec<usize> = Vec::with_capacity(ds.len());
+        let mut step = 0u64;
+        for epoch in 0..self.epochs {
+            // A fresh permutation per epoch, from its own seed: epoch k does not depend on
+            // epochs before it.
+            order.clear();
+            order.extend(0..ds.len());
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix_seeds(&[
+                self.seed,
+                SHUFFLE_TAG,
+                u64::from(epoch),
+            ])));
+            for ids in order.chunks_exact(b).take(self.steps_per_epoch) {
+                let mut view0 = vec![0.0f32; b * view_len];
+                let mut view1 = vec![0.0f32; b * view_len];
+                for (pos, &id) in ids.iter().enumerate() {
+                    if self.stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    ds.read_image(id, &mut image);
+                    for (view, buf) in [&mut view0, &mut view1].into_iter().enumerate() {
+                        let mut rng = ChaCha8Rng::seed_from_u64(mix_seeds(&[
+                            self.seed,
+                            VIEW_TAG,
+                            step,
+                            pos as u64,
+                            view as u64,
+                        ]));
+                        self.augmenter.apply(
+                            &image,
+                            h,
+                            w,
+                            &mut rng,
+                            &mut buf[pos * view_len..(pos + 1) * view_len],
+                        );
+                    }
+                }
+                let batch = TwoViewBatch {
+                    epoch,
+                    step,
+                    image_ids: ids.iter().map(|&i| i as u64).collect(),
+                    labels: ids.iter().map(|&i| ds.label(i)).collect(),
+                    view0,
+                    view1,
+                };
+                if tx.send(batch).is_err() {
+                    return; // The consumer is gone.
+                }
+                step += 1;
+            }
+        }
+    }
+}
+
+/// A batch of evaluation images (normalised, not augmented).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalBatch {
+    /// Data-set indices, ascending.
+    pub image_ids: Vec<u64>,
+    /// Their labels.
+    pub labels: Vec<Option<u32>>,
+    /// B×C×S×S.
+    pub images: Vec<f32>,
+}
+
+/// The whole data set in index order, in batches of `batch_size` (the last may be smaller),
+/// through [`Augmenter::normalise_only`]. Computed lazily on the calling thread.
+///
+/// A `batch_size` of 0 is treated as 1.
+///
+/// # Panics
+/// When iterated, if the data set's channel count differs from the augmenter's.
+pub fn eval_batches<'a>(
+    dataset: &'a dyn Dataset,
+    augmenter: &'a Augmenter,
+    batch_size: usize,
+) -> impl Iterator<Item = EvalBatch> + 'a {
+    let bs = batch_size.max(1);
+    let n = dataset.len();
+    let (c, h, w) = (dataset.channels(), dataset.height(), dataset.width());
+    let out_len = augmenter.out_len();
+    let mut image = vec![0.0f32; c * h * w];
+    (0..n.div_ceil(bs)).map(move |k| {
+        let ids = k * bs..((k + 1) * bs).min(n);
+        let mut images = vec![0.0f32; ids.len() * out_len];
+        for (id, out) in ids.clone().zip(images.chunks_exact_mut(out_len)) {
+            dataset.read_image(id, &mut image);
+            augmenter.normalise_only(&image, h, w, out);
+        }
+        EvalBatch {
+            image_ids: ids.clone().map(|i| i as u64).collect(),
+            labels: ids.map(|i| dataset.label(i)).collect(),
+            images,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::config::{AugmentConfig, DatasetConfig};
+    use crate::data::synthetic::{generate, Split};
+
+    fn dataset(n: usize) -> Arc<dyn Dataset> {
+        let cfg = DatasetConfig {
+            image_size: 8,
+            train_size: n,
+            eval_size: 4,
+            seed: 1,
+            ..DatasetConfig::default()
+        };
+        Arc::new(generate(&cfg, Split::Train))
+    }
+
+    fn augmenter() -> Augmenter {
+        Augmenter::new(&AugmentConfig::default(), 8, 3).expect("defaults are valid")
+    }
+
+    fn run_loader(seed: u64) -> Vec<TwoViewBatch> {
+        TwoViewLoader::spawn(dataset(23), augmenter(), 5, 2, seed, 2)
+            .expect("valid loader")
+            .collect()
+    }
+
+    #[test]
+    fn deterministic_per_seed() {
+        let a = run_loader(7);
+        let b = run_loader(7);
+        assert_eq!(a, b);
+        let c = run_loader(8);
+        assert_ne!(a[0].image_ids, c[0].image_ids);
+        assert_ne!(a[0].view0, c[0].view0);
+        // The two views of an image differ (independent augmentation seeds).
+        assert_ne!(a[0].view0, a[0].view1);
+    }
+
+    #[test]
+    fn counts_shapes_and_epoch_coverage() {
+        let n = 23;
+        let loader = TwoViewLoader::spawn(dataset(n), augmenter(), 5, 3, 0, 1).expect("valid");
+        assert_eq!(loader.steps_per_epoch(), 4);
+        assert_eq!(loader.total_steps(), 12);
+        assert_eq!(loader.size_hint(), (12, Some(12)));
+        let batches: Vec<_> = loader.collect();
+        assert_eq!(batches.len(), 12);
+        for (i, b) in batches.iter().enumerate() {
+            assert_eq!(b.step, i as u64);
+            assert_eq!(b.epoch, (i / 4) as u32);
+            assert_eq!(b.image_ids.len(), 5);
+            assert_eq!(b.view0.len(), 5 * 3 * 8 * 8);
+            assert_eq!(b.view1.len(), 5 * 3 * 8 * 8);
+            assert!(b.labels.iter().all(|l| l.is_some_and(|l| l < 10)));
+        }
+        for epoch in 0..3u32 {
+            let mut ids: Vec<u64> = batches
+                .iter()
+                .filter(|b| b.epoch == epoch)
+                .flat_map(|b| b.image_ids.iter().copied())
+                .collect();
+            assert_eq!(ids.len(), 20);
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), 20, "an image repeated within epoch {epoch}");
+            assert!(ids.iter().all(|&i| i < n as u64));
+        }
+        // Epochs are shuffled differently.
+        assert_ne!(batches[0].image_ids, batches[4].image_ids);
+    }
+
+    #[test]
+    fn rejects_bad_batch_sizes() {
+        let e = TwoViewLoader::spawn(dataset(4), augmenter(), 5, 1, 0, 1)
+            .expect_err("batch larger than data set");
+        assert!(e.to_string().contains("exceeds"));
+        assert!(TwoViewLoader::spawn(dataset(4), augmenter(), 0, 1, 0, 1).is_err());
+        let gray = Augmenter::new(
+            &AugmentConfig {
+                mean: vec![0.5],
+                std: vec![0.25],
+                ..AugmentConfig::default()
+            },
+            8,
+            1,
+        )
+        .expect("valid");
+        assert!(TwoViewLoader::spawn(dataset(4), gray, 2, 1, 0, 1).is_err());
+    }
+
+    #[test]
+    fn dropping_early_does_not_hang() {
+        let start = Instant::now();
+        for prefetch in [0, 1, 4] {
+            let mut loader =
+                TwoViewLoader::spawn(dataset(40), augmenter(), 4, 1_000_000, 3, prefetch)
+                    .expect("valid");
+            assert!(loader.next().is_some());
+            // Let the producer fill the channel and block on `send`.
+            std::thread::sleep(Duration::from_millis(20));
+            drop(loader);
+        }
+        // Zero epochs: nothing to produce, iteration ends at once.
+        let mut empty = TwoViewLoader::spawn(dataset(8), augmenter(), 4, 0, 0, 1).expect("valid");
+        assert!(empty.next().is_none());
+        assert!(empty.next().is_none());
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn eval_batches_cover_in_order() {
+        let ds = dataset(11);
+        let aug = augmenter();
+        let batches: Vec<_> = eval_batches(&*ds, &aug, 4).collect();
+        assert_eq!(batches.len(), 3);
+        assert_eq!(batches[2].image_ids, vec![8, 9, 10]);
+        assert_eq!(batches[2].images.len(), 3 * aug.out_len());
+        let ids: Vec<u64> = batches.iter().flat_map(|b| b.image_ids.clone()).collect();
+        assert_eq!(ids, (0..11).collect::<Vec<u64>>());
+        // Same size: normalise_only is (x − 0.5) / 0.25 of the stored pixels.
+        let mut img = vec![0.0f32; aug.out_len()];
+        ds.read_image(5, &mut img);
+        let got = &batches[1].images[aug.out_len()..2 * aug.out_len()];
+        assert!(got
+            .iter()
+            .zip(&img)
+            .all(|(g, x)| (g - (x - 0.5) / 0.25).abs() < 1e-6));
+        assert_eq!(batches[1].labels[1], ds.label(5));
+    }
+}

@@ -1,0 +1,17 @@
+//! collapse-lab: diagnose representation collapse in self-supervised learning.
+//!
+//! The data flows one way — config/data → model → method → train → log → analysis → report —
+//! and each stage is a module that imports only from those before it. `analysis` holds pure
+//! functions of embeddings that `train` also calls live, so there is one implementation of
+//! every metric; `runner` runs a grid on top of all of them, and `cli` only wires.
+//! The study and the metric definitions: `../shared/science.md`.
+
+pub mod analysis;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod log;
+pub mod method;
+pub mod model;
+pub mod runner;
+pub mod train;

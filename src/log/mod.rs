@@ -1,0 +1,11 @@
+//! Parquet sinks with the schemas of ../shared/architecture.md; every write is atomic.
+
+mod atomic;
+mod parquet;
+mod steps;
+mod summary;
+
+pub use atomic::{write_atomic, write_text};
+pub use parquet::{read_parquet, write_parquet, TableBuilder};
+pub use steps::StepsLog;
+pub use summary::{write_summary, SummaryRow};

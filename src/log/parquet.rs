@@ -1,0 +1,74 @@
+//! Parquet tables through polars: a small column builder and atomic write / checked read.
+
+use std::fs::File;
+use std::path::Path;
+
+use polars::prelude::*;
+
+use super::atomic::write_atomic;
+use crate::config::InputError;
+
+/// Builds a DataFrame column by column (all columns must have the same length).
+#[derive(Default)]
+pub struct TableBuilder {
+    columns: Vec<Column>,
+}
+
+impl TableBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn str(mut self, name: &str, values: Vec<String>) -> Self {
+        self.columns.push(Column::new(name.into(), values));
+        self
+    }
+    pub fn opt_str(mut self, name: &str, values: Vec<Option<String>>) -> Self {
+        self.columns.push(Column::new(name.into(), values));
+        self
+    }
+    pub fn u64(mut self, name: &str, values: Vec<u64>) -> Self {
+        self.columns.push(Column::new(name.into(), values));
+        self
+    }
+    pub fn opt_u64(mut self, name: &str, values: Vec<Option<u64>>) -> Self {
+        self.columns.push(Column::new(name.into(), values));
+        self
+    }
+    pub fn u32(mut self, name: &str, values: Vec<u32>) -> Self {
+        self.columns.push(Column::new(name.into(), values));
+        self
+    }
+    pub fn f64(mut self, name: &str, values: Vec<f64>) -> Self {
+        self.columns.push(Column::new(name.into(), values));
+        self
+    }
+    pub fn opt_f64(mut self, name: &str, values: Vec<Option<f64>>) -> Self {
+        self.columns.push(Column::new(name.into(), values));
+        self
+    }
+
+    pub fn build(self) -> anyhow::Result<DataFrame> {
+        Ok(DataFrame::new_infer_height(self.columns)?)
+    }
+}
+
+/// Writes `df` to `path` atomically (zstd-compressed Parquet).
+pub fn write_parquet(path: &Path, df: &mut DataFrame) -> anyhow::Result<()> {
+    write_atomic(path, |file| {
+        ParquetWriter::new(file)
+            .with_compression(ParquetCompression::Zstd(None))
+            .finish(df)
+            .map_err(|e| anyhow::anyhow!("encoding Parquet: {e}"))?;
+        Ok(())
+    })
+}
+
+/// Reads a Parquet file; a missing or corrupt file is bad input naming the file.
+pub fn read_parquet(path: &Path) -> Result<DataFrame, InputError> {
+    let src = path.display().to_string();
+    let file = File::open(path).map_err(|e| InputError::new(&src, format!("cannot open: {e}")))?;
+    ParquetReader::new(file)
+        .finish()
+        .map_err(|e| InputError::new(&src, format!("not a readable Parquet file: {e}")))
+}

@@ -1,0 +1,76 @@
+//! `summary.parquet`: one row per run of a grid, with its config as flat columns, its status
+//! and its final metrics.
+
+use std::path::Path;
+
+use super::parquet::{write_parquet, TableBuilder};
+use crate::config::RunConfig;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryRow {
+    pub run_id: String,
+    pub variant: String,
+    pub seed: u64,
+    pub config: RunConfig,
+    /// `ok` | `diverged` | `failed`
+    pub status: String,
+    pub error: Option<String>,
+    pub final_pos_cos: Option<f64>,
+    pub final_neg_cos: Option<f64>,
+    pub final_z_std: Option<f64>,
+    pub final_effective_rank: Option<f64>,
+    pub final_knn_acc: Option<f64>,
+    pub final_probe_acc: Option<f64>,
+    pub collapse_verdict: Option<String>,
+    pub collapse_step: Option<u64>,
+    pub steps: u64,
+    pub wall_seconds: f64,
+    pub images_per_second: f64,
+}
+
+pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> anyhow::Result<()> {
+    let s = |f: fn(&SummaryRow) -> String| rows.iter().map(f).collect::<Vec<_>>();
+    let of = |f: fn(&SummaryRow) -> Option<f64>| rows.iter().map(f).collect::<Vec<_>>();
+    let mut df = TableBuilder::new()
+        .str("run_id", s(|r| r.run_id.clone()))
+        .str("variant", s(|r| r.variant.clone()))
+        .u64("seed", rows.iter().map(|r| r.seed).collect())
+        .str("method", s(|r| r.config.method.name.as_str().into()))
+        .str("encoder", s(|r| r.config.model.encoder.as_str().into()))
+        .str("encoder_norm", s(|r| r.config.model.encoder_norm.as_str().into()))
+        .str("projector_norm", s(|r| r.config.model.projector.norm.as_str().into()))
+        .opt_str(
+            "predictor_norm",
+            rows.iter()
+                .map(|r| r.config.head_norms().1.map(|n| n.as_str().to_string()))
+                .collect(),
+        )
+        .str("optimizer", s(|r| r.config.optim.name.as_str().into()))
+        .f64("lr", rows.iter().map(|r| r.config.optim.lr).collect())
+        .f64("weight_decay", rows.iter().map(|r| r.config.optim.weight_decay).collect())
+        .opt_f64(
+            "tau",
+            rows.iter()
+                .map(|r| r.config.method.name.has_ema_target().then_some(r.config.method.tau))
+                .collect(),
+        )
+        .u64("batch_size", rows.iter().map(|r| r.config.train.batch_size as u64).collect())
+        .u32("epochs", rows.iter().map(|r| r.config.train.epochs).collect())
+        .str("dataset", s(|r| r.config.dataset.name.clone()))
+        .u64("image_size", rows.iter().map(|r| r.config.dataset.image_size as u64).collect())
+        .str("status", s(|r| r.status.clone()))
+        .opt_str("error", rows.iter().map(|r| r.error.clone()).collect())
+        .opt_f64("final_pos_cos", of(|r| r.final_pos_cos))
+        .opt_f64("final_neg_cos", of(|r| r.final_neg_cos))
+        .opt_f64("final_z_std", of(|r| r.final_z_std))
+        .opt_f64("final_effective_rank", of(|r| r.final_effective_rank))
+        .opt_f64("final_knn_acc", of(|r| r.final_knn_acc))
+        .opt_f64("final_probe_acc", of(|r| r.final_probe_acc))
+        .opt_str("collapse_verdict", rows.iter().map(|r| r.collapse_verdict.clone()).collect())
+        .opt_u64("collapse_step", rows.iter().map(|r| r.collapse_step).collect())
+        .u64("steps", rows.iter().map(|r| r.steps).collect())
+        .f64("wall_seconds", rows.iter().map(|r| r.wall_seconds).collect())
+        .f64("images_per_second", rows.iter().map(|r| r.images_per_second).collect())
+        .build()?;
+    write_parquet(path, &mut df)
+}

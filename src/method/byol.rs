@@ -1,0 +1,49 @@
+//! BYOL (Grill et al. 2020): the online predictor regresses the EMA target's projection of
+//! the other view; symmetric 2 − 2·cos loss. Nothing in the loss forbids collapse.
+
+use candle_core::{Result, Tensor};
+
+use super::losses::normalized_l2;
+use super::network::{EmaTarget, OnlineNetwork};
+use super::{Embeddings, Method, StepOutput};
+use crate::config::MethodName;
+
+pub struct Byol {
+    pub(super) online: OnlineNetwork,
+    pub(super) target: EmaTarget,
+}
+
+impl Method for Byol {
+    fn name(&self) -> MethodName {
+        MethodName::Byol
+    }
+
+    fn online(&self) -> &OnlineNetwork {
+        &self.online
+    }
+
+    fn forward(&mut self, views: [&Tensor; 2]) -> Result<StepOutput> {
+        let o0 = self.online.forward(views[0])?;
+        let o1 = self.online.forward(views[1])?;
+        let zt0 = self.target.project(views[0])?;
+        let zt1 = self.target.project(views[1])?;
+        let (p0, p1) = match (o0.p, o1.p) {
+            (Some(a), Some(b)) => (a, b),
+            _ => candle_core::bail!("BYOL needs a predictor"),
+        };
+        let loss = (normalized_l2(&p0, &zt1)? + normalized_l2(&p1, &zt0)?)?;
+        Ok(StepOutput {
+            loss,
+            embeddings: Embeddings {
+                y: [o0.y, o1.y],
+                z: [o0.z, o1.z],
+                z_target: [zt0, zt1],
+                p: Some([p0, p1]),
+            },
+        })
+    }
+
+    fn after_step(&mut self, tau: Option<f64>, _out: &StepOutput) -> Result<()> {
+        self.target.update(&self.online, tau.unwrap_or(1.0))
+    }
+}

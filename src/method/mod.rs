@@ -1,0 +1,86 @@
+//! Self-supervised methods over one shared trait: forward two views → loss plus the
+//! embeddings (y, z, z_target, p) the collapse diagnostics need.
+
+mod byol;
+mod contrastive;
+pub mod losses;
+mod moco;
+mod network;
+mod queue;
+mod simclr;
+mod simsiam;
+
+use candle_core::{Result, Tensor};
+
+pub use byol::Byol;
+pub use contrastive::Contrastive;
+pub use moco::Moco;
+pub use network::{EmaTarget, OnlineNetwork, OnlineOutput};
+pub use queue::Queue;
+pub use simclr::SimClr;
+pub use simsiam::SimSiam;
+
+use crate::config::{MethodName, RunConfig};
+use crate::model::ParamStore;
+
+/// Embeddings of both views of a batch. `z_target[i]` is what `z` of the *other* view is
+/// compared with: the EMA target's projection (BYOL, MoCo, contrastive) or the detached
+/// online projection (SimSiam, SimCLR).
+pub struct Embeddings {
+    /// Encoder outputs.
+    pub y: [Tensor; 2],
+    /// Online projections.
+    pub z: [Tensor; 2],
+    /// Target projections (detached).
+    pub z_target: [Tensor; 2],
+    /// Predictor outputs, where the method has a predictor.
+    pub p: Option<[Tensor; 2]>,
+}
+
+pub struct StepOutput {
+    pub loss: Tensor,
+    pub embeddings: Embeddings,
+}
+
+pub trait Method: Send {
+    fn name(&self) -> MethodName;
+    /// The trained network (its parameters go to the optimizer, its encoder to evaluation).
+    fn online(&self) -> &OnlineNetwork;
+    /// Forward both augmented views in training mode.
+    fn forward(&mut self, views: [&Tensor; 2]) -> Result<StepOutput>;
+    /// After the optimizer step: the EMA update with this step's τ, queue updates.
+    fn after_step(&mut self, tau: Option<f64>, out: &StepOutput) -> Result<()>;
+}
+
+/// Builds the method a run asks for, with weights drawn from the run seed.
+pub fn build(cfg: &RunConfig, in_channels: usize, device: &candle_core::Device) -> Result<Box<dyn Method>> {
+    let seed = cfg.train.seed;
+    let store = ParamStore::new(device, seed);
+    let name = cfg.method.name;
+    let online = OnlineNetwork::new(store, &cfg.model, in_channels, name.has_predictor())?;
+    let temperature = cfg.method.temperature;
+    let queue = || {
+        Queue::new(
+            cfg.method.queue_size,
+            cfg.model.projector.out,
+            seed ^ 0x9E37_79B9_7F4A_7C15,
+            device,
+        )
+    };
+    Ok(match name {
+        MethodName::Byol => {
+            let target = EmaTarget::new(&online, &cfg.model, in_channels)?;
+            Box::new(Byol { online, target })
+        }
+        MethodName::Simsiam => Box::new(SimSiam { online }),
+        MethodName::Simclr => Box::new(SimClr { online, temperature }),
+        MethodName::Moco => {
+            let target = EmaTarget::new(&online, &cfg.model, in_channels)?;
+            Box::new(Moco { online, target, queue: queue()?, temperature })
+        }
+        MethodName::Contrastive => {
+            let target = EmaTarget::new(&online, &cfg.model, in_channels)?;
+            Box::new(Contrastive { online, target, queue: queue()?, temperature })
+        }
+    })
+}

@@ -1,0 +1,11 @@
+//! Training: optimizers, schedules, the step loop, device selection.
+
+mod device;
+mod optim;
+mod schedule;
+mod trainer;
+
+pub use device::parse_device;
+pub use optim::{grad_norm, Optimizer};
+pub use schedule::{lr_at, tau_at};
+pub use trainer::{train, RunStatus, StepObserver, StepRecord, TrainSummary};

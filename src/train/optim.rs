@@ -1,0 +1,202 @@
+//! SGD with momentum and weight decay, and LARS — candle's own SGD has neither momentum nor
+//! weight decay, and there is no LARS.
+//!
+//! SGD (PyTorch semantics): u = g + wd·w; v ← m·v + u; w ← w − lr·v.
+//! LARS (as in BYOL): u = g + wd·w; u ← u·η‖w‖/‖u‖ (factor 1 when either norm is 0);
+//! v ← m·v + u; w ← w − lr·v. Biases and norm parameters optionally get neither the
+//! adaptation nor the weight decay.
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Result, Tensor};
+
+use crate::config::{OptimConfig, OptimizerName};
+use crate::model::{Param, ParamKind};
+
+pub struct Optimizer {
+    cfg: OptimConfig,
+    velocity: Vec<Option<Tensor>>,
+}
+
+impl Optimizer {
+    pub fn new(cfg: &OptimConfig, num_params: usize) -> Self {
+        Self {
+            cfg: cfg.clone(),
+            velocity: vec![None; num_params],
+        }
+    }
+
+    fn excluded(&self, p: &Param) -> bool {
+        self.cfg.name == OptimizerName::Lars
+            && self.cfg.lars_exclude_bias_and_norm
+            && matches!(p.kind, ParamKind::Bias | ParamKind::Norm)
+    }
+
+    /// One update of every parameter that received a gradient.
+    pub fn step(&mut self, params: &[Param], grads: &GradStore, lr: f64) -> Result<()> {
+        if params.len() != self.velocity.len() {
+            candle_core::bail!("optimizer built for {} parameters, got {}", self.velocity.len(), params.len());
+        }
+        // Updates before momentum, u = g (+ wd·w).
+        let mut updates: Vec<Option<Tensor>> = Vec::with_capacity(params.len());
+        for p in params {
+            let Some(g) = grads.get(p.var.as_tensor()) else {
+                updates.push(None);
+                continue;
+            };
+            let w = p.var.as_tensor().detach();
+            let u = if self.cfg.weight_decay > 0.0 && !self.excluded(p) {
+                (g + (&w * self.cfg.weight_decay)?)?
+            } else {
+                g.clone()
+            };
+            updates.push(Some(u));
+        }
+        if self.cfg.name == OptimizerName::Lars {
+            self.apply_trust_ratios(params, &mut updates)?;
+        }
+        let m = self.cfg.momentum;
+        for ((p, u), v) in params.iter().zip(updates).zip(self.velocity.iter_mut()) {
+            let Some(u) = u else { continue };
+            let next_v = match v.take() {
+                Some(prev) if m > 0.0 => ((prev * m)? + u)?,
+                _ => u,
+            };
+            p.var.set(&(p.var.as_tensor().detach() - (&next_v * lr)?)?)?;
+            *v = Some(next_v);
+        }
+        Ok(())
+    }
+
+    /// Scales each adapted update by η‖w‖/‖u‖. All norms come back in one host copy.
+    fn apply_trust_ratios(&self, params: &[Param], updates: &mut [Option<Tensor>]) -> Result<()> {
+        let mut norms = Vec::new();
+        let mut which = Vec::new();
+        for (i, (p, u)) in params.iter().zip(updates.iter()).enumerate() {
+            if let Some(u) = u {
+                if !self.excluded(p) {
+                    norms.push(p.var.as_tensor().sqr()?.sum_all()?.to_dtype(DType::F64)?);
+                    norms.push(u.sqr()?.sum_all()?.to_dtype(DType::F64)?);
+                    which.push(i);
+                }
+            }
+        }
+        if which.is_empty() {
+            return Ok(());
+        }
+        let host = Tensor::stack(&norms, 0)?.to_vec1::<f64>()?;
+        for (k, &i) in which.iter().enumerate() {
+            let w_norm = host[2 * k].sqrt();
+            let u_norm = host[2 * k + 1].sqrt();
+            let factor = if w_norm > 0.0 && u_norm > 0.0 {
+                self.cfg.lars_eta * w_norm / u_norm
+            } else {
+                1.0
+            };
+            if let Some(u) = updates[i].take() {
+                updates[i] = Some((u * factor)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Global l2 norm of all gradients (before weight decay), one host copy.
+pub fn grad_norm(params: &[Param], grads: &GradStore) -> Result<f64> {
+    let squares: Vec<Tensor> = params
+        .iter()
+        .filter_map(|p| grads.get(p.var.as_tensor()))
+        .map(|g| g.sqr()?.sum_all()?.to_dtype(DType::F64))
+        .collect::<Result<_>>()?;
+    if squares.is_empty() {
+        return Ok(0.0);
+    }
+    Ok(Tensor::stack(&squares, 0)?.sum_all()?.to_scalar::<f64>()?.sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ParamStore;
+    use candle_core::{Device, Var};
+
+    fn setup() -> Result<(ParamStore, Vec<Param>)> {
+        let mut store = ParamStore::new(&Device::Cpu, 0);
+        store.weight("w", &[2], 1)?;
+        store.bias("b", 1, 1)?;
+        store.params()[0].var.set(&Tensor::new(&[3f32, 4.0], &Device::Cpu)?)?;
+        store.params()[1].var.set(&Tensor::new(&[2f32], &Device::Cpu)?)?;
+        let params = store.params().to_vec();
+        Ok((store, params))
+    }
+
+    /// loss = Σ g·w makes the gradient exactly g.
+    fn grads_for(params: &[Param], gw: [f32; 2], gb: f32) -> Result<GradStore> {
+        let dev = Device::Cpu;
+        let loss = ((params[0].var.as_tensor() * Tensor::new(&gw, &dev)?)?.sum_all()?
+            + (params[1].var.as_tensor() * Tensor::new(&[gb], &dev)?)?.sum_all()?)?;
+        loss.backward()
+    }
+
+    fn values(v: &Var) -> Result<Vec<f32>> {
+        v.as_tensor().to_vec1::<f32>()
+    }
+
+    #[test]
+    fn sgd_momentum_weight_decay_by_hand() -> Result<()> {
+        let (_s, params) = setup()?;
+        let cfg = OptimConfig { name: OptimizerName::Sgd, momentum: 0.9, weight_decay: 0.1, ..OptimConfig::default() };
+        let mut opt = Optimizer::new(&cfg, 2);
+        let g = grads_for(&params, [1.0, -1.0], 0.5)?;
+        opt.step(&params, &g, 0.5)?;
+        // u = g + 0.1·w = (1.3, −0.6); v = u; w = w − 0.5·v = (2.35, 4.3)
+        let w = values(&params[0].var)?;
+        assert!((w[0] - 2.35).abs() < 1e-6 && (w[1] - 4.3).abs() < 1e-6, "{w:?}");
+        let g = grads_for(&params, [1.0, -1.0], 0.5)?;
+        opt.step(&params, &g, 0.5)?;
+        // u = (1.235, −0.57); v = 0.9·(1.3, −0.6) + u = (2.405, −1.11); w = (1.1475, 4.855)
+        let w = values(&params[0].var)?;
+        assert!((w[0] - 1.1475).abs() < 1e-5 && (w[1] - 4.855).abs() < 1e-5, "{w:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn lars_step_by_hand_with_exclusions() -> Result<()> {
+        let (_s, params) = setup()?;
+        let cfg = OptimConfig {
+            name: OptimizerName::Lars,
+            momentum: 0.9,
+            weight_decay: 0.5,
+            lars_eta: 0.01,
+            lars_exclude_bias_and_norm: true,
+            ..OptimConfig::default()
+        };
+        let mut opt = Optimizer::new(&cfg, 2);
+        let g = grads_for(&params, [0.5, 1.0], 0.25)?;
+        opt.step(&params, &g, 2.0)?;
+        // weight: u = g + 0.5·w = (2.0, 3.0); ‖w‖ = 5, ‖u‖ = √13;
+        // u ← u·0.01·5/√13; w ← w − 2·u.
+        let f = 0.01 * 5.0 / 13f64.sqrt();
+        let w = values(&params[0].var)?;
+        assert!((w[0] as f64 - (3.0 - 2.0 * 2.0 * f)).abs() < 1e-6, "{w:?}");
+        assert!((w[1] as f64 - (4.0 - 2.0 * 3.0 * f)).abs() < 1e-6, "{w:?}");
+        // bias excluded: plain u = g, no decay: b = 2 − 2·0.25 = 1.5
+        let b = values(&params[1].var)?;
+        assert!((b[0] - 1.5).abs() < 1e-6, "{b:?}");
+        // Zero weight norm: factor 1.
+        params[0].var.set(&Tensor::new(&[0f32, 0.0], &Device::Cpu)?)?;
+        let mut opt = Optimizer::new(&cfg, 2);
+        let g = grads_for(&params, [0.5, 1.0], 0.0)?;
+        opt.step(&params, &g, 1.0)?;
+        let w = values(&params[0].var)?;
+        assert!((w[0] + 0.5).abs() < 1e-6 && (w[1] + 1.0).abs() < 1e-6, "{w:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn grad_norm_is_global_l2() -> Result<()> {
+        let (_s, params) = setup()?;
+        let g = grads_for(&params, [3.0, 0.0], 4.0)?;
+        assert!((grad_norm(&params, &g)? - 5.0).abs() < 1e-9);
+        Ok(())
+    }
+}

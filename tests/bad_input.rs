@@ -1,0 +1,76 @@
+//! Bad input: exit code 2 and one line naming the file or flag, the field, what was expected.
+
+mod common;
+
+use std::io::Write;
+
+use common::*;
+
+fn grid_file(dir: &tempfile::TempDir, body: &str) -> String {
+    let path = dir.path().join("bad.toml");
+    let mut f = std::fs::File::create(&path).expect("create");
+    f.write_all(body.as_bytes()).expect("write");
+    path.to_str().expect("utf-8").to_string()
+}
+
+fn expect_exit_2(args: &[&str], must_contain: &[&str]) {
+    let o = run(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "args {args:?}: {err}");
+    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line, got: {err}");
+    for s in must_contain {
+        assert!(err.contains(s), "{s:?} not in: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn malformed_toml() {
+    let d = tempfile::tempdir().unwrap();
+    let f = grid_file(&d, "name = \"x\"\n[base\nmethod.name = \"byol\"\n");
+    expect_exit_2(&["run", &f, "--quiet"], &["bad.toml:2", "invalid TOML"]);
+}
+
+#[test]
+fn unknown_field() {
+    let d = tempfile::tempdir().unwrap();
+    let f = grid_file(&d, "name = \"x\"\n[base]\ntrain.batchsize = 4\n");
+    expect_exit_2(&["run", &f, "--quiet"], &["bad.toml", "train", "batchsize"]);
+}
+
+#[test]
+fn unknown_norm_method_optimizer() {
+    let d = tempfile::tempdir().unwrap();
+    for (body, field, expected) in [
+        ("model.projector.norm = \"bn2\"", "model.projector.norm", "`ln`"),
+        ("model.encoder_norm = \"instance\"", "model.encoder_norm", "`gn_ws`"),
+        ("method.name = \"dino\"", "method.name", "`simsiam`"),
+        ("optim.name = \"adam\"", "optim.name", "`lars`"),
+    ] {
+        let f = grid_file(&d, &format!("name = \"x\"\n[base]\n{body}\n"));
+        expect_exit_2(&["run", &f, "--quiet"], &["bad.toml", field, expected]);
+    }
+}
+
+#[test]
+fn negative_lr() {
+    let d = tempfile::tempdir().unwrap();
+    let f = grid_file(&d, "name = \"x\"\n[[variant]]\nname = \"v\"\noptim.lr = -0.5\n");
+    expect_exit_2(&["run", &f, "--quiet"], &["bad.toml", "optim.lr", "positive"]);
+    expect_exit_2(
+        &["run", "experiments/smoke.toml", "--quiet", "--set", "optim.lr=-1"],
+        &["--set optim.lr=-1", "optim.lr", "positive"],
+    );
+}
+
+#[test]
+fn set_on_missing_field_and_other_flags() {
+    expect_exit_2(
+        &["run", "experiments/smoke.toml", "--quiet", "--set", "model.projector.depth=3"],
+        &["--set model.projector.depth=3", "depth"],
+    );
+    expect_exit_2(&["run", "experiments/smoke.toml", "--quiet", "--only", "nope"], &["--only", "nope"]);
+    expect_exit_2(&["run", "experiments/smoke.toml", "--quiet", "--device", "tpu"], &["--device tpu", "cpu"]);
+    expect_exit_2(&["run", "no/such/grid.toml", "--quiet"], &["no/such/grid.toml", "not found"]);
+}

@@ -1,0 +1,49 @@
+//! Helpers shared by the integration tests: run the binary, read Parquet.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use polars::prelude::*;
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_collapse-lab"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+pub fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary runs")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn read(path: &Path) -> DataFrame {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    ParquetReader::new(file).finish().expect("readable parquet")
+}
+
+pub fn f64s(df: &DataFrame, col: &str) -> Vec<f64> {
+    df.column(col)
+        .unwrap_or_else(|_| panic!("column {col}"))
+        .f64()
+        .expect("f64 column")
+        .into_no_null_iter()
+        .collect()
+}
+
+pub fn strs(df: &DataFrame, col: &str) -> Vec<String> {
+    df.column(col)
+        .unwrap_or_else(|_| panic!("column {col}"))
+        .str()
+        .expect("str column")
+        .into_iter()
+        .map(|s| s.unwrap_or("").to_string())
+        .collect()
+}

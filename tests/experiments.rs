@@ -1,0 +1,36 @@
+//! Every committed grid parses, expands and names the variants the study needs.
+
+use collapse_lab::config::Grid;
+
+mod common;
+
+#[test]
+fn committed_grids_are_valid() {
+    for name in std::fs::read_dir(common::repo("experiments")).expect("experiments/") {
+        let path = name.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let grid = Grid::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let runs = grid.expand().unwrap_or_else(|e| panic!("{e}"));
+        assert!(!runs.is_empty(), "{}", path.display());
+    }
+}
+
+#[test]
+fn default_grid_has_the_study_variants() {
+    let grid = Grid::load(&common::repo("experiments/bn-ablation.toml")).expect("default grid");
+    let names: Vec<_> = grid.variants.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["byol", "projector-bn", "predictor-bn", "no-norm", "layer-norm", "contrastive"]);
+    assert_eq!(grid.seeds.len(), 3);
+    use collapse_lab::config::{HeadNorm, MethodName};
+    let runs = grid.expand().expect("expands");
+    let get = |v: &str| runs.iter().find(|r| r.variant == v).expect("variant").config.clone();
+    assert_eq!(get("byol").model.projector.norm, HeadNorm::Bn);
+    assert_eq!(get("byol").model.predictor.norm, HeadNorm::Bn);
+    assert_eq!(get("projector-bn").model.predictor.norm, HeadNorm::None);
+    assert_eq!(get("predictor-bn").model.projector.norm, HeadNorm::None);
+    assert_eq!(get("no-norm").model.projector.norm, HeadNorm::None);
+    assert_eq!(get("layer-norm").model.predictor.norm, HeadNorm::Ln);
+    assert_eq!(get("contrastive").method.name, MethodName::Contrastive);
+}
