@@ -4,7 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Grid, InputError};
+use crate::analysis::offline::{
+    analyze_run, reevaluate_run, run_dirs, write_analysis, write_eval_analysis,
+};
+use crate::config::{load_run_config, Grid, InputError};
+use crate::report::render;
+use crate::runner::bench::{bench, BenchWhat};
 use crate::runner::{run_grid, RunOptions};
 use crate::train::parse_device;
 
@@ -12,7 +17,11 @@ use crate::train::parse_device;
 pub const DEFAULT_GRID: &str = "experiments/bn-ablation.toml";
 
 #[derive(Parser, Debug)]
-#[command(name = "collapse-lab", version, about = "Diagnose representation collapse in self-supervised learning")]
+#[command(
+    name = "collapse-lab",
+    version,
+    about = "Diagnose representation collapse in self-supervised learning"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -22,6 +31,56 @@ pub struct Cli {
 pub enum Command {
     /// Train every variant × seed of an ablation grid and write Parquet logs.
     Run(RunArgs),
+    /// Recompute every per-step metric from embeddings.parquet and each run's final
+    /// evaluation from its stored weights; write analysis.parquet and analysis_evals.parquet.
+    Analyze(AnalyzeArgs),
+    /// Time a training step (forward, backward, update, diagnostics) or the loader.
+    Bench(BenchArgs),
+    /// Render a grid's report: charts, the claims table (F1–F7), Markdown and HTML.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A grid folder (runs/<grid>).
+    pub dir: PathBuf,
+    /// Where to write the report (default: DIR/report).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// A grid (its first variant, or --variant) or a run's config.toml.
+    #[arg(long, default_value = DEFAULT_GRID)]
+    pub config: PathBuf,
+    /// The grid variant to time.
+    #[arg(long)]
+    pub variant: Option<String>,
+    #[arg(long, value_enum, default_value = "step")]
+    pub what: BenchWhat,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 30)]
+    pub steps: usize,
+    /// Compute threads per op: 1 is how `run` trains (one run per core).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Args, Debug)]
+pub struct AnalyzeArgs {
+    /// A run folder (runs/<grid>/<run>) or a grid folder (runs/<grid>).
+    pub dir: PathBuf,
+    /// Skip re-evaluating the stored weights (per-step metrics only).
+    #[arg(long)]
+    pub no_eval: bool,
 }
 
 #[derive(Args, Debug)]
@@ -56,7 +115,89 @@ pub struct RunArgs {
 pub fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Analyze(args) => analyze(args),
+        Command::Bench(args) => bench_command(args),
+        Command::Report(args) => {
+            let out = render(&args.dir, args.out.as_deref())?;
+            eprintln!("report → {}", out.join("index.md").display());
+            Ok(())
+        }
     }
+}
+
+fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
+    match args.threads {
+        0 => return Err(InputError::new("--threads", "expected at least 1").into()),
+        1 => single_threaded_kernels(),
+        n => {
+            // Safety: no other thread exists yet.
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        }
+    }
+    let device = parse_device(&args.device)?;
+    let src = args.config.display().to_string();
+    let text = std::fs::read_to_string(&args.config)
+        .map_err(|e| InputError::new(&src, format!("cannot read: {e}")))?;
+    let is_grid = text
+        .lines()
+        .any(|l| l.trim_start().starts_with("name") || l.trim() == "[base]");
+    let config = if is_grid {
+        let only: Vec<String> = args.variant.into_iter().collect();
+        let grid = Grid::load(&args.config)?
+            .with_overrides(&args.set)?
+            .only(&only)?;
+        grid.expand()?
+            .into_iter()
+            .next()
+            .ok_or_else(|| InputError::new(&src, "the grid has no runs"))?
+            .config
+    } else {
+        if !args.set.is_empty() {
+            return Err(InputError::new("--set", "only applies to a grid file").into());
+        }
+        load_run_config(&args.config)?
+    };
+    let report = bench(&config, args.what, &device, args.warmup, args.steps.max(1))?;
+    println!("{}", report.human);
+    println!("{}", report.json);
+    Ok(())
+}
+
+/// Largest |offline − live| accepted for the per-step metrics.
+const LIVE_TOLERANCE: f64 = 1e-5;
+
+fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
+    // The default `run` computes each op on one thread; so does this, so that re-evaluation
+    // repeats the same floating-point sums.
+    single_threaded_kernels();
+    let runs = run_dirs(&args.dir)?;
+    let mut steps = Vec::new();
+    let mut evals = Vec::new();
+    for dir in &runs {
+        steps.extend(analyze_run(dir)?);
+        if !args.no_eval {
+            evals.push(reevaluate_run(dir)?);
+        }
+    }
+    write_analysis(&args.dir.join("analysis.parquet"), &steps)?;
+    if !evals.is_empty() {
+        write_eval_analysis(&args.dir.join("analysis_evals.parquet"), &evals)?;
+    }
+    let worst = |it: &mut dyn Iterator<Item = Option<f64>>| it.flatten().fold(0.0f64, f64::max);
+    let step_diff = worst(&mut steps.iter().map(|s| s.max_abs_diff_live));
+    let eval_diff = worst(&mut evals.iter().map(|e| e.max_abs_diff_live));
+    eprintln!(
+        "analyzed {} runs, {} logged steps → {}; largest |offline − live|: steps {step_diff:.2e}, final evaluation {eval_diff:.2e}",
+        runs.len(),
+        steps.len(),
+        args.dir.join("analysis.parquet").display()
+    );
+    if step_diff > LIVE_TOLERANCE {
+        anyhow::bail!(
+            "offline metrics disagree with the live ones by {step_diff:.2e} (> {LIVE_TOLERANCE:e})"
+        );
+    }
+    Ok(())
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -88,6 +229,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     )?;
     let failed = outcome.rows.iter().filter(|r| r.status == "failed").count();
+    let report = render(&outcome.dir, None)?;
+    eprintln!("report → {}", report.join("index.md").display());
     eprintln!(
         "{} runs ({} failed) → {}",
         outcome.rows.len(),
@@ -99,7 +242,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Exit code for an error: 2 for bad input, 1 otherwise.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    if err.chain().any(|e| e.downcast_ref::<InputError>().is_some()) {
+    if err
+        .chain()
+        .any(|e| e.downcast_ref::<InputError>().is_some())
+    {
         2
     } else {
         1

@@ -3,7 +3,8 @@
 //! The data flows one way — config/data → model → method → train → log → analysis → report —
 //! and each stage is a module that imports only from those before it. `analysis` holds pure
 //! functions of embeddings that `train` also calls live, so there is one implementation of
-//! every metric; `runner` runs a grid on top of all of them, and `cli` only wires.
+//! every metric; `report` renders a grid's tables; `runner` runs a grid on top of all of them,
+//! and `cli` only wires.
 //! The study and the metric definitions: `../shared/science.md`.
 
 pub mod analysis;
@@ -13,5 +14,6 @@ pub mod data;
 pub mod log;
 pub mod method;
 pub mod model;
+pub mod report;
 pub mod runner;
 pub mod train;

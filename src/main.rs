@@ -12,7 +12,10 @@ fn main() {
         // Bad input: one line naming the file/flag and field. Anything else: the full chain.
         let code = exit_code(&err);
         if code == 2 {
-            match err.chain().find_map(|e| e.downcast_ref::<collapse_lab::config::InputError>()) {
+            match err
+                .chain()
+                .find_map(|e| e.downcast_ref::<collapse_lab::config::InputError>())
+            {
                 Some(input) => eprintln!("error: {input}"),
                 None => eprintln!("error: {err}"),
             }

@@ -43,8 +43,16 @@ fn unknown_field() {
 fn unknown_norm_method_optimizer() {
     let d = tempfile::tempdir().unwrap();
     for (body, field, expected) in [
-        ("model.projector.norm = \"bn2\"", "model.projector.norm", "`ln`"),
-        ("model.encoder_norm = \"instance\"", "model.encoder_norm", "`gn_ws`"),
+        (
+            "model.projector.norm = \"bn2\"",
+            "model.projector.norm",
+            "`ln`",
+        ),
+        (
+            "model.encoder_norm = \"instance\"",
+            "model.encoder_norm",
+            "`gn_ws`",
+        ),
         ("method.name = \"dino\"", "method.name", "`simsiam`"),
         ("optim.name = \"adam\"", "optim.name", "`lars`"),
     ] {
@@ -56,10 +64,22 @@ fn unknown_norm_method_optimizer() {
 #[test]
 fn negative_lr() {
     let d = tempfile::tempdir().unwrap();
-    let f = grid_file(&d, "name = \"x\"\n[[variant]]\nname = \"v\"\noptim.lr = -0.5\n");
-    expect_exit_2(&["run", &f, "--quiet"], &["bad.toml", "optim.lr", "positive"]);
+    let f = grid_file(
+        &d,
+        "name = \"x\"\n[[variant]]\nname = \"v\"\noptim.lr = -0.5\n",
+    );
     expect_exit_2(
-        &["run", "experiments/smoke.toml", "--quiet", "--set", "optim.lr=-1"],
+        &["run", &f, "--quiet"],
+        &["bad.toml", "optim.lr", "positive"],
+    );
+    expect_exit_2(
+        &[
+            "run",
+            "experiments/smoke.toml",
+            "--quiet",
+            "--set",
+            "optim.lr=-1",
+        ],
         &["--set optim.lr=-1", "optim.lr", "positive"],
     );
 }
@@ -67,10 +87,31 @@ fn negative_lr() {
 #[test]
 fn set_on_missing_field_and_other_flags() {
     expect_exit_2(
-        &["run", "experiments/smoke.toml", "--quiet", "--set", "model.projector.depth=3"],
+        &[
+            "run",
+            "experiments/smoke.toml",
+            "--quiet",
+            "--set",
+            "model.projector.depth=3",
+        ],
         &["--set model.projector.depth=3", "depth"],
     );
-    expect_exit_2(&["run", "experiments/smoke.toml", "--quiet", "--only", "nope"], &["--only", "nope"]);
-    expect_exit_2(&["run", "experiments/smoke.toml", "--quiet", "--device", "tpu"], &["--device tpu", "cpu"]);
-    expect_exit_2(&["run", "no/such/grid.toml", "--quiet"], &["no/such/grid.toml", "not found"]);
+    expect_exit_2(
+        &["run", "experiments/smoke.toml", "--quiet", "--only", "nope"],
+        &["--only", "nope"],
+    );
+    expect_exit_2(
+        &[
+            "run",
+            "experiments/smoke.toml",
+            "--quiet",
+            "--device",
+            "tpu",
+        ],
+        &["--device tpu", "cpu"],
+    );
+    expect_exit_2(
+        &["run", "no/such/grid.toml", "--quiet"],
+        &["no/such/grid.toml", "not found"],
+    );
 }

@@ -39,11 +39,13 @@ pub fn f64s(df: &DataFrame, col: &str) -> Vec<f64> {
 }
 
 pub fn strs(df: &DataFrame, col: &str) -> Vec<String> {
-    df.column(col)
+    let ca = df
+        .column(col)
         .unwrap_or_else(|_| panic!("column {col}"))
         .str()
         .expect("str column")
-        .into_iter()
-        .map(|s| s.unwrap_or("").to_string())
+        .clone();
+    (0..ca.len())
+        .map(|i| ca.get(i).unwrap_or("").to_string())
         .collect()
 }

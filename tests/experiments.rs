@@ -21,11 +21,27 @@ fn committed_grids_are_valid() {
 fn default_grid_has_the_study_variants() {
     let grid = Grid::load(&common::repo("experiments/bn-ablation.toml")).expect("default grid");
     let names: Vec<_> = grid.variants.iter().map(|v| v.name.as_str()).collect();
-    assert_eq!(names, ["byol", "projector-bn", "predictor-bn", "no-norm", "layer-norm", "contrastive"]);
+    assert_eq!(
+        names,
+        [
+            "byol",
+            "projector-bn",
+            "predictor-bn",
+            "no-norm",
+            "layer-norm",
+            "contrastive"
+        ]
+    );
     assert_eq!(grid.seeds.len(), 3);
     use collapse_lab::config::{HeadNorm, MethodName};
     let runs = grid.expand().expect("expands");
-    let get = |v: &str| runs.iter().find(|r| r.variant == v).expect("variant").config.clone();
+    let get = |v: &str| {
+        runs.iter()
+            .find(|r| r.variant == v)
+            .expect("variant")
+            .config
+            .clone()
+    };
     assert_eq!(get("byol").model.projector.norm, HeadNorm::Bn);
     assert_eq!(get("byol").model.predictor.norm, HeadNorm::Bn);
     assert_eq!(get("projector-bn").model.predictor.norm, HeadNorm::None);

@@ -71,7 +71,9 @@ mod tests {
         let w: Vec<f32> = (0..24).map(|i| ((i * 5 % 13) as f32 - 6.0) * 0.2).collect();
         let a = Tensor::from_vec(v.clone(), (6, 4), &Device::Cpu)?;
         let b = Tensor::from_vec(w.clone(), (6, 4), &Device::Cpu)?;
-        let row = |x: &[f32], i: usize| -> Vec<f64> { x[i * 4..i * 4 + 4].iter().map(|&t| t as f64).collect() };
+        let row = |x: &[f32], i: usize| -> Vec<f64> {
+            x[i * 4..i * 4 + 4].iter().map(|&t| t as f64).collect()
+        };
         let cos = |x: &[f64], y: &[f64]| {
             let d: f64 = x.iter().zip(y).map(|(a, b)| a * b).sum();
             let nx: f64 = x.iter().map(|a| a * a).sum::<f64>().sqrt();
@@ -90,7 +92,10 @@ mod tests {
             }
         }
         let (p, n) = pos_neg_cos(&a, &b)?;
-        assert!((p - pos).abs() < 1e-5 && (n - neg).abs() < 1e-5, "{p} {pos} {n} {neg}");
+        assert!(
+            (p - pos).abs() < 1e-5 && (n - neg).abs() < 1e-5,
+            "{p} {pos} {n} {neg}"
+        );
         Ok(())
     }
 }

@@ -14,7 +14,12 @@ pub const KNN_TEMPERATURE: f64 = 0.07;
 fn normalized_rows(x: &[f32], dim: usize) -> Vec<f64> {
     let mut out = Vec::with_capacity(x.len());
     for row in x.chunks(dim) {
-        let norm = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt().max(1e-12);
+        let norm = row
+            .iter()
+            .map(|&v| (v as f64) * (v as f64))
+            .sum::<f64>()
+            .sqrt()
+            .max(1e-12);
         out.extend(row.iter().map(|&v| v as f64 / norm));
     }
     out
@@ -23,7 +28,12 @@ fn normalized_rows(x: &[f32], dim: usize) -> Vec<f64> {
 /// Predicted class of every query; ties in similarity keep the lower memory index.
 pub fn knn_predict(memory: &Labelled, queries: &[f32], k: usize, temperature: f64) -> Vec<u32> {
     let d = memory.dim;
-    let num_classes = memory.labels.iter().copied().max().map_or(1, |m| m as usize + 1);
+    let num_classes = memory
+        .labels
+        .iter()
+        .copied()
+        .max()
+        .map_or(1, |m| m as usize + 1);
     let mem = normalized_rows(memory.features, d);
     let qs = normalized_rows(queries, d);
     let n = memory.labels.len();
@@ -43,7 +53,13 @@ pub fn knn_predict(memory: &Labelled, queries: &[f32], k: usize, temperature: f6
         let best = votes
             .iter()
             .enumerate()
-            .fold((0usize, f64::NEG_INFINITY), |acc, (c, &v)| if v > acc.1 { (c, v) } else { acc })
+            .fold((0usize, f64::NEG_INFINITY), |acc, (c, &v)| {
+                if v > acc.1 {
+                    (c, v)
+                } else {
+                    acc
+                }
+            })
             .0;
         preds.push(best as u32);
     }
@@ -70,7 +86,12 @@ pub(crate) mod tests {
     use rand_chacha::ChaCha8Rng;
 
     /// Well-separated clusters around orthogonal directions, labels = cluster.
-    pub(crate) fn clusters(n: usize, dim: usize, classes: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
+    pub(crate) fn clusters(
+        n: usize,
+        dim: usize,
+        classes: usize,
+        seed: u64,
+    ) -> (Vec<f32>, Vec<u32>) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut x = Vec::with_capacity(n * dim);
         let mut y = Vec::with_capacity(n);
@@ -90,12 +111,31 @@ pub(crate) mod tests {
         let (x, y) = clusters(400, 8, 4, 1);
         let (mx, qx) = x.split_at(200 * 8);
         let (my, qy) = y.split_at(200);
-        let mem = Labelled { features: mx, labels: my, dim: 8 };
-        let q = Labelled { features: qx, labels: qy, dim: 8 };
+        let mem = Labelled {
+            features: mx,
+            labels: my,
+            dim: 8,
+        };
+        let q = Labelled {
+            features: qx,
+            labels: qy,
+            dim: 8,
+        };
         assert_eq!(knn_accuracy(&mem, &q), 1.0);
+        // Labels independent of the features (memory and queries alike): nothing to learn.
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let shuffled: Vec<u32> = my.iter().map(|_| rng.random_range(0..4)).collect();
-        let mem = Labelled { features: mx, labels: &shuffled, dim: 8 };
+        let shuffled_q: Vec<u32> = qy.iter().map(|_| rng.random_range(0..4)).collect();
+        let mem = Labelled {
+            features: mx,
+            labels: &shuffled,
+            dim: 8,
+        };
+        let q = Labelled {
+            features: qx,
+            labels: &shuffled_q,
+            dim: 8,
+        };
         let acc = knn_accuracy(&mem, &q);
         assert!((acc - 0.25).abs() < 0.12, "chance is 0.25, got {acc}");
     }
@@ -105,10 +145,17 @@ pub(crate) mod tests {
         let (x, y) = clusters(120, 5, 3, 9);
         // Add noise so neighbours are not trivial.
         let mut rng = ChaCha8Rng::seed_from_u64(4);
-        let x: Vec<f32> = x.iter().map(|v| v + rng.random_range(-2.0f32..2.0)).collect();
+        let x: Vec<f32> = x
+            .iter()
+            .map(|v| v + rng.random_range(-2.0f32..2.0))
+            .collect();
         let (mx, qx) = x.split_at(80 * 5);
         let (my, _) = y.split_at(80);
-        let mem = Labelled { features: mx, labels: my, dim: 5 };
+        let mem = Labelled {
+            features: mx,
+            labels: my,
+            dim: 5,
+        };
         let fast = knn_predict(&mem, qx, 7, 0.1);
         let norm = |r: &[f32]| {
             let n = r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
@@ -126,7 +173,9 @@ pub(crate) mod tests {
             for &(s, j) in &all[..7] {
                 votes[my[j] as usize] += (s / 0.1).exp();
             }
-            let best = (0..3).max_by(|&a, &b| votes[a].total_cmp(&votes[b])).unwrap_or(0);
+            let best = (0..3)
+                .max_by(|&a, &b| votes[a].total_cmp(&votes[b]))
+                .unwrap_or(0);
             assert_eq!(fast[qi], best as u32, "query {qi}");
         }
     }

@@ -38,7 +38,12 @@ impl LinearProbe {
             grad.iter_mut().for_each(|g| *g = 0.0);
             for (row, &label) in x.chunks(d).zip(train.labels) {
                 for k in 0..c {
-                    logits[k] = b[k] + w[k * d..(k + 1) * d].iter().zip(row).map(|(a, b)| a * b).sum::<f64>();
+                    logits[k] = b[k]
+                        + w[k * d..(k + 1) * d]
+                            .iter()
+                            .zip(row)
+                            .map(|(a, b)| a * b)
+                            .sum::<f64>();
                 }
                 softmax_in_place(&mut logits);
                 for k in 0..c {
@@ -65,7 +70,14 @@ impl LinearProbe {
                 }
             }
         }
-        Self { dim: d, classes: c, mean, scale, weights: w, bias: b }
+        Self {
+            dim: d,
+            classes: c,
+            mean,
+            scale,
+            weights: w,
+            bias: b,
+        }
     }
 
     pub fn predict(&self, features: &[f32]) -> Vec<u32> {
@@ -75,7 +87,11 @@ impl LinearProbe {
                 let mut best = (0usize, f64::NEG_INFINITY);
                 for k in 0..self.classes {
                     let s = self.bias[k]
-                        + self.weights[k * self.dim..(k + 1) * self.dim].iter().zip(row).map(|(a, b)| a * b).sum::<f64>();
+                        + self.weights[k * self.dim..(k + 1) * self.dim]
+                            .iter()
+                            .zip(row)
+                            .map(|(a, b)| a * b)
+                            .sum::<f64>();
                     if s > best.1 {
                         best = (k, s);
                     }
@@ -117,14 +133,22 @@ fn standardisation(x: &[f32], d: usize) -> (Vec<f64>, Vec<f64>) {
         }
     }
     // A constant feature carries nothing; scale 1 keeps it at 0 instead of dividing by 0.
-    let scale = var.iter().map(|v| if *v > 1e-12 { v.sqrt() } else { 1.0 }).collect();
+    let scale = var
+        .iter()
+        .map(|v| if *v > 1e-12 { v.sqrt() } else { 1.0 })
+        .collect();
     (mean, scale)
 }
 
 fn standardise(x: &[f32], d: usize, mean: &[f64], scale: &[f64]) -> Vec<f64> {
     let mut out = Vec::with_capacity(x.len());
     for row in x.chunks(d) {
-        out.extend(row.iter().zip(mean).zip(scale).map(|((&v, m), s)| (v as f64 - m) / s));
+        out.extend(
+            row.iter()
+                .zip(mean)
+                .zip(scale)
+                .map(|((&v, m), s)| (v as f64 - m) / s),
+        );
     }
     out
 }
@@ -147,12 +171,31 @@ mod tests {
         let (x, y) = clusters(400, 8, 4, 3);
         let (fx, tx) = x.split_at(200 * 8);
         let (fy, ty) = y.split_at(200);
-        let fit = Labelled { features: fx, labels: fy, dim: 8 };
-        let test = Labelled { features: tx, labels: ty, dim: 8 };
+        let fit = Labelled {
+            features: fx,
+            labels: fy,
+            dim: 8,
+        };
+        let test = Labelled {
+            features: tx,
+            labels: ty,
+            dim: 8,
+        };
         assert_eq!(probe_accuracy(&fit, &test, 4), 1.0);
+        // Labels independent of the features (fit and test alike): nothing to learn.
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let shuffled: Vec<u32> = fy.iter().map(|_| rng.random_range(0..4)).collect();
-        let fit = Labelled { features: fx, labels: &shuffled, dim: 8 };
+        let shuffled_test: Vec<u32> = ty.iter().map(|_| rng.random_range(0..4)).collect();
+        let fit = Labelled {
+            features: fx,
+            labels: &shuffled,
+            dim: 8,
+        };
+        let test = Labelled {
+            features: tx,
+            labels: &shuffled_test,
+            dim: 8,
+        };
         let acc = probe_accuracy(&fit, &test, 4);
         assert!((acc - 0.25).abs() < 0.12, "chance is 0.25, got {acc}");
     }
@@ -174,8 +217,16 @@ mod tests {
             y.push(u32::from(a > b));
         }
         let n = y.len() / 2;
-        let fit = Labelled { features: &x[..n * 3], labels: &y[..n], dim: 3 };
-        let test = Labelled { features: &x[n * 3..], labels: &y[n..], dim: 3 };
+        let fit = Labelled {
+            features: &x[..n * 3],
+            labels: &y[..n],
+            dim: 3,
+        };
+        let test = Labelled {
+            features: &x[n * 3..],
+            labels: &y[n..],
+            dim: 3,
+        };
         assert!(probe_accuracy(&fit, &test, 2) > 0.95);
     }
 }

@@ -18,7 +18,7 @@ pub fn singular_values(z: &Tensor) -> Result<Vec<f64>> {
 /// Between 1 and min(B, d).
 pub fn effective_rank_from_singular_values(sigma: &[f64]) -> f64 {
     let total: f64 = sigma.iter().sum();
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         // An all-zero matrix has no direction at all; report the floor.
         return 1.0;
     }
@@ -32,8 +32,18 @@ pub fn effective_rank_from_singular_values(sigma: &[f64]) -> f64 {
     entropy.exp()
 }
 
-/// RankMe of an uncentred (B, d) embedding matrix.
+/// RankMe of an uncentred (B, d) embedding matrix; NaN when the matrix holds NaN or ∞
+/// (a diverged step is logged, not an error).
 pub fn effective_rank(z: &Tensor) -> Result<f64> {
+    let finite = z
+        .abs()?
+        .sum_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?
+        .is_finite();
+    if !finite {
+        return Ok(f64::NAN);
+    }
     Ok(effective_rank_from_singular_values(&singular_values(z)?))
 }
 
@@ -53,7 +63,15 @@ mod tests {
         let r = effective_rank(&eye)?;
         assert!((r - 5.0).abs() < 1e-4, "{r}");
         // Diagonal with known singular values 3, 2, 1 (rows permuted, signs flipped).
-        let m = Tensor::new(&[[0f32, -2.0, 0.0], [3.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]], &Device::Cpu)?;
+        let m = Tensor::new(
+            &[
+                [0f32, -2.0, 0.0],
+                [3.0, 0.0, 0.0],
+                [0.0, 0.0, 1.0],
+                [0.0, 0.0, 0.0],
+            ],
+            &Device::Cpu,
+        )?;
         let s = singular_values(&m)?;
         for (got, want) in s.iter().zip([3.0, 2.0, 1.0]) {
             assert!((got - want).abs() < 1e-9, "{s:?}");
@@ -61,6 +79,8 @@ mod tests {
         let p: Vec<f64> = [3.0f64, 2.0, 1.0].iter().map(|v| v / 6.0 + EPS).collect();
         let expect = (-p.iter().map(|q| q * q.ln()).sum::<f64>()).exp();
         assert!((effective_rank(&m)? - expect).abs() < 1e-9);
+        let nan = Tensor::new(&[[f32::NAN, 1.0], [0.0, 1.0]], &Device::Cpu)?;
+        assert!(effective_rank(&nan)?.is_nan());
         Ok(())
     }
 }

@@ -14,7 +14,10 @@ pub fn z_std(z: &Tensor) -> Result<f64> {
     let zn = l2_normalize(&z.detach().to_dtype(DType::F32)?)?;
     let centered = zn.broadcast_sub(&zn.mean_keepdim(0)?)?;
     let var = (centered.sqr()?.sum(0)? / (b - 1) as f64)?;
-    var.sqrt()?.mean_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()
+    var.sqrt()?
+        .mean_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()
 }
 
 #[cfg(test)]

@@ -75,11 +75,14 @@ mod tests {
     fn thresholds_and_streaks() {
         assert!(is_collapsed(0.995, 0.995, 0.05, 128));
         assert!(!is_collapsed(0.995, 0.5, 0.05, 128));
-        assert!(is_collapsed(0.5, 0.4, 0.001, 100), "std below 0.1/√d = 0.01");
+        assert!(
+            is_collapsed(0.5, 0.4, 0.001, 100),
+            "std below 0.1/√d = 0.01"
+        );
         assert_eq!(verdict(0.9, 0.3, 0.05, 40.0, 128), Verdict::Healthy);
         assert_eq!(verdict(0.9, 0.3, 0.05, 5.0, 128), Verdict::Partial);
         assert_eq!(verdict(1.0, 1.0, 0.0, 1.0, 128), Verdict::Collapsed);
-        let mut steps: Vec<(u64, bool)> = (0..30).map(|s| (s, s >= 5 && s < 20)).collect();
+        let mut steps: Vec<(u64, bool)> = (0..30).map(|s| (s, (5..20).contains(&s))).collect();
         assert_eq!(collapse_step(&steps), None, "15 steps is not a streak");
         steps.extend((30..60).map(|s| (s, s >= 33)));
         assert_eq!(collapse_step(&steps), Some(33));

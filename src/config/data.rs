@@ -17,6 +17,11 @@ pub struct DatasetConfig {
     /// Seed of the data set itself (which images exist); independent of the run seed so
     /// every seed of a grid sees the same images.
     pub seed: u64,
+    /// Synthetic: copies of the class's shape drawn in each image (several copies keep
+    /// class evidence inside most random crops).
+    pub objects: usize,
+    /// Synthetic: radius range of each copy, as a fraction of the image side.
+    pub object_scale: [f64; 2],
     /// Where a real data set lives on disk (unused by `synthetic`).
     pub path: Option<String>,
 }
@@ -29,6 +34,8 @@ impl Default for DatasetConfig {
             train_size: 4096,
             eval_size: 1024,
             seed: 0,
+            objects: 1,
+            object_scale: [0.3, 0.45],
             path: None,
         }
     }

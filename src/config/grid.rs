@@ -46,7 +46,11 @@ impl Override {
         let Some((key, raw)) = flag.split_once('=') else {
             return Err(InputError::new(src, "expected key.path=value"));
         };
-        let path: Vec<String> = key.trim().split('.').map(|s| s.trim().to_string()).collect();
+        let path: Vec<String> = key
+            .trim()
+            .split('.')
+            .map(|s| s.trim().to_string())
+            .collect();
         if path.iter().any(String::is_empty) {
             return Err(InputError::new(
                 src,
@@ -135,7 +139,9 @@ impl Grid {
         };
         let seeds = match top.remove("seeds") {
             None => vec![0],
-            Some(v) => parse_seeds(&v).map_err(|m| InputError::new(src, format!("field `seeds`: {m}")))?,
+            Some(v) => {
+                parse_seeds(&v).map_err(|m| InputError::new(src, format!("field `seeds`: {m}")))?
+            }
         };
         let base = match top.remove("base") {
             None => Table::new(),
@@ -180,7 +186,9 @@ impl Grid {
                     if variants.iter().any(|v: &Variant| v.name == vname) {
                         return Err(InputError::new(
                             src,
-                            format!("variant `{vname}` appears twice; variant names must be unique"),
+                            format!(
+                                "variant `{vname}` appears twice; variant names must be unique"
+                            ),
                         ));
                     }
                     let description = match t.remove("description") {
@@ -244,7 +252,10 @@ impl Grid {
                 let known: Vec<_> = self.variants.iter().map(|v| v.name.as_str()).collect();
                 return Err(InputError::new(
                     "--only",
-                    format!("unknown variant `{n}`, expected one of {}", known.join(", ")),
+                    format!(
+                        "unknown variant `{n}`, expected one of {}",
+                        known.join(", ")
+                    ),
                 ));
             }
         }
@@ -267,6 +278,26 @@ impl Grid {
             set_path(&mut t, &o.path, o.value.clone()).map_err(|m| format!("{}: {m}", o.flag))?;
         }
         Ok(t)
+    }
+
+    /// The base run (with `--set` overrides) for one seed: what the untrained-encoder
+    /// baseline evaluates.
+    pub fn base_run(&self, seed: u64) -> Result<RunConfig, InputError> {
+        let mut table = self.base.clone();
+        for o in &self.overrides {
+            o.apply(&mut table)?;
+        }
+        set_path(
+            &mut table,
+            &["train".to_string(), "seed".to_string()],
+            Value::Integer(seed as i64),
+        )
+        .map_err(|m| InputError::new(&self.name, m))?;
+        let run = deserialize_run(&table)
+            .map_err(|m| InputError::new(&self.name, format!("base.{m}")))?;
+        run.validate()
+            .map_err(|m| InputError::new(&self.name, format!("base: {m}")))?;
+        Ok(run)
     }
 
     /// Variants × seeds, in file order. Errors name the variant and field.
@@ -305,11 +336,19 @@ impl Grid {
         let mut top = Table::new();
         top.insert("name".into(), Value::String(self.name.clone()));
         if !self.description.is_empty() {
-            top.insert("description".into(), Value::String(self.description.clone()));
+            top.insert(
+                "description".into(),
+                Value::String(self.description.clone()),
+            );
         }
         top.insert(
             "seeds".into(),
-            Value::Array(self.seeds.iter().map(|&s| Value::Integer(s as i64)).collect()),
+            Value::Array(
+                self.seeds
+                    .iter()
+                    .map(|&s| Value::Integer(s as i64))
+                    .collect(),
+            ),
         );
         let mut base = self.base.clone();
         for o in &self.overrides {
@@ -354,7 +393,9 @@ fn valid_name(s: &str) -> bool {
 
 fn parse_seeds(v: &Value) -> Result<Vec<u64>, String> {
     let Value::Array(items) = v else {
-        return Err(format!("expected an array of non-negative integers, got {v}"));
+        return Err(format!(
+            "expected an array of non-negative integers, got {v}"
+        ));
     };
     let mut seeds = Vec::new();
     for item in items {
@@ -469,7 +510,9 @@ optim.lr = 0.02
     #[test]
     fn set_overrides_every_run_and_only_filters() {
         let g = Grid::parse(GRID, "g.toml")
-            .and_then(|g| g.with_overrides(&["optim.lr=0.5".into(), "model.predictor.norm=ln".into()]))
+            .and_then(|g| {
+                g.with_overrides(&["optim.lr=0.5".into(), "model.predictor.norm=ln".into()])
+            })
             .and_then(|g| g.only(&["b".into()]))
             .expect("valid");
         let runs = g.with_seeds(vec![9]).expand().expect("expands");
@@ -489,7 +532,9 @@ optim.lr = 0.02
     }
 
     fn err(text: &str) -> String {
-        Grid::parse(text, "bad.toml").expect_err("must fail").to_string()
+        Grid::parse(text, "bad.toml")
+            .expect_err("must fail")
+            .to_string()
     }
 
     #[test]
@@ -497,15 +542,24 @@ optim.lr = 0.02
         let e = err("name = \"g\"\n[base\n");
         assert!(e.starts_with("bad.toml:2: invalid TOML"), "{e}");
         let e = err("name = \"g\"\n[base]\nmodel.projector.nrom = \"bn\"\n");
-        assert!(e.contains("bad.toml") && e.contains("model.projector") && e.contains("nrom"), "{e}");
+        assert!(
+            e.contains("bad.toml") && e.contains("model.projector") && e.contains("nrom"),
+            "{e}"
+        );
         let e = err("name = \"g\"\n[base]\nmodel.projector.norm = \"xx\"\n");
-        assert!(e.contains("model.projector.norm") && e.contains("expected one of"), "{e}");
+        assert!(
+            e.contains("model.projector.norm") && e.contains("expected one of"),
+            "{e}"
+        );
         let e = err("name = \"g\"\n[base]\nmethod.name = \"byoll\"\n");
         assert!(e.contains("method.name") && e.contains("byol"), "{e}");
         let e = err("name = \"g\"\n[base]\noptim.name = \"adam\"\n");
         assert!(e.contains("optim.name") && e.contains("lars"), "{e}");
         let e = err("name = \"g\"\n[[variant]]\nname = \"v\"\noptim.lr = -0.1\n");
-        assert!(e.contains("variant `v`") && e.contains("optim.lr must be a positive"), "{e}");
+        assert!(
+            e.contains("variant `v`") && e.contains("optim.lr must be a positive"),
+            "{e}"
+        );
         let e = err("name = \"g\"\nseed = [1]\n");
         assert!(e.contains("unknown top-level field `seed`"), "{e}");
         let e = err("[base]\n");

@@ -265,6 +265,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Batches the loader thread prepares ahead.
     pub prefetch: usize,
+    /// Stop a run once the collapse signature has held for this many consecutive steps
+    /// (None: never). Saves time in large grids; leave it off where recovery is the point.
+    pub stop_on_collapse: Option<u64>,
 }
 
 impl Default for TrainConfig {
@@ -275,6 +278,7 @@ impl Default for TrainConfig {
             max_steps: None,
             seed: 0,
             prefetch: 4,
+            stop_on_collapse: None,
         }
     }
 }
@@ -282,13 +286,23 @@ impl Default for TrainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// Show progress bars (off automatically when stderr is not a terminal).
-    pub progress: bool,
+    /// Write the embeddings (y, z, z_target, p of both views, whole batch) of every N-th
+    /// step, starting at step 0, to `embeddings.parquet` (0: never).
+    pub embeddings_every: u64,
+    /// Evaluate (kNN, linear probe, spectra) every N epochs; epoch 0 (before training) and
+    /// the last epoch are always evaluated.
+    pub eval_every_epochs: u32,
+    /// Images of the evaluation split used for evaluation (0: all).
+    pub eval_images: usize,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { progress: true }
+        Self {
+            embeddings_every: 10,
+            eval_every_epochs: 1,
+            eval_images: 0,
+        }
     }
 }
 
@@ -339,7 +353,10 @@ impl RunConfig {
             ));
         }
         if !(0.0..1.0).contains(&o.momentum) {
-            return Err(format!("optim.momentum must be in [0, 1), got {}", o.momentum));
+            return Err(format!(
+                "optim.momentum must be in [0, 1), got {}",
+                o.momentum
+            ));
         }
         non_negative("optim.weight_decay", o.weight_decay)?;
         positive("optim.lars_eta", o.lars_eta)?;
@@ -376,9 +393,16 @@ impl RunConfig {
         }
         at_least_one("train.epochs", t.epochs as usize)?;
         at_least_one("train.prefetch", t.prefetch)?;
+        if t.stop_on_collapse == Some(0) {
+            return Err("train.stop_on_collapse must be ≥ 1 (or absent), got 0".into());
+        }
+        at_least_one("log.eval_every_epochs", self.log.eval_every_epochs as usize)?;
         let d = &self.dataset;
         if d.image_size < 8 {
-            return Err(format!("dataset.image_size must be ≥ 8, got {}", d.image_size));
+            return Err(format!(
+                "dataset.image_size must be ≥ 8, got {}",
+                d.image_size
+            ));
         }
         if d.name == "synthetic" && d.train_size < t.batch_size {
             return Err(format!(

@@ -14,11 +14,13 @@
 pub mod augment;
 pub mod dataset;
 pub mod loader;
+pub mod open;
 pub mod seeds;
 pub mod synthetic;
 
 pub use augment::{sample_crop, Augmenter, CropBox};
 pub use dataset::{Dataset, InMemoryDataset};
 pub use loader::{eval_batches, EvalBatch, TwoViewBatch, TwoViewLoader};
+pub use open::{open_dataset, DatasetPair};
 pub use seeds::{mix_seeds, splitmix64};
 pub use synthetic::{generate, try_generate, Split, CLASS_NAMES, NUM_CLASSES};

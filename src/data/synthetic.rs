@@ -22,6 +22,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use rayon::prelude::*;
 
+use super::augment::hsv_to_rgb;
 use super::dataset::InMemoryDataset;
 use super::seeds::mix_seeds;
 use crate::config::DatasetConfig;
@@ -103,6 +104,20 @@ pub fn try_generate(cfg: &DatasetConfig, split: Split) -> Result<InMemoryDataset
         seed, LABEL_TAG,
     ])));
 
+    ensure!(
+        cfg.objects >= 1,
+        "dataset.objects must be ≥ 1, got {}",
+        cfg.objects
+    );
+    let [lo, hi] = cfg.object_scale;
+    ensure!(
+        lo > 0.0 && lo <= hi && hi <= 0.5,
+        "dataset.object_scale must be an ordered range within (0, 0.5], got [{lo}, {hi}]"
+    );
+    let style = Style {
+        objects: cfg.objects,
+        scale: [lo as f32, hi as f32],
+    };
     let image_len = 3 * size * size;
     let mut pixels = vec![0u8; n * image_len];
     pixels
@@ -110,7 +125,13 @@ pub fn try_generate(cfg: &DatasetConfig, split: Split) -> Result<InMemoryDataset
         .zip(labels.par_iter())
         .enumerate()
         .for_each(|(i, (out, &label))| {
-            render_image(size, label as usize, mix_seeds(&[seed, i as u64]), out);
+            render_image(
+                size,
+                label as usize,
+                &style,
+                mix_seeds(&[seed, i as u64]),
+                out,
+            );
         });
 
     InMemoryDataset::new(
@@ -133,8 +154,15 @@ fn uniform(rng: &mut ChaCha8Rng, lo: f32, hi: f32) -> f32 {
     lo + (hi - lo) * rng.random::<f32>()
 }
 
+/// A muted colour: any hue, saturation ≤ 0.35, value in [0.2, 0.9]. Colour differences
+/// between images stay within what the colour-jitter and grayscale augmentations produce, so
+/// matching two views by colour alone does not work and shape has to be learnt.
 fn random_colour(rng: &mut ChaCha8Rng) -> [f32; 3] {
-    [rng.random(), rng.random(), rng.random()]
+    let h = rng.random::<f32>();
+    let sat = uniform(rng, 0.0, 0.35);
+    let v = uniform(rng, 0.2, 0.9);
+    let (r, g, b) = hsv_to_rgb(h, sat, v);
+    [r, g, b]
 }
 
 /// Background texture; none of them depends on the class.
@@ -297,27 +325,53 @@ fn shape_sdf(class: usize, x: f32, y: f32) -> f32 {
     }
 }
 
+/// How the shapes of an image are drawn.
+struct Style {
+    objects: usize,
+    /// Radius range as a fraction of the side.
+    scale: [f32; 2],
+}
+
+/// One copy of the class's shape: centre, radius (pixels), rotation.
+struct Placement {
+    cx: f32,
+    cy: f32,
+    radius: f32,
+    sin_t: f32,
+    cos_t: f32,
+}
+
 /// Renders one RGB image (CHW, 8-bit) of class `class` from its own seed.
-fn render_image(size: usize, class: usize, seed: u64, out: &mut [u8]) {
+fn render_image(size: usize, class: usize, style: &Style, seed: u64, out: &mut [u8]) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let s = size as f32;
 
     // Background: two colours blended by a random texture.
     let bg_a = random_colour(&mut rng);
-    let bg_b = bg_a.map(|v| (v + uniform(&mut rng, -0.35, 0.35)).clamp(0.0, 1.0));
+    let bg_b = bg_a.map(|v| (v + uniform(&mut rng, -0.12, 0.12)).clamp(0.0, 1.0));
     let texture = Texture::sample(&mut rng, s);
 
-    // Foreground: colour, gentle linear shading, geometry.
+    // Foreground: one colour, gentle linear shading across the image, copies of the shape.
     let fg = foreground_colour(&mut rng, bg_a, bg_b);
     let shade_angle = uniform(&mut rng, 0.0, TAU);
     let shade = uniform(&mut rng, 0.0, 0.3);
     let (shade_x, shade_y) = (shade * shade_angle.cos(), shade * shade_angle.sin());
-    let radius = s * uniform(&mut rng, 0.22, 0.38);
-    let margin = 0.85 * radius;
-    let cx = uniform(&mut rng, margin, s - margin);
-    let cy = uniform(&mut rng, margin, s - margin);
-    let theta = rotation(&mut rng, class);
-    let (sin_t, cos_t) = theta.sin_cos();
+    let copies: Vec<Placement> = (0..style.objects)
+        .map(|_| {
+            let radius = s * uniform(&mut rng, style.scale[0], style.scale[1]);
+            let margin = 0.85 * radius;
+            let cx = uniform(&mut rng, margin, (s - margin).max(margin));
+            let cy = uniform(&mut rng, margin, (s - margin).max(margin));
+            let (sin_t, cos_t) = rotation(&mut rng, class).sin_cos();
+            Placement {
+                cx,
+                cy,
+                radius,
+                sin_t,
+                cos_t,
+            }
+        })
+        .collect();
     let noise = uniform(&mut rng, 0.0, 0.06);
 
     let plane = size * size;
@@ -327,13 +381,19 @@ fn render_image(size: usize, class: usize, seed: u64, out: &mut [u8]) {
         for x in 0..size {
             let px = x as f32 + 0.5;
             let t = texture.weight(px - centre, py - centre, s);
-            // Into the shape frame: translate, rotate by −θ, scale to shape units.
-            let (dx, dy) = ((px - cx) / radius, (py - cy) / radius);
-            let u = cos_t * dx + sin_t * dy;
-            let v = -sin_t * dx + cos_t * dy;
-            let d_px = shape_sdf(class, u, v) * radius;
+            // Distance (pixels) to the union of the copies: into each copy's frame
+            // (translate, rotate by −θ, scale to shape units), evaluate, scale back.
+            let d_px = copies
+                .iter()
+                .map(|c| {
+                    let (dx, dy) = ((px - c.cx) / c.radius, (py - c.cy) / c.radius);
+                    let u = c.cos_t * dx + c.sin_t * dy;
+                    let v = -c.sin_t * dx + c.cos_t * dy;
+                    shape_sdf(class, u, v) * c.radius
+                })
+                .fold(f32::INFINITY, f32::min);
             let alpha = (0.5 - d_px).clamp(0.0, 1.0);
-            let shading = 1.0 + shade_x * dx + shade_y * dy;
+            let shading = 1.0 + (shade_x * (px - centre) + shade_y * (py - centre)) / (0.3 * s);
             for c in 0..3 {
                 let bg = bg_a[c] + (bg_b[c] - bg_a[c]) * t;
                 let fgc = fg[c] * shading;

@@ -1,11 +1,15 @@
 //! Parquet sinks with the schemas of ../shared/architecture.md; every write is atomic.
 
 mod atomic;
+mod embeddings;
+mod evals;
 mod parquet;
 mod steps;
 mod summary;
 
 pub use atomic::{write_atomic, write_text};
+pub use embeddings::{EmbeddingBlock, EmbeddingsWriter, LoggedStep};
+pub use evals::{write_evals, write_spectrum};
 pub use parquet::{read_parquet, write_parquet, TableBuilder};
 pub use steps::StepsLog;
 pub use summary::{write_summary, SummaryRow};

@@ -15,6 +15,8 @@ pub struct SummaryRow {
     /// `ok` | `diverged` | `failed`
     pub status: String,
     pub error: Option<String>,
+    /// Why a run stopped before its last step without failing (early stop on collapse).
+    pub stop_reason: Option<String>,
     pub final_pos_cos: Option<f64>,
     pub final_neg_cos: Option<f64>,
     pub final_z_std: Option<f64>,
@@ -37,8 +39,14 @@ pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> anyhow::Result<()> {
         .u64("seed", rows.iter().map(|r| r.seed).collect())
         .str("method", s(|r| r.config.method.name.as_str().into()))
         .str("encoder", s(|r| r.config.model.encoder.as_str().into()))
-        .str("encoder_norm", s(|r| r.config.model.encoder_norm.as_str().into()))
-        .str("projector_norm", s(|r| r.config.model.projector.norm.as_str().into()))
+        .str(
+            "encoder_norm",
+            s(|r| r.config.model.encoder_norm.as_str().into()),
+        )
+        .str(
+            "projector_norm",
+            s(|r| r.config.model.projector.norm.as_str().into()),
+        )
         .opt_str(
             "predictor_norm",
             rows.iter()
@@ -47,30 +55,68 @@ pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> anyhow::Result<()> {
         )
         .str("optimizer", s(|r| r.config.optim.name.as_str().into()))
         .f64("lr", rows.iter().map(|r| r.config.optim.lr).collect())
-        .f64("weight_decay", rows.iter().map(|r| r.config.optim.weight_decay).collect())
+        .f64(
+            "weight_decay",
+            rows.iter().map(|r| r.config.optim.weight_decay).collect(),
+        )
         .opt_f64(
             "tau",
             rows.iter()
-                .map(|r| r.config.method.name.has_ema_target().then_some(r.config.method.tau))
+                .map(|r| {
+                    r.config
+                        .method
+                        .name
+                        .has_ema_target()
+                        .then_some(r.config.method.tau)
+                })
                 .collect(),
         )
-        .u64("batch_size", rows.iter().map(|r| r.config.train.batch_size as u64).collect())
-        .u32("epochs", rows.iter().map(|r| r.config.train.epochs).collect())
+        .u64(
+            "batch_size",
+            rows.iter()
+                .map(|r| r.config.train.batch_size as u64)
+                .collect(),
+        )
+        .u32(
+            "epochs",
+            rows.iter().map(|r| r.config.train.epochs).collect(),
+        )
         .str("dataset", s(|r| r.config.dataset.name.clone()))
-        .u64("image_size", rows.iter().map(|r| r.config.dataset.image_size as u64).collect())
+        .u64(
+            "image_size",
+            rows.iter()
+                .map(|r| r.config.dataset.image_size as u64)
+                .collect(),
+        )
         .str("status", s(|r| r.status.clone()))
         .opt_str("error", rows.iter().map(|r| r.error.clone()).collect())
+        .opt_str(
+            "stop_reason",
+            rows.iter().map(|r| r.stop_reason.clone()).collect(),
+        )
         .opt_f64("final_pos_cos", of(|r| r.final_pos_cos))
         .opt_f64("final_neg_cos", of(|r| r.final_neg_cos))
         .opt_f64("final_z_std", of(|r| r.final_z_std))
         .opt_f64("final_effective_rank", of(|r| r.final_effective_rank))
         .opt_f64("final_knn_acc", of(|r| r.final_knn_acc))
         .opt_f64("final_probe_acc", of(|r| r.final_probe_acc))
-        .opt_str("collapse_verdict", rows.iter().map(|r| r.collapse_verdict.clone()).collect())
-        .opt_u64("collapse_step", rows.iter().map(|r| r.collapse_step).collect())
+        .opt_str(
+            "collapse_verdict",
+            rows.iter().map(|r| r.collapse_verdict.clone()).collect(),
+        )
+        .opt_u64(
+            "collapse_step",
+            rows.iter().map(|r| r.collapse_step).collect(),
+        )
         .u64("steps", rows.iter().map(|r| r.steps).collect())
-        .f64("wall_seconds", rows.iter().map(|r| r.wall_seconds).collect())
-        .f64("images_per_second", rows.iter().map(|r| r.images_per_second).collect())
+        .f64(
+            "wall_seconds",
+            rows.iter().map(|r| r.wall_seconds).collect(),
+        )
+        .f64(
+            "images_per_second",
+            rows.iter().map(|r| r.images_per_second).collect(),
+        )
         .build()?;
     write_parquet(path, &mut df)
 }

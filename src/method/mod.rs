@@ -53,7 +53,11 @@ pub trait Method: Send {
 }
 
 /// Builds the method a run asks for, with weights drawn from the run seed.
-pub fn build(cfg: &RunConfig, in_channels: usize, device: &candle_core::Device) -> Result<Box<dyn Method>> {
+pub fn build(
+    cfg: &RunConfig,
+    in_channels: usize,
+    device: &candle_core::Device,
+) -> Result<Box<dyn Method>> {
     let seed = cfg.train.seed;
     let store = ParamStore::new(device, seed);
     let name = cfg.method.name;
@@ -73,14 +77,27 @@ pub fn build(cfg: &RunConfig, in_channels: usize, device: &candle_core::Device) 
             Box::new(Byol { online, target })
         }
         MethodName::Simsiam => Box::new(SimSiam { online }),
-        MethodName::Simclr => Box::new(SimClr { online, temperature }),
+        MethodName::Simclr => Box::new(SimClr {
+            online,
+            temperature,
+        }),
         MethodName::Moco => {
             let target = EmaTarget::new(&online, &cfg.model, in_channels)?;
-            Box::new(Moco { online, target, queue: queue()?, temperature })
+            Box::new(Moco {
+                online,
+                target,
+                queue: queue()?,
+                temperature,
+            })
         }
         MethodName::Contrastive => {
             let target = EmaTarget::new(&online, &cfg.model, in_channels)?;
-            Box::new(Contrastive { online, target, queue: queue()?, temperature })
+            Box::new(Contrastive {
+                online,
+                target,
+                queue: queue()?,
+                temperature,
+            })
         }
     })
 }

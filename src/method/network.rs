@@ -23,11 +23,28 @@ pub struct OnlineOutput {
 }
 
 impl OnlineNetwork {
-    pub fn new(mut store: ParamStore, cfg: &ModelConfig, in_channels: usize, with_predictor: bool) -> Result<Self> {
+    pub fn new(
+        mut store: ParamStore,
+        cfg: &ModelConfig,
+        in_channels: usize,
+        with_predictor: bool,
+    ) -> Result<Self> {
         let encoder = Encoder::new(&mut store, "encoder", cfg, in_channels)?;
-        let projector = Mlp::new(&mut store, "projector", encoder.out_dim(), &cfg.projector, cfg.gn_groups)?;
+        let projector = Mlp::new(
+            &mut store,
+            "projector",
+            encoder.out_dim(),
+            &cfg.projector,
+            cfg.gn_groups,
+        )?;
         let predictor = if with_predictor {
-            Some(Mlp::new(&mut store, "predictor", cfg.projector.out, &cfg.predictor, cfg.gn_groups)?)
+            Some(Mlp::new(
+                &mut store,
+                "predictor",
+                cfg.projector.out,
+                &cfg.predictor,
+                cfg.gn_groups,
+            )?)
         } else {
             None
         };
@@ -37,6 +54,14 @@ impl OnlineNetwork {
             projector,
             predictor,
         })
+    }
+
+    /// Encoder features y and projections z in evaluation mode (batch norm uses its running
+    /// statistics), detached.
+    pub fn embed(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let y = self.encoder.forward_t(x, false)?.detach();
+        let z = self.projector.forward_t(&y, false)?.detach();
+        Ok((y, z))
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<OnlineOutput> {
@@ -63,11 +88,21 @@ impl EmaTarget {
     pub fn new(online: &OnlineNetwork, cfg: &ModelConfig, in_channels: usize) -> Result<Self> {
         let mut store = ParamStore::copy_of(&online.store)?;
         let encoder = Encoder::new(&mut store, "encoder", cfg, in_channels)?;
-        let projector = Mlp::new(&mut store, "projector", encoder.out_dim(), &cfg.projector, cfg.gn_groups)?;
+        let projector = Mlp::new(
+            &mut store,
+            "projector",
+            encoder.out_dim(),
+            &cfg.projector,
+            cfg.gn_groups,
+        )?;
         // The update pairs parameters by position: the target's are a prefix of the online's.
         for (t, o) in store.params().iter().zip(online.store.params()) {
             if t.name != o.name {
-                candle_core::bail!("EMA target parameter {} does not match online {}", t.name, o.name);
+                candle_core::bail!(
+                    "EMA target parameter {} does not match online {}",
+                    t.name,
+                    o.name
+                );
             }
         }
         Ok(Self {
@@ -108,14 +143,25 @@ mod tests {
         let cfg = ModelConfig {
             width: 2,
             depth: 2,
-            projector: HeadConfig { hidden: 4, out: 3, norm: HeadNorm::Bn },
-            predictor: HeadConfig { hidden: 4, out: 3, norm: HeadNorm::Bn },
+            projector: HeadConfig {
+                hidden: 4,
+                out: 3,
+                norm: HeadNorm::Bn,
+            },
+            predictor: HeadConfig {
+                hidden: 4,
+                out: 3,
+                norm: HeadNorm::Bn,
+            },
             ..ModelConfig::default()
         };
         let online = OnlineNetwork::new(ParamStore::new(&Device::Cpu, 1), &cfg, 3, true)?;
         let target = EmaTarget::new(&online, &cfg, 3)?;
         let n_target = target.store().params().len();
-        assert!(n_target < online.store.params().len(), "predictor is online-only");
+        assert!(
+            n_target < online.store.params().len(),
+            "predictor is online-only"
+        );
         let before: Vec<Vec<f32>> = target
             .store()
             .params()
@@ -127,12 +173,24 @@ mod tests {
             p.var.set(&((p.var.as_tensor() * 2.0)? + 1.0)?)?;
         }
         target.update(&online, 0.75)?;
-        for (i, (t, o)) in target.store().params().iter().zip(online.store.params()).enumerate() {
+        for (i, (t, o)) in target
+            .store()
+            .params()
+            .iter()
+            .zip(online.store.params())
+            .enumerate()
+        {
             let tv = t.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
             let ov = o.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
             for k in 0..tv.len() {
                 let expect = 0.75 * before[i][k] + 0.25 * ov[k];
-                assert!((tv[k] - expect).abs() < 1e-6, "{}: {} vs {}", t.name, tv[k], expect);
+                assert!(
+                    (tv[k] - expect).abs() < 1e-6,
+                    "{}: {} vs {}",
+                    t.name,
+                    tv[k],
+                    expect
+                );
                 // Before the online change, online = target (copy): ov = 2·before + 1.
                 assert!((ov[k] - (2.0 * before[i][k] + 1.0)).abs() < 1e-5);
             }

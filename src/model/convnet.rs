@@ -6,8 +6,8 @@ use candle_nn::{Module, ModuleT};
 
 use super::layers::{Conv2d, ConvSpec};
 use super::norm::{Norm, NormKind};
-use super::pool::{global_average_pool, to_channels_last};
 use super::params::ParamStore;
+use super::pool::{global_average_pool, to_channels_last};
 
 #[derive(Debug, Clone)]
 pub struct ConvNet {

@@ -16,7 +16,12 @@ pub enum Encoder {
 }
 
 impl Encoder {
-    pub fn new(store: &mut ParamStore, name: &str, cfg: &ModelConfig, in_channels: usize) -> Result<Self> {
+    pub fn new(
+        store: &mut ParamStore,
+        name: &str,
+        cfg: &ModelConfig,
+        in_channels: usize,
+    ) -> Result<Self> {
         let (norm, standardize) = match cfg.encoder_norm {
             EncoderNorm::Bn => (NormKind::Batch, false),
             EncoderNorm::Gn => (NormKind::Group(cfg.gn_groups), false),

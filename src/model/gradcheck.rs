@@ -28,7 +28,9 @@ pub fn check_gradients(
     let m: usize = out_shape.iter().product();
     let r = Tensor::from_vec(probe_values(m, 1.7), out_shape.as_slice(), &dev)?;
     let objective = |t: &Tensor| -> Result<f64> {
-        (f(t)?.to_dtype(DType::F64)? * &r)?.sum_all()?.to_scalar::<f64>()
+        (f(t)?.to_dtype(DType::F64)? * &r)?
+            .sum_all()?
+            .to_scalar::<f64>()
     };
     let loss = (f(x.as_tensor())?.to_dtype(DType::F64)? * &r)?.sum_all()?;
     let grads = loss.backward()?;
@@ -78,7 +80,8 @@ pub fn check_gradients(
         for i in 0..p0.len() {
             let mut v = p0.clone();
             v[i] += h;
-            p.var.set(&Tensor::from_vec(v.clone(), dims.as_slice(), &dev)?)?;
+            p.var
+                .set(&Tensor::from_vec(v.clone(), dims.as_slice(), &dev)?)?;
             let fp = objective(x.as_tensor())?;
             v[i] -= 2.0 * h;
             p.var.set(&Tensor::from_vec(v, dims.as_slice(), &dev)?)?;

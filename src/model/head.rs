@@ -17,7 +17,13 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(store: &mut ParamStore, name: &str, input: usize, cfg: &HeadConfig, gn_groups: usize) -> Result<Self> {
+    pub fn new(
+        store: &mut ParamStore,
+        name: &str,
+        input: usize,
+        cfg: &HeadConfig,
+        gn_groups: usize,
+    ) -> Result<Self> {
         let kind = match cfg.norm {
             HeadNorm::Bn => NormKind::Batch,
             HeadNorm::Ln => NormKind::Layer,
@@ -49,9 +55,15 @@ mod tests {
     fn head_gradients_for_every_norm() -> Result<()> {
         for norm in [HeadNorm::Bn, HeadNorm::Ln, HeadNorm::Gn, HeadNorm::None] {
             let mut store = ParamStore::with_dtype(&Device::Cpu, 11, DType::F64);
-            let cfg = HeadConfig { hidden: 4, out: 3, norm };
+            let cfg = HeadConfig {
+                hidden: 4,
+                out: 3,
+                norm,
+            };
             let mlp = Mlp::new(&mut store, "head", 3, &cfg, 2)?;
-            check_gradients(&format!("mlp {norm:?}"), &[5, 3], &store, |x| mlp.forward_t(x, true))?;
+            check_gradients(&format!("mlp {norm:?}"), &[5, 3], &store, |x| {
+                mlp.forward_t(x, true)
+            })?;
         }
         Ok(())
     }

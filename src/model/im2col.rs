@@ -28,7 +28,10 @@ impl Patch {
 pub fn im2col(x: &Tensor, patch: Patch) -> Result<Tensor> {
     let (_, h, w, _) = x.dims4()?;
     if h + 2 * patch.padding < patch.kernel || w + 2 * patch.padding < patch.kernel {
-        candle_core::bail!("im2col: kernel {} larger than padded input {h}×{w}", patch.kernel);
+        candle_core::bail!(
+            "im2col: kernel {} larger than padded input {h}×{w}",
+            patch.kernel
+        );
     }
     if x.device().is_cpu() {
         x.contiguous()?.apply_op1(Im2Col { patch, dims: None })
@@ -40,7 +43,11 @@ pub fn im2col(x: &Tensor, patch: Patch) -> Result<Tensor> {
 /// The same as [`im2col`] from ordinary, differentiable candle ops (pad, narrow, cat).
 pub fn im2col_reference(x: &Tensor, patch: Patch) -> Result<Tensor> {
     let (n, h, w, c) = x.dims4()?;
-    let Patch { kernel: k, stride: s, padding: p } = patch;
+    let Patch {
+        kernel: k,
+        stride: s,
+        padding: p,
+    } = patch;
     let (ho, wo) = (patch.out_size(h), patch.out_size(w));
     let padded = x.pad_with_zeros(1, p, p)?.pad_with_zeros(2, p, p)?;
     let (hp, wp) = (h + 2 * p, w + 2 * p);
@@ -49,18 +56,26 @@ pub fn im2col_reference(x: &Tensor, patch: Patch) -> Result<Tensor> {
         for kw in 0..k {
             // Rows kh, kh+s, …: take a window of ho·s rows (padding the end if needed) and
             // keep every s-th by reshaping.
-            let pick = |t: &Tensor, dim: usize, start: usize, count: usize, full: usize| -> Result<Tensor> {
+            let pick = |t: &Tensor,
+                        dim: usize,
+                        start: usize,
+                        count: usize,
+                        full: usize|
+             -> Result<Tensor> {
                 let span = count * s;
                 let avail = full - start;
                 let t = if avail >= span {
                     t.narrow(dim, start, span)?
                 } else {
-                    t.narrow(dim, start, avail)?.pad_with_zeros(dim, 0, span - avail)?
+                    t.narrow(dim, start, avail)?
+                        .pad_with_zeros(dim, 0, span - avail)?
                 };
                 let mut dims = t.dims().to_vec();
                 dims[dim] = count;
                 dims.insert(dim + 1, s);
-                t.reshape(dims.as_slice())?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
+                t.reshape(dims.as_slice())?
+                    .narrow(dim + 1, 0, 1)?
+                    .squeeze(dim + 1)
             };
             let rows = pick(&padded, 1, kh, ho, hp)?;
             let cols = pick(&rows, 2, kw, wo, wp)?;
@@ -84,7 +99,11 @@ struct Col2Im {
 
 fn im2col_cpu<T: WithDType>(src: &[T], dims: (usize, usize, usize, usize), patch: Patch) -> Vec<T> {
     let (n, h, w, c) = dims;
-    let Patch { kernel: k, stride: s, padding: p } = patch;
+    let Patch {
+        kernel: k,
+        stride: s,
+        padding: p,
+    } = patch;
     let (ho, wo) = (patch.out_size(h), patch.out_size(w));
     let row_len = k * k * c;
     let mut out = vec![T::zero(); n * ho * wo * row_len];
@@ -116,37 +135,47 @@ fn im2col_cpu<T: WithDType>(src: &[T], dims: (usize, usize, usize, usize), patch
     out
 }
 
-fn col2im_cpu<T: WithDType>(cols: &[T], dims: (usize, usize, usize, usize), patch: Patch) -> Vec<T> {
+fn col2im_cpu<T: WithDType>(
+    cols: &[T],
+    dims: (usize, usize, usize, usize),
+    patch: Patch,
+) -> Vec<T> {
     let (n, h, w, c) = dims;
-    let Patch { kernel: k, stride: s, padding: p } = patch;
+    let Patch {
+        kernel: k,
+        stride: s,
+        padding: p,
+    } = patch;
     let (ho, wo) = (patch.out_size(h), patch.out_size(w));
     let row_len = k * k * c;
     let mut out = vec![T::zero(); n * h * w * c];
-    out.par_chunks_mut(h * w * c).enumerate().for_each(|(img, dst)| {
-        let cols = &cols[img * ho * wo * row_len..(img + 1) * ho * wo * row_len];
-        for oh in 0..ho {
-            for ow in 0..wo {
-                let row = &cols[(oh * wo + ow) * row_len..(oh * wo + ow + 1) * row_len];
-                for kh in 0..k {
-                    let ih = (oh * s + kh) as isize - p as isize;
-                    if ih < 0 || ih >= h as isize {
-                        continue;
-                    }
-                    for kw in 0..k {
-                        let iw = (ow * s + kw) as isize - p as isize;
-                        if iw < 0 || iw >= w as isize {
+    out.par_chunks_mut(h * w * c)
+        .enumerate()
+        .for_each(|(img, dst)| {
+            let cols = &cols[img * ho * wo * row_len..(img + 1) * ho * wo * row_len];
+            for oh in 0..ho {
+                for ow in 0..wo {
+                    let row = &cols[(oh * wo + ow) * row_len..(oh * wo + ow + 1) * row_len];
+                    for kh in 0..k {
+                        let ih = (oh * s + kh) as isize - p as isize;
+                        if ih < 0 || ih >= h as isize {
                             continue;
                         }
-                        let at = (ih as usize * w + iw as usize) * c;
-                        let from = (kh * k + kw) * c;
-                        for (d, v) in dst[at..at + c].iter_mut().zip(&row[from..from + c]) {
-                            *d += *v;
+                        for kw in 0..k {
+                            let iw = (ow * s + kw) as isize - p as isize;
+                            if iw < 0 || iw >= w as isize {
+                                continue;
+                            }
+                            let at = (ih as usize * w + iw as usize) * c;
+                            let from = (kh * k + kw) * c;
+                            for (d, v) in dst[at..at + c].iter_mut().zip(&row[from..from + c]) {
+                                *d += *v;
+                            }
                         }
                     }
                 }
             }
-        }
-    });
+        });
     out
 }
 
@@ -183,7 +212,10 @@ impl CustomOp1 for Im2Col {
             Some(d) => d,
             None => arg.dims4()?,
         };
-        let g = grad_res.contiguous()?.apply_op1(Col2Im { patch: self.patch, dims })?;
+        let g = grad_res.contiguous()?.apply_op1(Col2Im {
+            patch: self.patch,
+            dims,
+        })?;
         Ok(Some(g.reshape(arg.shape())?))
     }
 }
@@ -222,17 +254,47 @@ mod tests {
     use candle_core::{DType, Device, Var};
 
     fn input(n: usize, h: usize, w: usize, c: usize) -> Result<Tensor> {
-        let v: Vec<f64> = (0..n * h * w * c).map(|i| ((i * 37 % 101) as f64) / 10.0 - 5.0).collect();
+        let v: Vec<f64> = (0..n * h * w * c)
+            .map(|i| ((i * 37 % 101) as f64) / 10.0 - 5.0)
+            .collect();
         Tensor::from_vec(v, (n, h, w, c), &Device::Cpu)
     }
 
     #[test]
     fn custom_op_equals_reference_and_gradients_match() -> Result<()> {
         for (dims, patch) in [
-            ((2, 5, 5, 3), Patch { kernel: 3, stride: 1, padding: 1 }),
-            ((2, 6, 7, 2), Patch { kernel: 3, stride: 2, padding: 1 }),
-            ((1, 7, 7, 2), Patch { kernel: 7, stride: 2, padding: 3 }),
-            ((3, 4, 4, 5), Patch { kernel: 1, stride: 2, padding: 0 }),
+            (
+                (2, 5, 5, 3),
+                Patch {
+                    kernel: 3,
+                    stride: 1,
+                    padding: 1,
+                },
+            ),
+            (
+                (2, 6, 7, 2),
+                Patch {
+                    kernel: 3,
+                    stride: 2,
+                    padding: 1,
+                },
+            ),
+            (
+                (1, 7, 7, 2),
+                Patch {
+                    kernel: 7,
+                    stride: 2,
+                    padding: 3,
+                },
+            ),
+            (
+                (3, 4, 4, 5),
+                Patch {
+                    kernel: 1,
+                    stride: 2,
+                    padding: 0,
+                },
+            ),
         ] {
             let x = Var::from_tensor(&input(dims.0, dims.1, dims.2, dims.3)?)?;
             let fast = im2col(x.as_tensor(), patch)?;
@@ -244,7 +306,10 @@ mod tests {
             let r = Tensor::rand(0f64, 1.0, fast.dims(), &Device::Cpu)?;
             let gf = (&fast * &r)?.sum_all()?.backward()?;
             let gs = (&slow * &r)?.sum_all()?.backward()?;
-            let (gf, gs) = (gf.get(x.as_tensor()).expect("grad"), gs.get(x.as_tensor()).expect("grad"));
+            let (gf, gs) = (
+                gf.get(x.as_tensor()).expect("grad"),
+                gs.get(x.as_tensor()).expect("grad"),
+            );
             let diff = (gf - gs)?.abs()?.max_all()?.to_scalar::<f64>()?;
             assert!(diff < 1e-12, "{dims:?} {patch:?}: {diff}");
         }
@@ -254,7 +319,11 @@ mod tests {
     #[test]
     fn finite_differences_through_col2im() -> Result<()> {
         let store = ParamStore::with_dtype(&Device::Cpu, 0, DType::F64);
-        let patch = Patch { kernel: 3, stride: 2, padding: 1 };
+        let patch = Patch {
+            kernel: 3,
+            stride: 2,
+            padding: 1,
+        };
         check_gradients("im2col", &[2, 5, 4, 2], &store, |x| im2col(x, patch))?;
         Ok(())
     }

@@ -15,7 +15,13 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn new(store: &mut ParamStore, name: &str, input: usize, output: usize, bias: bool) -> Result<Self> {
+    pub fn new(
+        store: &mut ParamStore,
+        name: &str,
+        input: usize,
+        output: usize,
+        bias: bool,
+    ) -> Result<Self> {
         let weight = store.weight(&format!("{name}.weight"), &[output, input], input)?;
         let bias = if bias {
             Some(store.bias(&format!("{name}.bias"), output, input)?)
@@ -95,7 +101,12 @@ impl Module for Conv2d {
         };
         let weight = weight.reshape((out_channels, ()))?;
         let (ho, wo) = (self.patch.out_size(h), self.patch.out_size(w));
-        let cols = if self.patch == (Patch { kernel: 1, stride: 1, padding: 0 }) {
+        let cols = if self.patch
+            == (Patch {
+                kernel: 1,
+                stride: 1,
+                padding: 0,
+            }) {
             x.reshape((n * h * w, c))?
         } else {
             im2col(x, self.patch)?
@@ -125,7 +136,15 @@ mod tests {
             let conv = Conv2d::new(
                 &mut store,
                 "conv",
-                ConvSpec { input: 2, output: 3, kernel: 3, stride: 2, padding: 1, bias: true, standardize },
+                ConvSpec {
+                    input: 2,
+                    output: 3,
+                    kernel: 3,
+                    stride: 2,
+                    padding: 1,
+                    bias: true,
+                    standardize,
+                },
             )?;
             check_gradients("conv", &[2, 5, 5, 2], &store, |x| conv.forward(x))?;
         }
@@ -139,10 +158,20 @@ mod tests {
         let conv = Conv2d::new(
             &mut store,
             "c",
-            ConvSpec { input: 3, output: 4, kernel: 3, stride: 2, padding: 1, bias: true, standardize: false },
+            ConvSpec {
+                input: 3,
+                output: 4,
+                kernel: 3,
+                stride: 2,
+                padding: 1,
+                bias: true,
+                standardize: false,
+            },
         )?;
         let x_nchw = Tensor::rand(-1f64, 1.0, (2, 3, 7, 6), &Device::Cpu)?;
-        let ours = conv.forward(&x_nchw.permute((0, 2, 3, 1))?.contiguous()?)?.permute((0, 3, 1, 2))?;
+        let ours = conv
+            .forward(&x_nchw.permute((0, 2, 3, 1))?.contiguous()?)?
+            .permute((0, 3, 1, 2))?;
         let w_oihw = conv.weight.permute((0, 3, 1, 2))?.contiguous()?;
         let reference = x_nchw
             .conv2d(&w_oihw, 1, 2, 1, 1)?

@@ -1,6 +1,7 @@
 //! Networks: encoders (small conv net, ResNet-18), MLP heads, normalization layers, and the
 //! seeded parameter store they draw their weights from.
 
+mod batch_norm_op;
 mod convnet;
 mod encoder;
 #[cfg(test)]

@@ -8,9 +8,8 @@
 use candle_core::{Result, Tensor, Var};
 use candle_nn::ModuleT;
 
+use super::batch_norm_op::{BatchNormTrain, ColumnMoments, EPS};
 use super::params::ParamStore;
-
-const EPS: f64 = 1e-5;
 
 /// Which normalization a layer applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,17 +82,16 @@ impl BatchNorm {
 impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x2 = rows(x)?;
+        if train && x2.device().is_cpu() {
+            let x2 = x2.contiguous()?;
+            let y = x2.apply_op3(&self.weight, &self.bias, BatchNormTrain)?;
+            let moments = x2.detach().apply_op1_no_bwd(&ColumnMoments)?;
+            self.update_running(&moments.get(0)?, &moments.get(1)?, x2.dim(0)?)?;
+            return y.reshape(x.shape());
+        }
         let xhat = if train {
             let (xhat, mean, var) = standardize_columns(&x2)?;
-            let n = x2.dim(0)?;
-            // PyTorch semantics: running variance uses the unbiased estimate.
-            let unbiased = (var.flatten_all()? * (n as f64 / (n.max(2) - 1) as f64))?;
-            let m = self.momentum;
-            let rm = ((self.running_mean.as_tensor() * (1.0 - m))?
-                + (mean.flatten_all()?.detach() * m)?)?;
-            let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased.detach() * m)?)?;
-            self.running_mean.set(&rm)?;
-            self.running_var.set(&rv)?;
+            self.update_running(&mean, &var, x2.dim(0)?)?;
             xhat
         } else {
             let std = (self.running_var.as_tensor() + EPS)?.sqrt()?;
@@ -101,6 +99,20 @@ impl ModuleT for BatchNorm {
                 .broadcast_div(&std)?
         };
         affine(&xhat, &self.weight, &self.bias)?.reshape(x.shape())
+    }
+}
+
+impl BatchNorm {
+    /// Moves the running statistics 10 % towards this batch's (mean, biased var) over n rows.
+    fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize) -> Result<()> {
+        // PyTorch semantics: running variance uses the unbiased estimate.
+        let unbiased = (var.flatten_all()?.detach() * (n as f64 / (n.max(2) - 1) as f64))?;
+        let m = self.momentum;
+        let rm =
+            ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.flatten_all()?.detach() * m)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)
     }
 }
 
@@ -141,7 +153,9 @@ impl GroupNorm {
     pub fn new(store: &mut ParamStore, name: &str, channels: usize, groups: usize) -> Result<Self> {
         let groups = groups.min(channels).max(1);
         if channels % groups != 0 {
-            candle_core::bail!("group norm `{name}`: {groups} groups do not divide {channels} channels");
+            candle_core::bail!(
+                "group norm `{name}`: {groups} groups do not divide {channels} channels"
+            );
         }
         Ok(Self {
             weight: store.norm_param(&format!("{name}.weight"), channels, 1.0)?,
@@ -190,7 +204,12 @@ pub enum Norm {
 }
 
 impl Norm {
-    pub fn new(store: &mut ParamStore, name: &str, channels: usize, kind: NormKind) -> Result<Self> {
+    pub fn new(
+        store: &mut ParamStore,
+        name: &str,
+        channels: usize,
+        kind: NormKind,
+    ) -> Result<Self> {
         Ok(match kind {
             NormKind::Batch => Self::Batch(BatchNorm::new(store, name, channels)?),
             NormKind::Layer => Self::Layer(LayerNorm::new(store, name, channels)?),
@@ -268,7 +287,10 @@ mod tests {
         let mean = s.mean(1)?.to_vec1::<f32>()?;
         let var = s.sqr()?.mean(1)?.to_vec1::<f32>()?;
         for k in 0..2 {
-            assert!(mean[k].abs() < 1e-5 && (var[k] - 1.0).abs() < 1e-3, "{mean:?} {var:?}");
+            assert!(
+                mean[k].abs() < 1e-5 && (var[k] - 1.0).abs() < 1e-3,
+                "{mean:?} {var:?}"
+            );
         }
         Ok(())
     }
@@ -276,7 +298,9 @@ mod tests {
     #[test]
     fn batch_norm_uses_batch_stats_in_train_and_running_stats_in_eval() -> Result<()> {
         let (_store, norm) = layer(NormKind::Batch, 2)?;
-        let Norm::Batch(bn) = &norm else { unreachable!() };
+        let Norm::Batch(bn) = &norm else {
+            unreachable!()
+        };
         let x = Tensor::new(&[[1f64, 10.0], [3.0, 30.0]], &Device::Cpu)?;
         // Train: each column standardised over the batch → (−1, 1) before affine.
         let y = bn.forward_t(&x, true)?;
@@ -288,13 +312,19 @@ mod tests {
         // Running mean moved 10 % of the way to the batch mean; running var to the unbiased var.
         let rm = bn.running_mean.as_tensor().to_vec1::<f64>()?;
         let rv = bn.running_var.as_tensor().to_vec1::<f64>()?;
-        assert!((rm[0] - 0.2).abs() < 1e-6 && (rm[1] - 2.0).abs() < 1e-5, "{rm:?}");
+        assert!(
+            (rm[0] - 0.2).abs() < 1e-6 && (rm[1] - 2.0).abs() < 1e-5,
+            "{rm:?}"
+        );
         assert!((rv[0] - (0.9 + 0.1 * 2.0)).abs() < 1e-5, "{rv:?}");
         assert!((rv[1] - (0.9 + 0.1 * 200.0)).abs() < 1e-3, "{rv:?}");
         // Eval: uses the running statistics, so a single example is fine.
         let one = Tensor::new(&[[0.2f64, 2.0]], &Device::Cpu)?;
         let e = bn.forward_t(&one, false)?.to_vec2::<f64>()?;
-        assert!((e[0][0] - b[0]).abs() < 1e-5 && (e[0][1] - b[1]).abs() < 1e-5, "{e:?}");
+        assert!(
+            (e[0][0] - b[0]).abs() < 1e-5 && (e[0][1] - b[1]).abs() < 1e-5,
+            "{e:?}"
+        );
         Ok(())
     }
 
@@ -322,7 +352,10 @@ mod naive {
         for i in 0..n {
             for grp in 0..g {
                 let idx = |p: usize, ch: usize| (i * s + p) * c + grp * per + ch;
-                let vals: Vec<f64> = (0..s).flat_map(|p| (0..per).map(move |ch| (p, ch))).map(|(p, ch)| x[idx(p, ch)]).collect();
+                let vals: Vec<f64> = (0..s)
+                    .flat_map(|p| (0..per).map(move |ch| (p, ch)))
+                    .map(|(p, ch)| x[idx(p, ch)])
+                    .collect();
                 let mean = vals.iter().sum::<f64>() / vals.len() as f64;
                 let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
                 for p in 0..s {
@@ -336,9 +369,41 @@ mod naive {
     }
 
     #[test]
+    fn fused_batch_norm_matches_op_built_reference() -> Result<()> {
+        let mut store = ParamStore::with_dtype(&Device::Cpu, 4, DType::F64);
+        let bn = BatchNorm::new(&mut store, "b", 5)?;
+        let w = Tensor::new(&[0.5f64, 1.5, -1.0, 2.0, 0.1], &Device::Cpu)?;
+        let b = Tensor::new(&[0.1f64, -0.2, 0.3, 0.0, 1.0], &Device::Cpu)?;
+        store.params()[0].var.set(&w)?;
+        store.params()[1].var.set(&b)?;
+        let x = candle_core::Var::from_tensor(&Tensor::rand(-2f64, 3.0, (7, 5), &Device::Cpu)?)?;
+        let r = Tensor::rand(-1f64, 1.0, (7, 5), &Device::Cpu)?;
+        let fused = bn.forward_t(x.as_tensor(), true)?;
+        let (xhat, _, _) = standardize_columns(x.as_tensor())?;
+        let reference = affine(&xhat, &bn.weight, &bn.bias)?;
+        assert!(
+            (&fused - &reference)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f64>()?
+                < 1e-12
+        );
+        let gf = (&fused * &r)?.sum_all()?.backward()?;
+        let gr = (&reference * &r)?.sum_all()?.backward()?;
+        for t in [x.as_tensor(), &bn.weight, &bn.bias] {
+            let a = gf.get(t).expect("fused gradient");
+            let b = gr.get(t).expect("reference gradient");
+            assert!((a - b)?.abs()?.max_all()?.to_scalar::<f64>()? < 1e-10);
+        }
+        Ok(())
+    }
+
+    #[test]
     fn group_and_batch_norm_match_plain_loops() -> Result<()> {
         let (n, s, c) = (2, 3, 6);
-        let v: Vec<f64> = (0..n * s * c).map(|i| ((i * 13 % 17) as f64) * 0.3 - 2.0).collect();
+        let v: Vec<f64> = (0..n * s * c)
+            .map(|i| ((i * 13 % 17) as f64) * 0.3 - 2.0)
+            .collect();
         let x = Tensor::from_vec(v.clone(), (n, s, c), &Device::Cpu)?;
         let mut store = ParamStore::with_dtype(&Device::Cpu, 0, DType::F64);
         let gn = GroupNorm::new(&mut store, "g", c, 3)?;

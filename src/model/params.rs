@@ -160,7 +160,11 @@ impl ParamStore {
         self.params
             .iter()
             .map(|p| (p.name.clone(), p.var.as_tensor().clone()))
-            .chain(self.buffers.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())))
+            .chain(
+                self.buffers
+                    .iter()
+                    .map(|(n, v)| (n.clone(), v.as_tensor().clone())),
+            )
             .collect()
     }
 
@@ -170,7 +174,8 @@ impl ParamStore {
             let t = tensors
                 .get(&p.name)
                 .ok_or_else(|| candle_core::Error::Msg(format!("checkpoint lacks `{}`", p.name)))?;
-            p.var.set(&t.to_device(&self.device)?.to_dtype(self.dtype)?)?;
+            p.var
+                .set(&t.to_device(&self.device)?.to_dtype(self.dtype)?)?;
         }
         for (name, b) in &self.buffers {
             if let Some(t) = tensors.get(name) {

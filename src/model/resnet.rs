@@ -5,8 +5,8 @@ use candle_nn::{Module, ModuleT};
 
 use super::layers::{Conv2d, ConvSpec};
 use super::norm::{Norm, NormKind};
-use super::pool::{global_average_pool, to_channels_last};
 use super::params::ParamStore;
+use super::pool::{global_average_pool, to_channels_last};
 use crate::config::ResnetStem;
 
 #[derive(Debug, Clone)]
@@ -24,7 +24,15 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn conv(&self, store: &mut ParamStore, name: &str, input: usize, output: usize, kernel: usize, stride: usize) -> Result<Conv2d> {
+    fn conv(
+        &self,
+        store: &mut ParamStore,
+        name: &str,
+        input: usize,
+        output: usize,
+        kernel: usize,
+        stride: usize,
+    ) -> Result<Conv2d> {
         Conv2d::new(
             store,
             name,
@@ -42,10 +50,24 @@ impl Ctx {
 }
 
 impl BasicBlock {
-    fn new(store: &mut ParamStore, name: &str, ctx: &Ctx, input: usize, output: usize, stride: usize) -> Result<Self> {
+    fn new(
+        store: &mut ParamStore,
+        name: &str,
+        ctx: &Ctx,
+        input: usize,
+        output: usize,
+        stride: usize,
+    ) -> Result<Self> {
         let shortcut = if stride != 1 || input != output {
             Some((
-                ctx.conv(store, &format!("{name}.shortcut.conv"), input, output, 1, stride)?,
+                ctx.conv(
+                    store,
+                    &format!("{name}.shortcut.conv"),
+                    input,
+                    output,
+                    1,
+                    stride,
+                )?,
                 Norm::new(store, &format!("{name}.shortcut.norm"), output, ctx.norm)?,
             ))
         } else {
@@ -61,7 +83,10 @@ impl BasicBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.norm1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let h = self
+            .norm1
+            .forward_t(&self.conv1.forward(x)?, train)?
+            .relu()?;
         let h = self.norm2.forward_t(&self.conv2.forward(&h)?, train)?;
         let skip = match &self.shortcut {
             Some((conv, norm)) => norm.forward_t(&conv.forward(x)?, train)?,
@@ -95,7 +120,14 @@ impl ResNet18 {
             ResnetStem::Imagenet => (7, 2),
             ResnetStem::Cifar => (3, 1),
         };
-        let stem = ctx.conv(store, &format!("{name}.stem.conv"), in_channels, width, kernel, stride)?;
+        let stem = ctx.conv(
+            store,
+            &format!("{name}.stem.conv"),
+            in_channels,
+            width,
+            kernel,
+            stride,
+        )?;
         let stem_norm = Norm::new(store, &format!("{name}.stem.norm"), width, norm)?;
         let mut blocks = Vec::new();
         let mut channels = width;
@@ -131,7 +163,10 @@ impl ResNet18 {
 impl ModuleT for ResNet18 {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = to_channels_last(x)?;
-        let mut h = self.stem_norm.forward_t(&self.stem.forward(&x)?, train)?.relu()?;
+        let mut h = self
+            .stem_norm
+            .forward_t(&self.stem.forward(&x)?, train)?
+            .relu()?;
         if self.stem_kind == ResnetStem::Imagenet {
             // 3×3/2 max pool with padding 1: after ReLU every value is ≥ 0, so zero padding
             // is the same as −∞ padding. candle's max pool wants NCHW.

@@ -21,7 +21,11 @@ impl FinalMetrics {
             return None;
         }
         let mean = |f: fn(&StepRecord) -> f64| {
-            let v: Vec<f64> = rows.iter().map(|r| f(r)).filter(|x| x.is_finite()).collect();
+            let v: Vec<f64> = rows
+                .iter()
+                .map(|r| f(r))
+                .filter(|x| x.is_finite())
+                .collect();
             v.iter().sum::<f64>() / v.len().max(1) as f64
         };
         Some(Self {

@@ -1,8 +1,9 @@
 //! Runs a grid: every variant × seed is trained, logged and summarised. A run that fails or
 //! diverges is recorded as such and the grid goes on.
 
-mod datasets;
+pub mod bench;
 mod final_metrics;
+mod recorder;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,14 +14,15 @@ use anyhow::Context;
 use candle_core::Device;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::analysis::{collapse_step, is_collapsed, verdict};
-use crate::config::{Grid, RunSpec};
-use crate::data::{Dataset, TwoViewBatch};
-use crate::log::{write_summary, write_text, StepsLog, SummaryRow};
-use crate::method::Embeddings;
-use crate::train::{train, RunStatus, StepObserver, StepRecord};
+use crate::analysis::{collapse_step, is_collapsed, verdict, EvalRecord};
+use crate::config::{Grid, RunConfig, RunSpec};
+use crate::data::{open_dataset, Dataset, DatasetPair};
+use crate::log::{
+    write_evals, write_spectrum, write_summary, write_text, EmbeddingsWriter, StepsLog, SummaryRow,
+};
+use crate::train::{train, RunStatus};
+use recorder::{EvalPlan, Recorder};
 
-pub use datasets::{open_dataset, DatasetPair};
 pub use final_metrics::FinalMetrics;
 
 /// Options of `collapse-lab run` beyond the grid itself.
@@ -39,17 +41,6 @@ pub struct GridOutcome {
     pub rows: Vec<SummaryRow>,
 }
 
-struct Recorder {
-    steps: StepsLog,
-}
-
-impl StepObserver for Recorder {
-    fn on_step(&mut self, record: &StepRecord, _e: &Embeddings, _b: &TwoViewBatch) -> anyhow::Result<()> {
-        self.steps.rows.push(record.clone());
-        Ok(())
-    }
-}
-
 /// Trains every run of `grid` under `opts.out/<grid name>/`, `opts.jobs` runs at a time.
 pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
     let runs = grid.expand()?;
@@ -61,9 +52,21 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
     let mut datasets: HashMap<String, DatasetPair> = HashMap::new();
     for spec in &runs {
         let key = dataset_key(spec)?;
-        if !datasets.contains_key(&key) {
-            datasets.insert(key, open_dataset(&spec.config.dataset)?);
+        if let std::collections::hash_map::Entry::Vacant(slot) = datasets.entry(key) {
+            slot.insert(open_dataset(&spec.config.dataset)?);
         }
+    }
+
+    // The untrained-encoder baseline, one per seed, from the grid's base config.
+    let mut baselines = Vec::new();
+    for &seed in &grid.seeds {
+        let config = grid.base_run(seed)?;
+        let key = toml::to_string(&config.dataset)?;
+        let pair = match datasets.get(&key) {
+            Some(p) => p.clone(),
+            None => open_dataset(&config.dataset)?,
+        };
+        baselines.push(random_baseline(&config, seed, &dir, opts, &pair));
     }
 
     let multi = MultiProgress::with_draw_target(if opts.progress {
@@ -77,8 +80,9 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     grid_bar.set_prefix(grid.name.clone());
-    let run_style = ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} steps {per_sec} {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let run_style =
+        ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} steps {per_sec} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
 
     let jobs = opts.jobs.clamp(1, runs.len().max(1));
     let next = AtomicUsize::new(0);
@@ -91,7 +95,7 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
             bar.set_style(run_style.clone());
             let (next, results, datasets, runs, dir, multi, grid_bar) =
                 (&next, &results, &datasets, &runs, &dir, &multi, &grid_bar);
-            let (summary_path, write_error) = (&summary_path, &write_error);
+            let (summary_path, write_error, baselines) = (&summary_path, &write_error, &baselines);
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(spec) = runs.get(i) else {
@@ -110,7 +114,12 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
                 all[i] = Some(row);
                 // The summary is rewritten after every run, in grid order, so an interrupted
                 // grid keeps what it finished.
-                let done: Vec<SummaryRow> = all.iter().flatten().cloned().collect();
+                let done: Vec<SummaryRow> = all
+                    .iter()
+                    .flatten()
+                    .chain(baselines.iter())
+                    .cloned()
+                    .collect();
                 if let Err(e) = write_summary(summary_path, &done) {
                     *write_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                 }
@@ -122,11 +131,12 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
     if let Some(e) = write_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
-    let rows = results
+    let rows: Vec<SummaryRow> = results
         .into_inner()
         .unwrap_or_else(|p| p.into_inner())
         .into_iter()
         .flatten()
+        .chain(baselines.iter().cloned())
         .collect();
     Ok(GridOutcome { dir, rows })
 }
@@ -150,6 +160,78 @@ fn describe(row: &SummaryRow) -> String {
     )
 }
 
+fn eval_plan(config: &RunConfig, pair: &DatasetPair, device: &Device) -> anyhow::Result<EvalPlan> {
+    EvalPlan::new(config, pair.eval.clone(), device)
+}
+
+/// Evaluates the untrained network of `config` (variant `random`): the baseline every
+/// trained encoder is compared with.
+fn random_baseline(
+    config: &RunConfig,
+    seed: u64,
+    grid_dir: &Path,
+    opts: &RunOptions,
+    pair: &DatasetPair,
+) -> SummaryRow {
+    let run_id = format!("random-s{seed}");
+    let run_dir = grid_dir.join(&run_id);
+    let started = std::time::Instant::now();
+    let result = (|| -> anyhow::Result<EvalRecord> {
+        std::fs::create_dir_all(&run_dir)?;
+        write_text(
+            &run_dir.join("config.toml"),
+            &toml::to_string_pretty(config)?,
+        )?;
+        let method = crate::method::build(config, pair.train.channels(), &opts.device)?;
+        let record = eval_plan(config, pair, &opts.device)?.run(method.as_ref(), 0, 0)?;
+        write_evals(
+            &run_dir.join("evals.parquet"),
+            &run_id,
+            "random",
+            seed,
+            std::slice::from_ref(&record),
+        )?;
+        write_spectrum(
+            &run_dir.join("spectrum.parquet"),
+            &run_id,
+            std::slice::from_ref(&record),
+        )?;
+        Ok(record)
+    })();
+    let mut row = SummaryRow {
+        run_id,
+        variant: "random".into(),
+        seed,
+        config: config.clone(),
+        status: "ok".into(),
+        error: None,
+        stop_reason: None,
+        final_pos_cos: None,
+        final_neg_cos: None,
+        final_z_std: None,
+        final_effective_rank: None,
+        final_knn_acc: None,
+        final_probe_acc: None,
+        collapse_verdict: None,
+        collapse_step: None,
+        steps: 0,
+        wall_seconds: 0.0,
+        images_per_second: 0.0,
+    };
+    match result {
+        Ok(r) => {
+            row.final_knn_acc = r.knn_acc;
+            row.final_probe_acc = r.probe_acc;
+        }
+        Err(e) => {
+            row.status = "failed".into();
+            row.error = Some(format!("{e:#}"));
+        }
+    }
+    row.wall_seconds = started.elapsed().as_secs_f64();
+    row
+}
+
 fn run_one(
     spec: &RunSpec,
     grid_dir: &Path,
@@ -158,40 +240,66 @@ fn run_one(
     bar: &ProgressBar,
 ) -> SummaryRow {
     let run_dir = grid_dir.join(&spec.run_id);
-    let mut recorder = Recorder {
-        steps: StepsLog::new(&spec.run_id, &spec.variant, spec.seed),
-    };
     let started = std::time::Instant::now();
+    let mut recorder: Option<Recorder> = None;
     let result = (|| -> anyhow::Result<_> {
-        std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-        write_text(&run_dir.join("config.toml"), &toml::to_string_pretty(&spec.config)?)?;
+        std::fs::create_dir_all(&run_dir)
+            .with_context(|| format!("creating {}", run_dir.display()))?;
+        write_text(
+            &run_dir.join("config.toml"),
+            &toml::to_string_pretty(&spec.config)?,
+        )?;
         let key = dataset_key(spec)?;
         let pair = datasets.get(&key).context("data set not opened")?;
+        let every = spec.config.log.embeddings_every;
+        let rec = recorder.insert(Recorder {
+            steps: StepsLog::new(&spec.run_id, &spec.variant, spec.seed),
+            evals: Vec::new(),
+            embeddings: (every > 0).then(|| {
+                EmbeddingsWriter::spawn(run_dir.join("embeddings.parquet"), spec.run_id.clone())
+            }),
+            embeddings_every: every,
+            eval: eval_plan(&spec.config, pair, &opts.device)?,
+        });
         let train_set: Arc<dyn Dataset> = pair.train.clone();
-        let (summary, method) = train(&spec.config, &opts.device, train_set, &mut recorder, Some(bar))?;
-        let encoder: Vec<_> = method
-            .online()
-            .store
-            .named_tensors()
-            .into_iter()
-            .filter(|(n, _)| n.starts_with("encoder."))
-            .collect();
-        let map: HashMap<String, candle_core::Tensor> = encoder.into_iter().collect();
-        // candle writes to a path: write a temporary sibling, then rename (atomic).
-        let tmp = run_dir.join(".encoder.safetensors.tmp");
-        candle_core::safetensors::save(&map, &tmp)?;
-        std::fs::rename(&tmp, run_dir.join("encoder.safetensors"))?;
+        let (summary, method) = train(&spec.config, &opts.device, train_set, rec, Some(bar))?;
+        save_weights(method.online(), &run_dir)?;
         Ok(summary)
     })();
-    // The steps are written whatever happened: a diverged or failed run keeps its log.
-    let write_steps = recorder.steps.write(&run_dir.join("steps.parquet"));
-    let records = &recorder.steps.rows;
+    // Logs are written whatever happened: a diverged or failed run keeps what it logged.
+    let (steps, evals, embeddings) = match recorder {
+        Some(r) => (r.steps, r.evals, r.embeddings),
+        None => (
+            StepsLog::new(&spec.run_id, &spec.variant, spec.seed),
+            Vec::new(),
+            None,
+        ),
+    };
+    let mut write_logs = steps.write(&run_dir.join("steps.parquet"));
+    if write_logs.is_ok() && !evals.is_empty() {
+        write_logs = write_evals(
+            &run_dir.join("evals.parquet"),
+            &spec.run_id,
+            &spec.variant,
+            spec.seed,
+            &evals,
+        )
+        .and_then(|_| write_spectrum(&run_dir.join("spectrum.parquet"), &spec.run_id, &evals));
+    }
+    if let Some(writer) = embeddings {
+        let finished = writer.finish();
+        if write_logs.is_ok() {
+            write_logs = finished;
+        }
+    }
+    let records = &steps.rows;
     let dim = spec.config.model.projector.out;
     let fin = FinalMetrics::from_steps(records);
     let streak: Vec<(u64, bool)> = records
         .iter()
         .map(|r| (r.step, is_collapsed(r.pos_cos, r.neg_cos, r.z_std, dim)))
         .collect();
+    let last_eval = evals.last();
     let mut row = SummaryRow {
         run_id: spec.run_id.clone(),
         variant: spec.variant.clone(),
@@ -199,27 +307,37 @@ fn run_one(
         config: spec.config.clone(),
         status: "ok".into(),
         error: None,
+        stop_reason: None,
         final_pos_cos: fin.as_ref().map(|f| f.pos_cos),
         final_neg_cos: fin.as_ref().map(|f| f.neg_cos),
         final_z_std: fin.as_ref().map(|f| f.z_std),
         final_effective_rank: fin.as_ref().map(|f| f.effective_rank),
-        final_knn_acc: None,
-        final_probe_acc: None,
-        collapse_verdict: fin
-            .as_ref()
-            .map(|f| verdict(f.pos_cos, f.neg_cos, f.z_std, f.effective_rank, dim).as_str().to_string()),
+        final_knn_acc: last_eval.and_then(|e| e.knn_acc),
+        final_probe_acc: last_eval.and_then(|e| e.probe_acc),
+        collapse_verdict: fin.as_ref().map(|f| {
+            verdict(f.pos_cos, f.neg_cos, f.z_std, f.effective_rank, dim)
+                .as_str()
+                .to_string()
+        }),
         collapse_step: collapse_step(&streak),
         steps: records.len() as u64,
         wall_seconds: started.elapsed().as_secs_f64(),
         images_per_second: 0.0,
     };
-    match (result, write_steps) {
+    match (result, write_logs) {
         (Ok(summary), Ok(())) => {
             row.images_per_second = summary.images_per_second;
-            if let RunStatus::Diverged { reason, .. } = summary.status {
-                row.status = "diverged".into();
-                row.error = Some(reason);
-                row.collapse_verdict = None;
+            match summary.status {
+                RunStatus::Ok => {}
+                RunStatus::Diverged { reason, .. } => {
+                    row.status = "diverged".into();
+                    row.error = Some(reason);
+                    row.collapse_verdict = None;
+                }
+                RunStatus::StoppedCollapsed { reason, .. } => {
+                    row.stop_reason = Some(reason);
+                    row.collapse_verdict = Some("collapsed".into());
+                }
             }
         }
         (Err(e), _) | (Ok(_), Err(e)) => {
@@ -230,3 +348,22 @@ fn run_one(
     row
 }
 
+/// `encoder.safetensors` (the online encoder, with batch-norm running statistics) and
+/// `heads.safetensors` (projector and predictor), each written to a temporary name and renamed.
+fn save_weights(online: &crate::method::OnlineNetwork, run_dir: &Path) -> anyhow::Result<()> {
+    let (encoder, heads): (Vec<_>, Vec<_>) = online
+        .store
+        .named_tensors()
+        .into_iter()
+        .partition(|(n, _)| n.starts_with("encoder."));
+    for (file, tensors) in [
+        ("encoder.safetensors", encoder),
+        ("heads.safetensors", heads),
+    ] {
+        let map: HashMap<String, candle_core::Tensor> = tensors.into_iter().collect();
+        let tmp = run_dir.join(format!(".{file}.tmp"));
+        candle_core::safetensors::save(&map, &tmp)?;
+        std::fs::rename(&tmp, run_dir.join(file))?;
+    }
+    Ok(())
+}

@@ -22,8 +22,9 @@ pub fn parse_device(name: &str) -> Result<Device, InputError> {
                     "this binary was built without CUDA; rebuild with `--features cuda` (see README)",
                 ));
             }
-            Device::new_cuda(ordinal)
-                .map_err(|e| InputError::new(flag, format!("cannot open CUDA device {ordinal}: {e}")))
+            Device::new_cuda(ordinal).map_err(|e| {
+                InputError::new(flag, format!("cannot open CUDA device {ordinal}: {e}"))
+            })
         }
         _ => Err(InputError::new(flag, "expected cpu, cuda or cuda:N")),
     }

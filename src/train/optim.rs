@@ -34,7 +34,11 @@ impl Optimizer {
     /// One update of every parameter that received a gradient.
     pub fn step(&mut self, params: &[Param], grads: &GradStore, lr: f64) -> Result<()> {
         if params.len() != self.velocity.len() {
-            candle_core::bail!("optimizer built for {} parameters, got {}", self.velocity.len(), params.len());
+            candle_core::bail!(
+                "optimizer built for {} parameters, got {}",
+                self.velocity.len(),
+                params.len()
+            );
         }
         // Updates before momentum, u = g (+ wd·w).
         let mut updates: Vec<Option<Tensor>> = Vec::with_capacity(params.len());
@@ -61,7 +65,8 @@ impl Optimizer {
                 Some(prev) if m > 0.0 => ((prev * m)? + u)?,
                 _ => u,
             };
-            p.var.set(&(p.var.as_tensor().detach() - (&next_v * lr)?)?)?;
+            p.var
+                .set(&(p.var.as_tensor().detach() - (&next_v * lr)?)?)?;
             *v = Some(next_v);
         }
         Ok(())
@@ -110,7 +115,10 @@ pub fn grad_norm(params: &[Param], grads: &GradStore) -> Result<f64> {
     if squares.is_empty() {
         return Ok(0.0);
     }
-    Ok(Tensor::stack(&squares, 0)?.sum_all()?.to_scalar::<f64>()?.sqrt())
+    Ok(Tensor::stack(&squares, 0)?
+        .sum_all()?
+        .to_scalar::<f64>()?
+        .sqrt())
 }
 
 #[cfg(test)]
@@ -123,8 +131,12 @@ mod tests {
         let mut store = ParamStore::new(&Device::Cpu, 0);
         store.weight("w", &[2], 1)?;
         store.bias("b", 1, 1)?;
-        store.params()[0].var.set(&Tensor::new(&[3f32, 4.0], &Device::Cpu)?)?;
-        store.params()[1].var.set(&Tensor::new(&[2f32], &Device::Cpu)?)?;
+        store.params()[0]
+            .var
+            .set(&Tensor::new(&[3f32, 4.0], &Device::Cpu)?)?;
+        store.params()[1]
+            .var
+            .set(&Tensor::new(&[2f32], &Device::Cpu)?)?;
         let params = store.params().to_vec();
         Ok((store, params))
     }
@@ -144,18 +156,29 @@ mod tests {
     #[test]
     fn sgd_momentum_weight_decay_by_hand() -> Result<()> {
         let (_s, params) = setup()?;
-        let cfg = OptimConfig { name: OptimizerName::Sgd, momentum: 0.9, weight_decay: 0.1, ..OptimConfig::default() };
+        let cfg = OptimConfig {
+            name: OptimizerName::Sgd,
+            momentum: 0.9,
+            weight_decay: 0.1,
+            ..OptimConfig::default()
+        };
         let mut opt = Optimizer::new(&cfg, 2);
         let g = grads_for(&params, [1.0, -1.0], 0.5)?;
         opt.step(&params, &g, 0.5)?;
         // u = g + 0.1·w = (1.3, −0.6); v = u; w = w − 0.5·v = (2.35, 4.3)
         let w = values(&params[0].var)?;
-        assert!((w[0] - 2.35).abs() < 1e-6 && (w[1] - 4.3).abs() < 1e-6, "{w:?}");
+        assert!(
+            (w[0] - 2.35).abs() < 1e-6 && (w[1] - 4.3).abs() < 1e-6,
+            "{w:?}"
+        );
         let g = grads_for(&params, [1.0, -1.0], 0.5)?;
         opt.step(&params, &g, 0.5)?;
         // u = (1.235, −0.57); v = 0.9·(1.3, −0.6) + u = (2.405, −1.11); w = (1.1475, 4.855)
         let w = values(&params[0].var)?;
-        assert!((w[0] - 1.1475).abs() < 1e-5 && (w[1] - 4.855).abs() < 1e-5, "{w:?}");
+        assert!(
+            (w[0] - 1.1475).abs() < 1e-5 && (w[1] - 4.855).abs() < 1e-5,
+            "{w:?}"
+        );
         Ok(())
     }
 
@@ -183,12 +206,17 @@ mod tests {
         let b = values(&params[1].var)?;
         assert!((b[0] - 1.5).abs() < 1e-6, "{b:?}");
         // Zero weight norm: factor 1.
-        params[0].var.set(&Tensor::new(&[0f32, 0.0], &Device::Cpu)?)?;
+        params[0]
+            .var
+            .set(&Tensor::new(&[0f32, 0.0], &Device::Cpu)?)?;
         let mut opt = Optimizer::new(&cfg, 2);
         let g = grads_for(&params, [0.5, 1.0], 0.0)?;
         opt.step(&params, &g, 1.0)?;
         let w = values(&params[0].var)?;
-        assert!((w[0] + 0.5).abs() < 1e-6 && (w[1] + 1.0).abs() < 1e-6, "{w:?}");
+        assert!(
+            (w[0] + 0.5).abs() < 1e-6 && (w[1] + 1.0).abs() < 1e-6,
+            "{w:?}"
+        );
         Ok(())
     }
 

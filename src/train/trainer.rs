@@ -11,7 +11,9 @@ use indicatif::ProgressBar;
 
 use super::optim::{grad_norm, Optimizer};
 use super::schedule::{lr_at, tau_at};
-use crate::analysis::{effective_rank, symmetric_pos_neg_cos, z_std};
+use crate::analysis::{
+    effective_rank, is_collapsed, symmetric_pos_neg_cos, z_std, NonFiniteEmbeddings,
+};
 use crate::config::RunConfig;
 use crate::data::{Augmenter, Dataset, TwoViewBatch, TwoViewLoader};
 use crate::method::{build, Embeddings, Method};
@@ -45,7 +47,15 @@ pub struct StepRecord {
 pub enum RunStatus {
     Ok,
     /// Loss or gradient became NaN/∞ at this step.
-    Diverged { step: u64, reason: String },
+    Diverged {
+        step: u64,
+        reason: String,
+    },
+    /// Stopped early (`train.stop_on_collapse`): the collapse signature held this long.
+    StoppedCollapsed {
+        step: u64,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -58,9 +68,27 @@ pub struct TrainSummary {
     pub projection_dim: usize,
 }
 
-/// Receives every step (and may keep the batch's embeddings).
+/// Receives every step (and may keep the batch's embeddings), and is called at every
+/// evaluation point: before training (epoch 0) and after each completed epoch.
 pub trait StepObserver {
-    fn on_step(&mut self, record: &StepRecord, embeddings: &Embeddings, batch: &TwoViewBatch) -> anyhow::Result<()>;
+    fn on_step(
+        &mut self,
+        record: &StepRecord,
+        embeddings: &Embeddings,
+        batch: &TwoViewBatch,
+    ) -> anyhow::Result<()>;
+
+    /// `epoch` epochs are complete after `step` optimizer steps; `last` marks the end of the
+    /// run (also when it stops early).
+    fn on_epoch_end(
+        &mut self,
+        _epoch: u32,
+        _step: u64,
+        _last: bool,
+        _method: &dyn Method,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// Trains one run. Returns how it ended and the trained method (its online encoder).
@@ -87,6 +115,7 @@ pub fn train(
         Some(m) => m.min(loader.total_steps()),
         None => loader.total_steps(),
     };
+    let steps_per_epoch = loader.steps_per_epoch() as u64;
     let mut method = build(cfg, channels, device).context("building the networks")?;
     let mut optimizer = Optimizer::new(&cfg.optim, method.online().store.params().len());
     let has_ema = cfg.method.name.has_ema_target();
@@ -94,8 +123,10 @@ pub fn train(
         pb.set_length(total);
         pb.set_position(0);
     }
+    observer.on_epoch_end(0, 0, total == 0, method.as_ref())?;
     let start = Instant::now();
     let mut status = RunStatus::Ok;
+    let mut collapsed_streak = 0u64;
     let mut steps = 0u64;
     let mut t_step = Instant::now();
     for batch in loader {
@@ -106,9 +137,13 @@ pub fn train(
         let v0 = Tensor::from_slice(&batch.view0, shape, device)?;
         let v1 = Tensor::from_slice(&batch.view1, shape, device)?;
         let out = method.forward([&v0, &v1])?;
-        let loss = out.loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        let loss = out
+            .loss
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
         let lr = lr_at(&cfg.optim, batch.step, total);
-        let tau = has_ema.then(|| tau_at(cfg.method.tau, cfg.method.tau_schedule, batch.step, total));
+        let tau =
+            has_ema.then(|| tau_at(cfg.method.tau, cfg.method.tau_schedule, batch.step, total));
         let mut gnorm = f64::NAN;
         if loss.is_finite() {
             let grads = out.loss.backward()?;
@@ -150,10 +185,62 @@ pub fn train(
             }
         }
         if !loss.is_finite() || !gnorm.is_finite() {
-            let what = if loss.is_finite() { "gradient norm" } else { "loss" };
+            let what = if loss.is_finite() {
+                "gradient norm"
+            } else {
+                "loss"
+            };
             status = RunStatus::Diverged {
                 step: batch.step,
-                reason: format!("{what} became {} at step {}", if loss.is_finite() { gnorm } else { loss }, batch.step),
+                reason: format!(
+                    "{what} became {} at step {}",
+                    if loss.is_finite() { gnorm } else { loss },
+                    batch.step
+                ),
+            };
+            break;
+        }
+        if is_collapsed(
+            record.pos_cos,
+            record.neg_cos,
+            record.z_std,
+            cfg.model.projector.out,
+        ) {
+            collapsed_streak += 1;
+        } else {
+            collapsed_streak = 0;
+        }
+        let stop = cfg
+            .train
+            .stop_on_collapse
+            .is_some_and(|n| collapsed_streak >= n);
+        let done = batch.step + 1;
+        if done % steps_per_epoch == 0 || done == total || stop {
+            let epoch = done.div_ceil(steps_per_epoch) as u32;
+            if let Err(e) =
+                observer.on_epoch_end(epoch, done, done == total || stop, method.as_ref())
+            {
+                // Weights that turned non-finite in this step's update show up here first.
+                if e.downcast_ref::<NonFiniteEmbeddings>().is_some() {
+                    status = RunStatus::Diverged {
+                        step: batch.step,
+                        reason: format!(
+                            "embeddings became non-finite after step {} ({e})",
+                            batch.step
+                        ),
+                    };
+                    break;
+                }
+                return Err(e);
+            }
+        }
+        if stop {
+            status = RunStatus::StoppedCollapsed {
+                step: batch.step,
+                reason: format!(
+                    "stopped at step {}: collapsed for {collapsed_streak} consecutive steps (train.stop_on_collapse)",
+                    batch.step
+                ),
             };
             break;
         }

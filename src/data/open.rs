@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use super::{synthetic, Dataset};
 use crate::config::{DatasetConfig, InputError};
-use crate::data::{synthetic, Dataset};
 
 /// The self-supervised training split and the labelled evaluation split.
 #[derive(Clone)]

@@ -1,0 +1,219 @@
+//! Evaluation of a network on the labelled evaluation split: kNN and linear-probe accuracy on
+//! encoder features y (the study's protocol: fit on one half, score on the other), spread and
+//! effective rank of y and z, covariance spectra, α-ReQ, alignment and uniformity.
+
+use anyhow::Context;
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::geometry::{alignment, dimension_variance, uniformity};
+use super::knn::{knn_accuracy, Labelled};
+use super::probe::probe_accuracy;
+use super::rank::effective_rank;
+use super::spectrum::{alpha_req, covariance_spectrum};
+use super::spread::z_std;
+use crate::data::{eval_batches, mix_seeds, Augmenter, Dataset};
+use crate::method::OnlineNetwork;
+
+/// One row of `evals.parquet` plus the spectra for `spectrum.parquet`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalRecord {
+    /// 0 = before training, then the number of epochs completed.
+    pub epoch: u32,
+    pub step: u64,
+    pub knn_acc: Option<f64>,
+    pub probe_acc: Option<f64>,
+    pub y_std: f64,
+    pub y_effective_rank: f64,
+    pub z_std: f64,
+    pub z_effective_rank: f64,
+    /// α-ReQ of the covariance spectrum of y.
+    pub alpha_req: f64,
+    /// Alignment of y over two augmented views of each evaluation image.
+    pub align: f64,
+    /// Uniformity of y (first view).
+    pub uniform: f64,
+    pub z_var_min: f64,
+    pub z_var_median: f64,
+    pub z_var_max: f64,
+    pub y_spectrum: Vec<f64>,
+    pub z_spectrum: Vec<f64>,
+}
+
+/// The network's outputs on the evaluation split are NaN or infinite: the run diverged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonFiniteEmbeddings;
+
+impl std::fmt::Display for NonFiniteEmbeddings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the network's embeddings of the evaluation split are not finite"
+        )
+    }
+}
+
+impl std::error::Error for NonFiniteEmbeddings {}
+
+fn all_finite(t: &Tensor) -> anyhow::Result<bool> {
+    Ok(t.abs()?
+        .sum_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_scalar::<f64>()?
+        .is_finite())
+}
+
+/// What evaluation runs on.
+pub struct EvalSetup<'a> {
+    pub dataset: &'a dyn Dataset,
+    pub augmenter: &'a Augmenter,
+    pub batch_size: usize,
+    /// Images used (the first `images`; 0 = all).
+    pub images: usize,
+    /// Seed of the augmented views used for alignment.
+    pub seed: u64,
+    pub device: &'a Device,
+}
+
+impl<'a> EvalSetup<'a> {
+    /// The evaluation a run's trainer performs (and `analyze` repeats).
+    pub fn for_run(
+        cfg: &crate::config::RunConfig,
+        dataset: &'a dyn Dataset,
+        augmenter: &'a Augmenter,
+        device: &'a Device,
+    ) -> Self {
+        Self {
+            dataset,
+            augmenter,
+            batch_size: cfg.train.batch_size.max(64),
+            images: cfg.log.eval_images,
+            seed: cfg.train.seed,
+            device,
+        }
+    }
+}
+
+fn stack_rows(parts: Vec<Tensor>) -> anyhow::Result<Tensor> {
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// Evaluates `online` (in eval mode) on `setup`.
+pub fn evaluate(
+    online: &OnlineNetwork,
+    setup: &EvalSetup,
+    epoch: u32,
+    step: u64,
+) -> anyhow::Result<EvalRecord> {
+    let ds = setup.dataset;
+    let n = if setup.images == 0 {
+        ds.len()
+    } else {
+        setup.images.min(ds.len())
+    };
+    if n < 4 {
+        anyhow::bail!("evaluation needs at least 4 images, the evaluation split has {n}");
+    }
+    let (c, s) = (ds.channels(), setup.augmenter.out_size());
+    let mut ys = Vec::new();
+    let mut zs = Vec::new();
+    let mut labels: Vec<Option<u32>> = Vec::with_capacity(n);
+    for batch in eval_batches(ds, setup.augmenter, setup.batch_size) {
+        let take = batch.image_ids.len().min(n - labels.len());
+        if take == 0 {
+            break;
+        }
+        let x = Tensor::from_slice(
+            &batch.images[..take * c * s * s],
+            (take, c, s, s),
+            setup.device,
+        )?;
+        let (y, z) = online.embed(&x)?;
+        ys.push(y);
+        zs.push(z);
+        labels.extend(&batch.labels[..take]);
+    }
+    let y = stack_rows(ys)?;
+    let z = stack_rows(zs)?;
+    if !all_finite(&y)? || !all_finite(&z)? {
+        return Err(NonFiniteEmbeddings.into());
+    }
+
+    // Two augmented views of each image, seeded per image, for alignment.
+    let mut raw = vec![0f32; c * ds.height() * ds.width()];
+    let mut views: [Vec<Tensor>; 2] = [Vec::new(), Vec::new()];
+    let chunk = setup.batch_size.max(1);
+    for start in (0..n).step_by(chunk) {
+        let end = (start + chunk).min(n);
+        for (v, out) in views.iter_mut().enumerate() {
+            let mut buf = vec![0f32; (end - start) * c * s * s];
+            for (k, i) in (start..end).enumerate() {
+                ds.read_image(i, &mut raw);
+                let mut rng =
+                    ChaCha8Rng::seed_from_u64(mix_seeds(&[setup.seed, i as u64, v as u64]));
+                setup.augmenter.apply(
+                    &raw,
+                    ds.height(),
+                    ds.width(),
+                    &mut rng,
+                    &mut buf[k * c * s * s..(k + 1) * c * s * s],
+                );
+            }
+            let x = Tensor::from_vec(buf, (end - start, c, s, s), setup.device)?;
+            out.push(online.embed(&x)?.0);
+        }
+    }
+    let [v0, v1] = views;
+    let (y0, y1) = (stack_rows(v0)?, stack_rows(v1)?);
+
+    let (knn_acc, probe_acc) = match labels.iter().copied().collect::<Option<Vec<u32>>>() {
+        Some(labels) => {
+            let classes = ds
+                .num_classes()
+                .unwrap_or_else(|| labels.iter().max().map_or(1, |m| *m as usize + 1));
+            let feats: Vec<f32> = y
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1()?;
+            let d = y.dim(1)?;
+            let half = n / 2;
+            let fit = Labelled {
+                features: &feats[..half * d],
+                labels: &labels[..half],
+                dim: d,
+            };
+            let test = Labelled {
+                features: &feats[half * d..n * d],
+                labels: &labels[half..n],
+                dim: d,
+            };
+            (
+                Some(knn_accuracy(&fit, &test)),
+                Some(probe_accuracy(&fit, &test, classes)),
+            )
+        }
+        None => (None, None),
+    };
+    let y_spectrum = covariance_spectrum(&y).context("spectrum of y")?;
+    let z_spectrum = covariance_spectrum(&z).context("spectrum of z")?;
+    let (z_var_min, z_var_median, z_var_max) = dimension_variance(&z)?;
+    Ok(EvalRecord {
+        epoch,
+        step,
+        knn_acc,
+        probe_acc,
+        y_std: z_std(&y)?,
+        y_effective_rank: effective_rank(&y)?,
+        z_std: z_std(&z)?,
+        z_effective_rank: effective_rank(&z)?,
+        alpha_req: alpha_req(&y_spectrum),
+        align: alignment(&y0, &y1)?,
+        uniform: uniformity(&y0)?,
+        z_var_min,
+        z_var_median,
+        z_var_max,
+        y_spectrum,
+        z_spectrum,
+    })
+}

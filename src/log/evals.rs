@@ -1,0 +1,62 @@
+//! `evals.parquet` (one row per evaluation) and `spectrum.parquet` (covariance eigenvalues of
+//! y and z at each evaluation).
+
+use std::path::Path;
+
+use super::parquet::{write_parquet, TableBuilder};
+use crate::analysis::EvalRecord;
+
+pub fn write_evals(
+    path: &Path,
+    run_id: &str,
+    variant: &str,
+    seed: u64,
+    rows: &[EvalRecord],
+) -> anyhow::Result<()> {
+    let n = rows.len();
+    let col = |f: fn(&EvalRecord) -> f64| rows.iter().map(f).collect::<Vec<f64>>();
+    let mut df = TableBuilder::new()
+        .str("run_id", vec![run_id.to_string(); n])
+        .str("variant", vec![variant.to_string(); n])
+        .u64("seed", vec![seed; n])
+        .u32("epoch", rows.iter().map(|r| r.epoch).collect())
+        .u64("step", rows.iter().map(|r| r.step).collect())
+        .opt_f64("knn_acc", rows.iter().map(|r| r.knn_acc).collect())
+        .opt_f64("probe_acc", rows.iter().map(|r| r.probe_acc).collect())
+        .f64("y_std", col(|r| r.y_std))
+        .f64("y_effective_rank", col(|r| r.y_effective_rank))
+        .f64("z_std", col(|r| r.z_std))
+        .f64("z_effective_rank", col(|r| r.z_effective_rank))
+        .f64("alpha_req", col(|r| r.alpha_req))
+        .f64("align", col(|r| r.align))
+        .f64("uniform", col(|r| r.uniform))
+        .f64("z_var_min", col(|r| r.z_var_min))
+        .f64("z_var_median", col(|r| r.z_var_median))
+        .f64("z_var_max", col(|r| r.z_var_max))
+        .build()?;
+    write_parquet(path, &mut df)
+}
+
+pub fn write_spectrum(path: &Path, run_id: &str, rows: &[EvalRecord]) -> anyhow::Result<()> {
+    let (mut epoch, mut space, mut index, mut value) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in rows {
+        for (name, spectrum) in [("y", &r.y_spectrum), ("z", &r.z_spectrum)] {
+            for (i, v) in spectrum.iter().enumerate() {
+                epoch.push(r.epoch);
+                space.push(name.to_string());
+                index.push(i as u32);
+                value.push(*v);
+            }
+        }
+    }
+    let n = value.len();
+    let mut df = TableBuilder::new()
+        .str("run_id", vec![run_id.to_string(); n])
+        .u32("epoch", epoch)
+        .str("space", space)
+        .u32("index", index)
+        .f64("singular_value", value)
+        .build()?;
+    write_parquet(path, &mut df)
+}

@@ -1,0 +1,29 @@
+//! The report of a grid: charts (PNG + SVG), the claims table (F1–F7) and the study's
+//! variant table, as Markdown, self-contained HTML (charts beside it) and Parquet.
+
+pub mod charts;
+pub mod claims;
+pub mod page;
+pub mod tables;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+pub use claims::{evaluate_claims, Claim, ClaimVerdict};
+pub use tables::GridTables;
+
+/// Renders the report of `grid_dir` into `out` (default `grid_dir/report`). Returns the folder.
+pub fn render(grid_dir: &Path, out: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let tables = GridTables::load(grid_dir)?;
+    let out = out.map_or_else(|| grid_dir.join("report"), Path::to_path_buf);
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let claims = evaluate_claims(&tables);
+    charts::save(&charts::CosineBars(&tables), &out, "cosine_bars")?;
+    charts::save(&charts::ProbeCurves(&tables), &out, "probe_accuracy")?;
+    charts::save(&charts::CosineSteps(&tables), &out, "cosine_steps")?;
+    charts::save(&charts::SpreadSteps(&tables), &out, "spread_steps")?;
+    charts::save(&charts::Spectra(&tables), &out, "spectra")?;
+    page::write_page(&tables, &claims, &out)?;
+    Ok(out)
+}

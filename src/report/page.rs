@@ -1,0 +1,318 @@
+//! `index.md`, `index.html` and `claims.parquet`: the report a researcher reads.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::claims::Claim;
+use super::tables::{mean_sd, GridTables};
+use crate::log::{write_parquet, write_text, TableBuilder};
+
+/// The study's published numbers (STL-10, ResNet-18, 10 epochs): probe accuracy %, pos, neg.
+fn study(variant: &str) -> Option<(f64, Option<(f64, f64)>)> {
+    Some(match variant {
+        "contrastive" => (44.1, Some((0.90, 0.53))),
+        "byol" => (57.7, Some((0.88, 0.27))),
+        "projector-bn" => (55.3, Some((0.87, 0.27))),
+        "predictor-bn" => (48.0, Some((0.96, 0.73))),
+        "no-norm" => (28.3, Some((1.0, 1.0))),
+        "layer-norm" => (29.4, Some((1.0, 1.0))),
+        "random" => (28.8, None),
+        _ => return None,
+    })
+}
+
+fn loss_name(method: &str) -> &'static str {
+    match method {
+        "byol" => "2 − 2·cos",
+        "simsiam" => "−cos (stop-gradient)",
+        "simclr" => "NT-Xent (in-batch negatives)",
+        "moco" | "contrastive" => "InfoNCE (queue negatives)",
+        _ => "—",
+    }
+}
+
+fn fmt_pct(v: Option<(f64, f64)>) -> String {
+    v.map_or("—".into(), |(m, s)| {
+        format!("{:.1} ± {:.1}", 100.0 * m, 100.0 * s)
+    })
+}
+
+fn fmt_cos(p: Option<(f64, f64)>, n: Option<(f64, f64)>) -> String {
+    match (p, n) {
+        (Some(p), Some(n)) => format!("{:.2} / {:.2}", p.0, n.0),
+        _ => "—".into(),
+    }
+}
+
+/// A table as rows of cells; rendered to Markdown and HTML from the same data.
+struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn markdown(&self) -> String {
+        let esc = |s: &String| s.replace('|', "\\|");
+        let mut out = format!(
+            "| {} |\n",
+            self.header.iter().map(esc).collect::<Vec<_>>().join(" | ")
+        );
+        out += &format!("|{}|\n", vec!["---"; self.header.len()].join("|"));
+        for r in &self.rows {
+            out += &format!(
+                "| {} |\n",
+                r.iter().map(esc).collect::<Vec<_>>().join(" | ")
+            );
+        }
+        out
+    }
+
+    fn html(&self) -> String {
+        let mut out = String::from("<table>\n<tr>");
+        for h in &self.header {
+            let _ = write!(out, "<th>{}</th>", html_escape(h));
+        }
+        out += "</tr>\n";
+        for r in &self.rows {
+            out += "<tr>";
+            for c in r {
+                let _ = write!(out, "<td>{}</td>", html_escape(c));
+            }
+            out += "</tr>\n";
+        }
+        out + "</table>\n"
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn variant_table(t: &GridTables) -> Table {
+    let mut rows = Vec::new();
+    let mut variants = t.variants();
+    variants.push("random".into());
+    for v in &variants {
+        let runs: Vec<_> = t.runs_of(v).collect();
+        let Some(first) = runs.first() else { continue };
+        let ok: Vec<_> = runs.iter().filter(|r| r.status == "ok").collect();
+        let probe = mean_sd(
+            &ok.iter()
+                .filter_map(|r| r.final_probe_acc)
+                .collect::<Vec<_>>(),
+        );
+        let pos = mean_sd(
+            &ok.iter()
+                .filter_map(|r| r.final_pos_cos)
+                .collect::<Vec<_>>(),
+        );
+        let neg = mean_sd(
+            &ok.iter()
+                .filter_map(|r| r.final_neg_cos)
+                .collect::<Vec<_>>(),
+        );
+        let mut verdicts: BTreeMap<String, usize> = BTreeMap::new();
+        for r in &runs {
+            let key = if r.status == "ok" {
+                r.collapse_verdict.clone().unwrap_or_else(|| "—".into())
+            } else {
+                r.status.clone()
+            };
+            *verdicts.entry(key).or_default() += 1;
+        }
+        let verdict = verdicts
+            .iter()
+            .map(|(k, n)| format!("{k} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let published = study(v);
+        let random = v == "random";
+        rows.push(vec![
+            v.clone(),
+            if random {
+                "—".into()
+            } else {
+                first.projector_norm.clone()
+            },
+            if random {
+                "—".into()
+            } else {
+                first.predictor_norm.clone().unwrap_or_else(|| "—".into())
+            },
+            if random {
+                "— (untrained encoder)".into()
+            } else {
+                loss_name(&first.method).into()
+            },
+            fmt_pct(probe),
+            published.map_or("—".into(), |p| format!("{:.1}", p.0)),
+            fmt_cos(pos, neg),
+            published
+                .and_then(|p| p.1)
+                .map_or("—".into(), |(a, b)| format!("{a:.2} / {b:.2}")),
+            if random { "—".into() } else { verdict },
+        ]);
+    }
+    Table {
+        header: [
+            "variant",
+            "projector norm",
+            "predictor norm",
+            "loss",
+            "probe acc % (ours, mean ± sd)",
+            "probe acc % (study)",
+            "pos / neg cos (ours)",
+            "pos / neg cos (study)",
+            "verdict (runs)",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+    }
+}
+
+fn claims_table(claims: &[Claim]) -> Table {
+    Table {
+        header: ["claim", "statement", "measured", "verdict"]
+            .map(String::from)
+            .to_vec(),
+        rows: claims
+            .iter()
+            .map(|c| {
+                vec![
+                    c.claim_id.into(),
+                    c.statement.into(),
+                    c.measured.clone(),
+                    c.verdict.as_str().into(),
+                ]
+            })
+            .collect(),
+    }
+}
+
+fn runs_table(t: &GridTables) -> Table {
+    let f = |v: Option<f64>| v.map_or("—".into(), |x| format!("{x:.3}"));
+    Table {
+        header: [
+            "run", "status", "pos", "neg", "z_std", "rank", "probe", "kNN", "verdict", "error",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: t
+            .runs
+            .iter()
+            .map(|r| {
+                vec![
+                    r.run_id.clone(),
+                    if r.status == "ok" {
+                        "ok".into()
+                    } else {
+                        format!("**{}**", r.status)
+                    },
+                    f(r.final_pos_cos),
+                    f(r.final_neg_cos),
+                    f(r.final_z_std),
+                    f(r.final_effective_rank),
+                    f(r.final_probe_acc),
+                    f(r.final_knn_acc),
+                    r.collapse_verdict.clone().unwrap_or_else(|| "—".into()),
+                    r.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect(),
+    }
+}
+
+pub const CHARTS: [(&str, &str); 5] = [
+    (
+        "cosine_bars",
+        "Positive vs negative cosine per variant (the study's bar figure)",
+    ),
+    (
+        "probe_accuracy",
+        "Linear-probe accuracy per epoch, untrained encoder dashed (the study's epoch figure)",
+    ),
+    ("cosine_steps", "Positive and negative cosine per step"),
+    (
+        "spread_steps",
+        "Spread and effective rank of the projections per step",
+    ),
+    ("spectra", "Covariance spectra at the last evaluation"),
+];
+
+const NOTE: &str = "The study's numbers come from ResNet-18 on STL-10 (96 px, batch 256, 10 epochs); ours from \
+the grid's own setting. Compare the pattern (which variants collapse, which separate and beat the untrained \
+encoder), not the absolute values. Every claim's test was written before any result was seen; where our \
+setting disagrees with the study, the claim says `fails` with its numbers.";
+
+/// Writes index.md, index.html and claims.parquet into `out`.
+pub fn write_page(t: &GridTables, claims: &[Claim], out: &Path) -> anyhow::Result<()> {
+    let variants = variant_table(t);
+    let claims_t = claims_table(claims);
+    let runs = runs_table(t);
+    let mut md = format!("# collapse-lab report: {}\n\n", t.name);
+    md += &format!(
+        "{NOTE}\n\n## Claims (findings F1–F7 of the study)\n\n{}\n",
+        claims_t.markdown()
+    );
+    md += &format!(
+        "## Variants (the study's table)\n\n{}\n",
+        variants.markdown()
+    );
+    md += "## Charts\n\n";
+    for (file, title) in CHARTS {
+        md += &format!("### {title}\n\n![{title}]({file}.png)\n\n");
+    }
+    md += &format!(
+        "## Runs\n\nStatus other than ok is marked; a failed or diverged run keeps its row.\n\n{}",
+        runs.markdown()
+    );
+    write_text(&out.join("index.md"), &md)?;
+
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>collapse-lab report: {name}</title>\n<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #bbb;padding:4px 8px;text-align:left;vertical-align:top}}th{{background:#eee}}img{{max-width:100%}}</style></head><body>\n<h1>collapse-lab report: {name}</h1>\n<p>{note}</p>\n",
+        name = html_escape(&t.name),
+        note = html_escape(NOTE)
+    );
+    html += &format!(
+        "<h2>Claims (findings F1–F7 of the study)</h2>\n{}",
+        claims_t.html()
+    );
+    html += &format!("<h2>Variants (the study's table)</h2>\n{}", variants.html());
+    html += "<h2>Charts</h2>\n";
+    for (file, title) in CHARTS {
+        html += &format!(
+            "<h3>{}</h3>\n<img src=\"{file}.svg\" alt=\"{}\">\n",
+            html_escape(title),
+            html_escape(title)
+        );
+    }
+    html += &format!("<h2>Runs</h2>\n{}</body></html>\n", runs.html());
+    write_text(&out.join("index.html"), &html)?;
+
+    let mut df = TableBuilder::new()
+        .str(
+            "claim_id",
+            claims.iter().map(|c| c.claim_id.to_string()).collect(),
+        )
+        .str(
+            "statement",
+            claims.iter().map(|c| c.statement.to_string()).collect(),
+        )
+        .str(
+            "measured",
+            claims.iter().map(|c| c.measured.clone()).collect(),
+        )
+        .str(
+            "verdict",
+            claims
+                .iter()
+                .map(|c| c.verdict.as_str().to_string())
+                .collect(),
+        )
+        .build()?;
+    write_parquet(&out.join("claims.parquet"), &mut df)
+}
