@@ -228,13 +228,19 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             jobs,
         },
     )?;
-    let failed = outcome.rows.iter().filter(|r| r.status == "failed").count();
+    let trained: Vec<_> = outcome
+        .rows
+        .iter()
+        .filter(|r| r.variant != "random")
+        .collect();
+    let failed = trained.iter().filter(|r| r.status == "failed").count();
+    let diverged = trained.iter().filter(|r| r.status == "diverged").count();
     let report = render(&outcome.dir, None)?;
     eprintln!("report → {}", report.join("index.md").display());
     eprintln!(
-        "{} runs ({} failed) → {}",
-        outcome.rows.len(),
-        failed,
+        "{} runs ({failed} failed, {diverged} diverged) + {} untrained baselines → {}",
+        trained.len(),
+        outcome.rows.len() - trained.len(),
         outcome.dir.join("summary.parquet").display()
     );
     Ok(())

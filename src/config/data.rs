@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatasetConfig {
-    /// `synthetic` (embedded, generated from `seed`) — real loaders come with their own names.
+    /// `synthetic` (embedded, generated from `seed`), or a real data set read from `path`:
+    /// `mnist`, `fashion-mnist`, `kmnist` (IDX), `cifar10`, `cifar100` (binary), `stl10`
+    /// (binary), `folder` (`<class>/*.png|jpg`).
     pub name: String,
     /// Side of the square images fed to the encoder (pixels).
     pub image_size: usize,
@@ -22,8 +24,14 @@ pub struct DatasetConfig {
     pub objects: usize,
     /// Synthetic: radius range of each copy, as a fraction of the image side.
     pub object_scale: [f64; 2],
-    /// Where a real data set lives on disk (unused by `synthetic`).
+    /// Where a real data set lives on disk (unused by `synthetic`; `fashion-mnist` defaults to
+    /// `/usr/share/datasets/fashion-mnist`, where Debian's `dataset-fashion-mnist` puts it).
     pub path: Option<String>,
+    /// Real data sets: use at most the first N images of the training split (None: all).
+    /// `train_size` stays synthetic-only because it has a non-zero default.
+    pub limit_train: Option<usize>,
+    /// Real data sets: use at most the first N images of the evaluation split (None: all).
+    pub limit_eval: Option<usize>,
 }
 
 impl Default for DatasetConfig {
@@ -37,6 +45,8 @@ impl Default for DatasetConfig {
             objects: 1,
             object_scale: [0.3, 0.45],
             path: None,
+            limit_train: None,
+            limit_eval: None,
         }
     }
 }
@@ -63,9 +73,9 @@ pub struct AugmentConfig {
     pub blur_sigma: [f64; 2],
     /// Blur kernel side as a fraction of the image side (the nearest odd number, ≥ 3).
     pub blur_kernel_frac: f64,
-    /// Per-channel normalisation mean (applied last).
+    /// Per-channel normalisation mean (applied last); empty: 0.5 for every channel.
     pub mean: Vec<f64>,
-    /// Per-channel normalisation std (applied last).
+    /// Per-channel normalisation std (applied last); empty: 0.25 for every channel.
     pub std: Vec<f64>,
 }
 
@@ -81,8 +91,8 @@ impl Default for AugmentConfig {
             blur_p: 0.5,
             blur_sigma: [0.1, 2.0],
             blur_kernel_frac: 0.1,
-            mean: vec![0.5, 0.5, 0.5],
-            std: vec![0.25, 0.25, 0.25],
+            mean: Vec::new(),
+            std: Vec::new(),
         }
     }
 }

@@ -410,7 +410,18 @@ impl Augmenter {
             "augment.blur_kernel_frac must be positive, got {}",
             cfg.blur_kernel_frac
         );
-        for (name, v) in [("mean", &cfg.mean), ("std", &cfg.std)] {
+        // Unset mean/std: 0.5 / 0.25 for every channel the data set has (documented default).
+        let mean = if cfg.mean.is_empty() {
+            vec![0.5; channels]
+        } else {
+            cfg.mean.clone()
+        };
+        let std = if cfg.std.is_empty() {
+            vec![0.25; channels]
+        } else {
+            cfg.std.clone()
+        };
+        for (name, v) in [("mean", &mean), ("std", &std)] {
             ensure!(
                 v.len() == channels,
                 "augment.{name} must have one entry per channel ({channels}), got {}",
@@ -422,9 +433,9 @@ impl Augmenter {
             );
         }
         ensure!(
-            cfg.std.iter().all(|&s| s > 0.0),
+            std.iter().all(|&s| s > 0.0),
             "augment.std must be > 0, got {:?}",
-            cfg.std
+            std
         );
         let [b, c, s, h] = cfg.jitter;
         let factor = |x: f64| (x > 0.0).then_some([(1.0 - x).max(0.0), 1.0 + x]);
@@ -445,8 +456,8 @@ impl Augmenter {
             blur_p: cfg.blur_p,
             blur_sigma: cfg.blur_sigma,
             blur_kernel: blur_kernel_size(cfg.blur_kernel_frac, out_size),
-            mean: cfg.mean.iter().map(|&v| v as f32).collect(),
-            std: cfg.std.iter().map(|&v| v as f32).collect(),
+            mean: mean.iter().map(|&v| v as f32).collect(),
+            std: std.iter().map(|&v| v as f32).collect(),
         })
     }
 

@@ -4,6 +4,11 @@
 //!   in-memory implementation.
 //! * [`synthetic`]: the embedded, seed-generated data set (ten shape classes under strong
 //!   nuisance variation) that the CPU-sized default runs on.
+//! * Real data sets on disk, each delivering images at their native size: [`idx`] (MNIST,
+//!   Fashion-MNIST, KMNIST), [`cifar`] (CIFAR-10/100 binary), [`stl10`] (STL-10 binary,
+//!   memory-mapped), [`folder`] (`<class>/*.png|jpg`); [`concat`] joins STL-10's labelled and
+//!   unlabeled training images; [`files`] holds the shared file checks; [`open`] dispatches
+//!   on `dataset.name`.
 //! * [`augment`]: the study's BYOL / SimCLR augmentation pipeline with torchvision semantics.
 //! * [`loader`]: a background-thread two-view loader for training and a plain batcher for
 //!   evaluation.
@@ -11,16 +16,25 @@
 //! Every random choice is seeded from explicit values mixed with [`mix_seeds`], so results do not
 //! depend on thread counts or scheduling.
 
+#[cfg(test)]
+mod alloc_probe;
 pub mod augment;
+pub mod cifar;
+pub mod concat;
 pub mod dataset;
+mod files;
+pub mod folder;
+pub mod idx;
 pub mod loader;
 pub mod open;
 pub mod seeds;
+pub mod stl10;
 pub mod synthetic;
 
 pub use augment::{sample_crop, Augmenter, CropBox};
+pub use concat::ConcatDataset;
 pub use dataset::{Dataset, InMemoryDataset};
 pub use loader::{eval_batches, EvalBatch, TwoViewBatch, TwoViewLoader};
-pub use open::{open_dataset, DatasetPair};
+pub use open::{open_dataset, DatasetPair, DATASET_NAMES};
 pub use seeds::{mix_seeds, splitmix64};
 pub use synthetic::{generate, try_generate, Split, CLASS_NAMES, NUM_CLASSES};

@@ -1,0 +1,388 @@
+//! Image folders: `root/<class>/*.png|jpg|jpeg`, the class being the folder's name.
+//!
+//! Classes are the sub-folders sorted by name (label = position), files within a class sorted
+//! by name; other files and hidden entries are ignored. With `root/train/<class>/…` and
+//! `root/test/<class>/…` (or `root/val/…`) the two are the training and evaluation splits and
+//! must have the same classes. **Without them, `root` itself is one folder of classes that is
+//! used for training and evaluation alike** (the probe then scores images the encoder trained
+//! on — fine for a quick look, not for a result).
+//!
+//! Every image is decoded (format from its content), resized bilinearly (PIL semantics, the
+//! augmenter's own resampler) to `image_size × image_size` — aspect ratio not kept — and kept
+//! in memory as u8. The set is grayscale (1 channel) when every image is, RGB otherwise.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::augment::{resize_crop, CropBox};
+use super::files::{file_error, limited};
+use super::InMemoryDataset;
+use crate::config::InputError;
+
+/// File name endings read as images (case-insensitive).
+const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+/// One class folder: its name and its image files, sorted.
+struct Class {
+    name: String,
+    files: Vec<PathBuf>,
+}
+
+/// A decoded image: RGB CHW at the target size, and whether the source was grayscale.
+struct Decoded {
+    rgb: Vec<u8>,
+    gray: bool,
+}
+
+/// Sorted names of the visible entries of `dir` that satisfy `keep`.
+fn entries(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>, InputError> {
+    let read = std::fs::read_dir(dir).map_err(|e| file_error(dir, format!("cannot list: {e}")))?;
+    let mut out = Vec::new();
+    for entry in read {
+        let entry = entry.map_err(|e| file_error(dir, format!("cannot list: {e}")))?;
+        let path = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if !hidden && keep(&path) {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn is_image(path: &Path) -> bool {
+    path.is_file()
+        && path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .is_some_and(|e| EXTENSIONS.contains(&e.as_str()))
+}
+
+/// The class folders of `dir`, each with at least one image.
+fn classes(dir: &Path) -> Result<Vec<Class>, InputError> {
+    let dirs = entries(dir, Path::is_dir)?;
+    if dirs.is_empty() {
+        return Err(file_error(
+            dir,
+            "no class folders (expected <class>/*.png|jpg|jpeg)",
+        ));
+    }
+    dirs.into_iter()
+        .map(|d| {
+            let files = entries(&d, is_image)?;
+            if files.is_empty() {
+                return Err(file_error(
+                    &d,
+                    "empty class folder: no .png, .jpg or .jpeg files",
+                ));
+            }
+            let name = d
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Ok(Class { name, files })
+        })
+        .collect()
+}
+
+/// Decodes `path` and resizes it to `size × size` RGB, CHW.
+fn decode(path: &Path, size: usize) -> Result<Decoded, InputError> {
+    let unreadable = |e: &dyn std::fmt::Display| file_error(path, format!("unreadable image: {e}"));
+    let img = image::io::Reader::open(path)
+        .map_err(|e| unreadable(&e))?
+        .with_guessed_format()
+        .map_err(|e| unreadable(&e))?
+        .decode()
+        .map_err(|e| unreadable(&e))?;
+    let gray = !img.color().has_color();
+    let rgb = img.to_rgb8();
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    if w == 0 || h == 0 {
+        return Err(file_error(path, "unreadable image: it has no pixels"));
+    }
+    let plane = h * w;
+    let mut chw = vec![0f32; 3 * plane];
+    for (i, px) in rgb.pixels().enumerate() {
+        for k in 0..3 {
+            chw[k * plane + i] = f32::from(px.0[k]) / 255.0;
+        }
+    }
+    let mut out = vec![0f32; 3 * size * size];
+    if h == size && w == size {
+        out.copy_from_slice(&chw);
+    } else {
+        let full = CropBox {
+            top: 0,
+            left: 0,
+            height: h,
+            width: w,
+        };
+        resize_crop(&chw, 3, h, w, full, size, &mut out);
+    }
+    let rgb = out
+        .iter()
+        .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+        .collect();
+    Ok(Decoded { rgb, gray })
+}
+
+/// The first `limit` images of `classes` (class by class), decoded in parallel, with labels.
+fn load(
+    classes: &[Class],
+    size: usize,
+    limit: Option<usize>,
+) -> Result<(Vec<Decoded>, Vec<u32>), InputError> {
+    let files: Vec<(&PathBuf, u32)> = classes
+        .iter()
+        .enumerate()
+        .flat_map(|(k, c)| c.files.iter().map(move |f| (f, k as u32)))
+        .collect();
+    let n = limited(files.len(), limit);
+    let images = files[..n]
+        .par_iter()
+        .map(|(f, _)| decode(f, size))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((images, files[..n].iter().map(|&(_, k)| k).collect()))
+}
+
+/// Builds the data set from decoded images, keeping one channel when `gray`.
+fn build(
+    images: &[Decoded],
+    labels: Vec<u32>,
+    names: &[String],
+    size: usize,
+    gray: bool,
+    source: &Path,
+) -> Result<InMemoryDataset, InputError> {
+    let plane = size * size;
+    let pixels: Vec<u8> = images
+        .iter()
+        .flat_map(|d| if gray { &d.rgb[..plane] } else { &d.rgb[..] })
+        .copied()
+        .collect();
+    InMemoryDataset::new(
+        if gray { 1 } else { 3 },
+        size,
+        size,
+        pixels,
+        Some(labels),
+        Some(names.len()),
+        names.to_vec(),
+    )
+    .map_err(|e| file_error(source, e.to_string()))
+}
+
+/// The training and evaluation splits of the image folder at `root`, at `size × size`.
+pub fn open(
+    root: &Path,
+    size: usize,
+    limit_train: Option<usize>,
+    limit_eval: Option<usize>,
+) -> Result<(InMemoryDataset, InMemoryDataset), InputError> {
+    if !root.is_dir() {
+        return Err(file_error(root, "image folder does not exist"));
+    }
+    let train_dir = root.join("train");
+    let eval_dir = ["test", "val"]
+        .iter()
+        .map(|s| root.join(s))
+        .find(|p| p.is_dir());
+    if train_dir.is_dir() {
+        let Some(eval_dir) = eval_dir else {
+            return Err(file_error(
+                &root.join("test"),
+                "missing evaluation split: found train/ but neither test/ nor val/",
+            ));
+        };
+        let train_classes = classes(&train_dir)?;
+        let eval_classes = classes(&eval_dir)?;
+        let names: Vec<String> = train_classes.iter().map(|c| c.name.clone()).collect();
+        let eval_names: Vec<String> = eval_classes.iter().map(|c| c.name.clone()).collect();
+        if names != eval_names {
+            return Err(file_error(
+                &eval_dir,
+                format!("class folders {eval_names:?} differ from train's {names:?}"),
+            ));
+        }
+        let (train, train_labels) = load(&train_classes, size, limit_train)?;
+        let (eval, eval_labels) = load(&eval_classes, size, limit_eval)?;
+        let gray = train.iter().chain(&eval).all(|d| d.gray);
+        Ok((
+            build(&train, train_labels, &names, size, gray, &train_dir)?,
+            build(&eval, eval_labels, &names, size, gray, &eval_dir)?,
+        ))
+    } else {
+        let all = classes(root)?;
+        let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
+        let most = match (limit_train, limit_eval) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+        let (images, labels) = load(&all, size, most)?;
+        let gray = images.iter().all(|d| d.gray);
+        let n_train = limited(images.len(), limit_train);
+        let n_eval = limited(images.len(), limit_eval);
+        Ok((
+            build(
+                &images[..n_train],
+                labels[..n_train].to_vec(),
+                &names,
+                size,
+                gray,
+                root,
+            )?,
+            build(
+                &images[..n_eval],
+                labels[..n_eval].to_vec(),
+                &names,
+                size,
+                gray,
+                root,
+            )?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use image::{GrayImage, Luma, Rgb, RgbImage};
+
+    use super::*;
+    use crate::data::Dataset;
+
+    fn rgb_image(w: u32, h: u32, seed: u8) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            Rgb([
+                seed.wrapping_add((x * 10 + y) as u8),
+                (y * 20) as u8,
+                255 - seed,
+            ])
+        })
+    }
+
+    fn save(dir: &Path, rel: &str, img: &RgbImage) {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        img.save(&path).expect("encode");
+    }
+
+    /// CHW bytes of an RGB image.
+    fn chw(img: &RgbImage) -> Vec<u8> {
+        (0..3)
+            .flat_map(|k| img.pixels().map(move |p| p.0[k]))
+            .collect()
+    }
+
+    #[test]
+    fn split_folders_load_exactly_in_sorted_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let (a, b, c) = (rgb_image(8, 8, 1), rgb_image(8, 8, 2), rgb_image(8, 8, 3));
+        save(root, "train/zebra/b.png", &b);
+        save(root, "train/zebra/a.png", &a);
+        save(root, "train/ant/x.PNG", &c);
+        std::fs::write(root.join("train/ant/notes.txt"), "ignored").expect("w");
+        save(root, "val/ant/1.png", &b);
+        save(root, "val/zebra/1.png", &a);
+        let (train, eval) = open(root, 8, None, None).expect("loads");
+        assert_eq!((train.len(), eval.len()), (3, 2));
+        assert_eq!(train.class_names(), ["ant", "zebra"]);
+        assert_eq!(train.labels(), Some(&[0, 1, 1][..]));
+        assert_eq!(train.channels(), 3);
+        assert_eq!(train.image_u8(0), &chw(&c)[..]);
+        assert_eq!(train.image_u8(1), &chw(&a)[..]);
+        assert_eq!(train.image_u8(2), &chw(&b)[..]);
+        assert_eq!(eval.image_u8(0), &chw(&b)[..]);
+        assert_eq!(eval.labels(), Some(&[0, 1][..]));
+
+        let (train, eval) = open(root, 8, Some(2), Some(1)).expect("loads");
+        assert_eq!((train.len(), eval.len()), (2, 1));
+    }
+
+    #[test]
+    fn single_folder_serves_both_splits_and_resizes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        // A flat-coloured 12×6 PNG and JPEG, resized to 4×4: the colour survives.
+        let flat = RgbImage::from_pixel(12, 6, Rgb([200, 100, 50]));
+        save(root, "one/a.png", &flat);
+        save(root, "two/b.jpg", &flat);
+        let (train, eval) = open(root, 4, None, None).expect("loads");
+        assert_eq!(train, eval);
+        assert_eq!((train.height(), train.width()), (4, 4));
+        assert!(train
+            .image_u8(0)
+            .chunks(16)
+            .zip([200, 100, 50])
+            .all(|(p, v)| p.iter().all(|&x| x == v)));
+        // JPEG is lossy: within a few levels.
+        assert!(train
+            .image_u8(1)
+            .chunks(16)
+            .zip([200i32, 100, 50])
+            .all(|(p, v)| p.iter().all(|&x| (i32::from(x) - v).abs() <= 4)));
+        let (train, eval) = open(root, 4, Some(1), None).expect("loads");
+        assert_eq!((train.len(), eval.len()), (1, 2));
+    }
+
+    #[test]
+    fn all_grayscale_images_give_one_channel() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let g = GrayImage::from_fn(5, 5, |x, y| Luma([(x * 40 + y) as u8]));
+        for rel in ["c0/a.png", "c1/b.png"] {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            g.save(&p).expect("encode");
+        }
+        let (train, _) = open(dir.path(), 5, None, None).expect("loads");
+        assert_eq!(train.channels(), 1);
+        assert_eq!(train.image_u8(1), g.as_raw().as_slice());
+    }
+
+    #[test]
+    fn bad_folders_are_input_errors_naming_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        save(root, "cat/a.png", &rgb_image(4, 4, 0));
+        std::fs::create_dir(root.join("dog")).expect("mkdir");
+        let text = open(root, 4, None, None).expect_err("empty").to_string();
+        assert!(
+            text.contains("dog") && text.contains("empty class folder"),
+            "{text}"
+        );
+
+        std::fs::write(root.join("dog/broken.jpg"), b"not a jpeg").expect("w");
+        let text = open(root, 4, None, None).expect_err("broken").to_string();
+        assert!(
+            text.contains("broken.jpg") && text.contains("unreadable image"),
+            "{text}"
+        );
+
+        let text = open(&root.join("nope"), 4, None, None)
+            .expect_err("missing")
+            .to_string();
+        assert!(text.contains("nope"), "{text}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        save(dir.path(), "train/a/x.png", &rgb_image(4, 4, 0));
+        let text = open(dir.path(), 4, None, None)
+            .expect_err("no test")
+            .to_string();
+        assert!(
+            text.contains("test") && text.contains("missing evaluation split"),
+            "{text}"
+        );
+        save(dir.path(), "test/b/x.png", &rgb_image(4, 4, 0));
+        let text = open(dir.path(), 4, None, None)
+            .expect_err("classes differ")
+            .to_string();
+        assert!(text.contains("differ"), "{text}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = open(dir.path(), 4, None, None)
+            .expect_err("no classes")
+            .to_string();
+        assert!(text.contains("no class folders"), "{text}");
+    }
+}
