@@ -265,6 +265,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Batches the loader thread prepares ahead.
     pub prefetch: usize,
+    /// Threads augmenting each batch (1: the loader's own thread; more to feed a GPU).
+    pub loader_threads: usize,
     /// Stop a run once the collapse signature has held for this many consecutive steps
     /// (None: never). Saves time in large grids; leave it off where recovery is the point.
     pub stop_on_collapse: Option<u64>,
@@ -278,6 +280,7 @@ impl Default for TrainConfig {
             max_steps: None,
             seed: 0,
             prefetch: 4,
+            loader_threads: 1,
             stop_on_collapse: None,
         }
     }
@@ -393,6 +396,7 @@ impl RunConfig {
         }
         at_least_one("train.epochs", t.epochs as usize)?;
         at_least_one("train.prefetch", t.prefetch)?;
+        at_least_one("train.loader_threads", t.loader_threads)?;
         if t.stop_on_collapse == Some(0) {
             return Err("train.stop_on_collapse must be ≥ 1 (or absent), got 0".into());
         }

@@ -67,3 +67,61 @@ impl ModuleT for Encoder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ResnetStem;
+    use candle_core::{DType, Device};
+
+    /// Every encoder × norm trains: output shape right, every parameter gets a gradient.
+    #[test]
+    fn every_encoder_and_norm_passes_gradients_to_all_parameters() -> Result<()> {
+        for encoder in [EncoderName::Convnet, EncoderName::Resnet18] {
+            for norm in [
+                EncoderNorm::Bn,
+                EncoderNorm::Gn,
+                EncoderNorm::GnWs,
+                EncoderNorm::None,
+            ] {
+                for stem in [ResnetStem::Cifar, ResnetStem::Imagenet] {
+                    if encoder == EncoderName::Convnet && stem == ResnetStem::Imagenet {
+                        continue;
+                    }
+                    let cfg = ModelConfig {
+                        encoder,
+                        encoder_norm: norm,
+                        width: 4,
+                        depth: 3,
+                        gn_groups: 2,
+                        resnet_stem: stem,
+                        ..ModelConfig::default()
+                    };
+                    let mut store = ParamStore::new(&Device::Cpu, 0);
+                    let net = Encoder::new(&mut store, "encoder", &cfg, 3)?;
+                    let x = Tensor::rand(0f32, 1.0, (4, 3, 16, 16), &Device::Cpu)?;
+                    let y = net.forward_t(&x, true)?;
+                    assert_eq!(y.dims(), [4, net.out_dim()], "{encoder:?} {norm:?}");
+                    let r = Tensor::rand(-1f32, 1.0, y.dims(), &Device::Cpu)?;
+                    let grads = (y * r)?.sum_all()?.backward()?;
+                    for p in store.params() {
+                        let g = grads.get(p.var.as_tensor()).unwrap_or_else(|| {
+                            panic!("{encoder:?} {norm:?} {stem:?}: no gradient for {}", p.name)
+                        });
+                        let mag = g
+                            .abs()?
+                            .sum_all()?
+                            .to_dtype(DType::F64)?
+                            .to_scalar::<f64>()?;
+                        assert!(
+                            mag > 0.0,
+                            "{encoder:?} {norm:?} {stem:?}: zero gradient for {}",
+                            p.name
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -2,6 +2,8 @@
 
 use candle_core::{Result, Tensor};
 
+use super::im2col::{im2col, Patch};
+
 /// (N, C, H, W) images → (N, H, W, C) activations.
 pub fn to_channels_last(x: &Tensor) -> Result<Tensor> {
     x.permute((0, 2, 3, 1))?.contiguous()
@@ -13,6 +15,23 @@ pub fn global_average_pool(x: &Tensor) -> Result<Tensor> {
     let (n, h, w, c) = x.dims4()?;
     let weights = (Tensor::ones((n, 1, h * w), x.dtype(), x.device())? / (h * w) as f64)?;
     weights.matmul(&x.reshape((n, h * w, c))?)?.reshape((n, c))
+}
+
+/// 3×3 max pooling with stride 2 and padding 1 on channels-last input with non-negative
+/// values (after a ReLU zero padding equals −∞ padding): the maximum over each im2col row's
+/// nine taps. candle's own max_pool2d has no gradient when the kernel differs from the stride.
+pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
+    let (n, h, w, c) = x.dims4()?;
+    let patch = Patch {
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+    };
+    let (ho, wo) = (patch.out_size(h), patch.out_size(w));
+    im2col(x, patch)?
+        .reshape((n * ho * wo, 9, c))?
+        .max(1)?
+        .reshape((n, ho, wo, c))
 }
 
 #[cfg(test)]
@@ -28,5 +47,23 @@ mod tests {
         let diff = (pooled - reference)?.abs()?.max_all()?.to_scalar::<f64>()?;
         assert!(diff < 1e-12);
         Ok(())
+    }
+
+    #[test]
+    fn max_pool_matches_candle_and_has_a_gradient() -> Result<()> {
+        let x = Tensor::rand(0f64, 1.0, (2, 3, 7, 6), &Device::Cpu)?;
+        let ours = max_pool_3x3_s2(&to_channels_last(&x)?)?.permute((0, 3, 1, 2))?;
+        let reference = x
+            .pad_with_zeros(2, 1, 1)?
+            .pad_with_zeros(3, 1, 1)?
+            .max_pool2d_with_stride(3, 2)?;
+        assert_eq!(ours.dims(), reference.dims());
+        let diff = (ours - reference)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        assert!(diff < 1e-12);
+        let store = crate::model::ParamStore::with_dtype(&Device::Cpu, 0, candle_core::DType::F64);
+        // Distinct positive values: no ties, so the maximum is differentiable.
+        crate::model::gradcheck::check_gradients("max pool", &[1, 5, 4, 2], &store, |x| {
+            max_pool_3x3_s2(&(x.abs()? + 0.1)?)
+        })
     }
 }

@@ -6,7 +6,7 @@ use candle_nn::{Module, ModuleT};
 use super::layers::{Conv2d, ConvSpec};
 use super::norm::{Norm, NormKind};
 use super::params::ParamStore;
-use super::pool::{global_average_pool, to_channels_last};
+use super::pool::{global_average_pool, max_pool_3x3_s2, to_channels_last};
 use crate::config::ResnetStem;
 
 #[derive(Debug, Clone)]
@@ -168,15 +168,7 @@ impl ModuleT for ResNet18 {
             .forward_t(&self.stem.forward(&x)?, train)?
             .relu()?;
         if self.stem_kind == ResnetStem::Imagenet {
-            // 3×3/2 max pool with padding 1: after ReLU every value is ≥ 0, so zero padding
-            // is the same as −∞ padding. candle's max pool wants NCHW.
-            h = h
-                .permute((0, 3, 1, 2))?
-                .pad_with_zeros(2, 1, 1)?
-                .pad_with_zeros(3, 1, 1)?
-                .max_pool2d_with_stride(3, 2)?
-                .permute((0, 2, 3, 1))?
-                .contiguous()?;
+            h = max_pool_3x3_s2(&h)?;
         }
         for block in &self.blocks {
             h = block.forward_t(&h, train)?;

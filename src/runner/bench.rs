@@ -48,17 +48,19 @@ pub fn bench(
     let batch = cfg.train.batch_size;
     let augmenter = Augmenter::new(&cfg.augment, size, channels)?;
     let epochs = ((warmup + steps) * batch / pair.train.len().max(1) + 2) as u32;
-    let loader = TwoViewLoader::spawn(
+    let loader = TwoViewLoader::spawn_with_workers(
         pair.train.clone(),
         augmenter,
         batch,
         epochs,
         cfg.train.seed,
         cfg.train.prefetch,
+        cfg.train.loader_threads,
     )?;
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
     match what {
         BenchWhat::Loader => {
+            let workers = cfg.train.loader_threads;
             let mut it = loader.skip(warmup);
             let start = Instant::now();
             let mut images = 0usize;
@@ -69,10 +71,11 @@ pub fn bench(
             let per_s = images as f64 / secs;
             Ok(BenchReport {
                 human: format!(
-                    "loader: {per_s:.0} two-view images/s ({size} px, batch {batch}, one producer thread)"
+                    "loader: {per_s:.0} two-view images/s ({size} px, batch {batch}, {workers} augmenting thread(s): {:.0} per thread)",
+                    per_s / workers as f64
                 ),
                 json: format!(
-                    r#"{{"what":"loader","image_size":{size},"batch_size":{batch},"two_view_images_per_s":{per_s:.1}}}"#
+                    r#"{{"what":"loader","image_size":{size},"batch_size":{batch},"loader_threads":{workers},"two_view_images_per_s":{per_s:.1}}}"#
                 ),
             })
         }

@@ -103,13 +103,14 @@ pub fn train(
     let size = cfg.dataset.image_size;
     let batch_size = cfg.train.batch_size;
     let augmenter = Augmenter::new(&cfg.augment, size, channels).context("augment")?;
-    let loader = TwoViewLoader::spawn(
+    let loader = TwoViewLoader::spawn_with_workers(
         dataset,
         augmenter,
         batch_size,
         cfg.train.epochs,
         cfg.train.seed,
         cfg.train.prefetch,
+        cfg.train.loader_threads,
     )?;
     let total = match cfg.train.max_steps {
         Some(m) => m.min(loader.total_steps()),
