@@ -86,6 +86,25 @@ pub fn save(chart: &impl Chart, dir: &Path, name: &str) -> DrawResult {
     write_text(&dir.join(format!("{name}.svg")), &svg)
 }
 
+/// The legend box every chart uses.
+fn legend<'a, DB: DrawingBackend + 'a, X: Ranged, Y: Ranged>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    position: SeriesLabelPosition,
+    font_size: u32,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", font_size))
+        .draw()
+        .map_err(err)
+}
+
 /// Mean over a variant's seeds of a per-step series, by step.
 fn mean_series(
     t: &GridTables,
@@ -161,17 +180,8 @@ impl Chart for CosineBars<'_> {
             .draw()
             .map_err(err)?;
         for (i, v) in variants.iter().enumerate() {
-            let ok: Vec<_> = t.runs_of(v).filter(|r| r.status == "ok").collect();
-            let pos = mean_sd(
-                &ok.iter()
-                    .filter_map(|r| r.final_pos_cos)
-                    .collect::<Vec<_>>(),
-            );
-            let neg = mean_sd(
-                &ok.iter()
-                    .filter_map(|r| r.final_neg_cos)
-                    .collect::<Vec<_>>(),
-            );
+            let pos = t.variant_stat(v, |r| r.final_pos_cos);
+            let neg = t.variant_stat(v, |r| r.final_neg_cos);
             for (k, stat, c) in [(0.0, pos, POS), (1.0, neg, NEG)] {
                 let Some((m, sd)) = stat else { continue };
                 let x0 = i as f64 + 0.12 + k * 0.38;
@@ -221,14 +231,7 @@ impl Chart for CosineBars<'_> {
             .map_err(err)?
             .label("negative pairs (different images)")
             .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], NEG.filled()));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 15))
-            .draw()
-            .map_err(err)?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight, 15)?;
         Ok(())
     }
 }
@@ -262,11 +265,7 @@ impl Chart for ProbeCurves<'_> {
                 .collect();
             curves.push((v.clone(), pts));
         }
-        let random = mean_sd(
-            &t.runs_of("random")
-                .filter_map(|r| r.final_probe_acc.map(|p| 100.0 * p))
-                .collect::<Vec<_>>(),
-        );
+        let random = t.variant_stat("random", |r| r.final_probe_acc.map(|p| 100.0 * p));
         let top = curves
             .iter()
             .flat_map(|c| c.1.iter().map(|p| p.1))
@@ -320,14 +319,7 @@ impl Chart for ProbeCurves<'_> {
                     PathElement::new(vec![(x, y), (x + 18, y)], BLACK.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 15))
-            .draw()
-            .map_err(err)?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight, 15)?;
         Ok(())
     }
 }
@@ -473,14 +465,7 @@ impl Chart for SpreadSteps<'_> {
                 )))
                 .map_err(err)?;
             if k == 0 {
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
-                    .background_style(WHITE.mix(0.9))
-                    .border_style(BLACK)
-                    .label_font(("sans-serif", 13))
-                    .draw()
-                    .map_err(err)?;
+                legend(&mut chart, SeriesLabelPosition::UpperRight, 13)?;
             }
         }
         Ok(())
@@ -571,14 +556,7 @@ impl Chart for Spectra<'_> {
                 }
             }
             if k == 1 {
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
-                    .background_style(WHITE.mix(0.9))
-                    .border_style(BLACK)
-                    .label_font(("sans-serif", 13))
-                    .draw()
-                    .map_err(err)?;
+                legend(&mut chart, SeriesLabelPosition::UpperRight, 13)?;
             }
         }
         Ok(())

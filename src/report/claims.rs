@@ -2,7 +2,7 @@
 //! looking at any result and compares with the seed spread: "above" means by more than
 //! twice the pooled standard deviation over seeds (at least 0.01).
 
-use super::tables::{mean_sd, GridTables};
+use super::tables::GridTables;
 
 /// Cosines above this mean "all embeddings point the same way" (the study's 0.9999 at scale).
 const COLLAPSED: f64 = 0.99;
@@ -44,26 +44,21 @@ struct Stats {
 }
 
 fn stats(t: &GridTables, variant: &str) -> Option<Stats> {
-    let ok: Vec<_> = t.runs_of(variant).filter(|r| r.status == "ok").collect();
-    let col = |f: fn(&super::tables::RunRow) -> Option<f64>| {
-        ok.iter().filter_map(|r| f(r)).collect::<Vec<f64>>()
-    };
-    let pos = mean_sd(&col(|r| r.final_pos_cos));
-    let neg = mean_sd(&col(|r| r.final_neg_cos));
-    let probe = mean_sd(&col(|r| r.final_probe_acc));
+    let seeds = t.runs_of(variant).filter(|r| r.status == "ok").count();
+    let probe = t.variant_stat(variant, |r| r.final_probe_acc);
     if variant == "random" {
         return probe.map(|p| Stats {
             pos: (f64::NAN, 0.0),
             neg: (f64::NAN, 0.0),
             probe: Some(p),
-            seeds: ok.len(),
+            seeds,
         });
     }
     Some(Stats {
-        pos: pos?,
-        neg: neg?,
+        pos: t.variant_stat(variant, |r| r.final_pos_cos)?,
+        neg: t.variant_stat(variant, |r| r.final_neg_cos)?,
         probe,
-        seeds: ok.len(),
+        seeds,
     })
 }
 

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::claims::Claim;
-use super::tables::{mean_sd, GridTables};
+use super::tables::GridTables;
 use crate::log::{write_parquet, write_text, TableBuilder};
 
 /// The study's published numbers (STL-10, ResNet-18, 10 epochs): probe accuracy %, pos, neg.
@@ -98,22 +98,9 @@ fn variant_table(t: &GridTables) -> Table {
     for v in &variants {
         let runs: Vec<_> = t.runs_of(v).collect();
         let Some(first) = runs.first() else { continue };
-        let ok: Vec<_> = runs.iter().filter(|r| r.status == "ok").collect();
-        let probe = mean_sd(
-            &ok.iter()
-                .filter_map(|r| r.final_probe_acc)
-                .collect::<Vec<_>>(),
-        );
-        let pos = mean_sd(
-            &ok.iter()
-                .filter_map(|r| r.final_pos_cos)
-                .collect::<Vec<_>>(),
-        );
-        let neg = mean_sd(
-            &ok.iter()
-                .filter_map(|r| r.final_neg_cos)
-                .collect::<Vec<_>>(),
-        );
+        let probe = t.variant_stat(v, |r| r.final_probe_acc);
+        let pos = t.variant_stat(v, |r| r.final_pos_cos);
+        let neg = t.variant_stat(v, |r| r.final_neg_cos);
         let mut verdicts: BTreeMap<String, usize> = BTreeMap::new();
         for r in &runs {
             let key = if r.status == "ok" {

@@ -261,6 +261,20 @@ impl GridTables {
     pub fn runs_of<'a>(&'a self, variant: &'a str) -> impl Iterator<Item = &'a RunRow> + 'a {
         self.runs.iter().filter(move |r| r.variant == variant)
     }
+
+    /// Mean and seed standard deviation of one final metric over a variant's `ok` runs.
+    pub fn variant_stat(
+        &self,
+        variant: &str,
+        metric: fn(&RunRow) -> Option<f64>,
+    ) -> Option<(f64, f64)> {
+        let values: Vec<f64> = self
+            .runs_of(variant)
+            .filter(|r| r.status == "ok")
+            .filter_map(metric)
+            .collect();
+        mean_sd(&values)
+    }
 }
 
 /// Mean and sample standard deviation (0 for one value); None without values.
