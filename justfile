@@ -12,3 +12,15 @@ test:
 # Formatting, lints, tests and the pandas check, as CI runs them
 ci:
     bash .ci/run
+
+# Our BYOL step vs PyTorch's, side by side (A B A B); e.g. `just bench-vs-torch ENCODER=resnet18 WIDTH=64`
+bench-vs-torch *env="":
+    env {{env}} bash bench/vs_torch.sh
+
+# Time a step or the loader: `just bench --what loader`
+bench *args="":
+    cargo run --release -- bench {{args}}
+
+# Render the report of a grid folder
+report dir="runs/bn-ablation":
+    cargo run --release -- report {{dir}}

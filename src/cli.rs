@@ -8,6 +8,7 @@ use crate::analysis::offline::{
     analyze_run, reevaluate_run, run_dirs, write_analysis, write_eval_analysis,
 };
 use crate::config::{load_run_config, Grid, InputError};
+use crate::data::{fetch, inspect};
 use crate::report::render;
 use crate::runner::bench::{bench, BenchWhat};
 use crate::runner::{run_grid, RunOptions};
@@ -38,6 +39,42 @@ pub enum Command {
     Bench(BenchArgs),
     /// Render a grid's report: charts, the claims table (F1–F7), Markdown and HTML.
     Report(ReportArgs),
+    /// Download a public data set (`data fetch`) or summarise one on disk (`data inspect`).
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Download stl10, cifar10, cifar100, mnist or fashion-mnist, check its MD5 and unpack it.
+    Fetch(FetchArgs),
+    /// Recognise a data set (IDX, CIFAR, STL-10, image folder, a CIFAR batch file), print its
+    /// splits, counts, label histogram and pixel statistics, and draw a contact sheet.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    /// stl10, cifar10, cifar100, mnist or fashion-mnist.
+    pub name: String,
+    /// Destination folder (default: data/NAME).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Download from here instead of the official location (also: COLLAPSE_LAB_DATA_URL).
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// A data set folder, a CIFAR batch file, or a name (fashion-mnist, cifar10, …).
+    pub path_or_name: String,
+    /// Where to write contact_sheet.png (default: runs/inspect/<folder or file name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -120,6 +157,25 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => {
             let out = render(&args.dir, args.out.as_deref())?;
             eprintln!("report → {}", out.join("index.md").display());
+            Ok(())
+        }
+        Command::Data(DataCommand::Fetch(args)) => {
+            let set = fetch::fetch_set(&args.name)?;
+            let dir = args.dir.unwrap_or_else(|| fetch::default_dir(set.name));
+            let url = fetch::resolve_base_url(set, args.base_url.as_deref());
+            for line in fetch::fetch(set, &dir, &url, !args.quiet)? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Data(DataCommand::Inspect(args)) => {
+            let out = args.out.unwrap_or_else(|| {
+                let label = std::path::Path::new(&args.path_or_name)
+                    .file_name()
+                    .map_or_else(|| "data".into(), |n| n.to_string_lossy().to_string());
+                PathBuf::from("runs/inspect").join(label)
+            });
+            print!("{}", inspect::inspect(&args.path_or_name, &out)?.to_text());
             Ok(())
         }
     }

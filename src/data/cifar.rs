@@ -171,6 +171,45 @@ fn read_records(
 }
 
 /// Reads a split from its files in order, stopping once `limit` images are in.
+/// A single batch file (e.g. `test_batch.bin`), all its records, with `class_names` (for
+/// `data inspect`).
+pub fn read_batch_file(
+    path: &Path,
+    format: &CifarFormat,
+    class_names: &[String],
+) -> Result<InMemoryDataset, InputError> {
+    let (pixels, labels) = read_records(path, format, usize::MAX)?;
+    InMemoryDataset::new(
+        3,
+        32,
+        32,
+        pixels,
+        Some(labels),
+        Some(format.classes()),
+        class_names.to_vec(),
+    )
+    .map_err(|e| file_error(path, e.to_string()))
+}
+
+/// One split (`train` or `test`) of the set in `dir`, or None when its first file is absent
+/// (a folder may hold only the test split).
+pub fn open_split(
+    format: &CifarFormat,
+    dir: &Path,
+    train: bool,
+) -> Result<Option<InMemoryDataset>, InputError> {
+    let files = if train {
+        format.train_files
+    } else {
+        format.test_files
+    };
+    if find_file(dir, &[format.subdir], &[files[0]], format.name).is_err() {
+        return Ok(None);
+    }
+    let names = class_names(dir, format)?;
+    read_split(dir, files, format, None, &names).map(Some)
+}
+
 fn read_split(
     dir: &Path,
     files: &[&str],

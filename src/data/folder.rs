@@ -173,6 +173,16 @@ fn build(
     .map_err(|e| file_error(source, e.to_string()))
 }
 
+/// One split: the `<class>/*.png|jpg` tree at `dir`, at `size × size` (for `data inspect`,
+/// which reports whichever splits exist).
+pub fn open_split(dir: &Path, size: usize) -> Result<InMemoryDataset, InputError> {
+    let all = classes(dir)?;
+    let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
+    let (images, labels) = load(&all, size, None)?;
+    let gray = images.iter().all(|d| d.gray);
+    build(&images, labels, &names, size, gray, dir)
+}
+
 /// The training and evaluation splits of the image folder at `root`, at `size × size`.
 pub fn open(
     root: &Path,

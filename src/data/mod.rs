@@ -9,6 +9,8 @@
 //!   memory-mapped), [`folder`] (`<class>/*.png|jpg`); [`concat`] joins STL-10's labelled and
 //!   unlabeled training images; [`files`] holds the shared file checks; [`open`] dispatches
 //!   on `dataset.name`.
+//! * [`fetch`] downloads the public sets (`data fetch`); [`inspect`] summarises a set on disk
+//!   (`data inspect`) and draws its [`contact_sheet`].
 //! * [`augment`]: the study's BYOL / SimCLR augmentation pipeline with torchvision semantics.
 //! * [`loader`]: a background-thread two-view loader for training and a plain batcher for
 //!   evaluation.
@@ -21,10 +23,13 @@ mod alloc_probe;
 pub mod augment;
 pub mod cifar;
 pub mod concat;
+pub mod contact_sheet;
 pub mod dataset;
+pub mod fetch;
 mod files;
 pub mod folder;
 pub mod idx;
+pub mod inspect;
 pub mod loader;
 pub mod open;
 pub mod seeds;

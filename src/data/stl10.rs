@@ -32,7 +32,7 @@ pub const CLASS_NAMES: [&str; 10] = [
     "airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck",
 ];
 const NAME: &str = "stl10";
-const SUBDIR: &str = "stl10_binary";
+pub const SUBDIR: &str = "stl10_binary";
 
 /// The bytes of an image file: mapped from disk, or owned (tests, small inputs).
 pub enum Bytes {
@@ -213,7 +213,7 @@ fn read_labels(path: &Path, max_images: u64) -> Result<Vec<u32>, InputError> {
 }
 
 /// One labelled split (`train` or `test`).
-fn labelled(dir: &Path, split: &str, limit: Option<usize>) -> Result<StlImages, InputError> {
+pub fn labelled(dir: &Path, split: &str, limit: Option<usize>) -> Result<StlImages, InputError> {
     let x = find_file(dir, &[SUBDIR], &[&format!("{split}_X.bin")], NAME)?;
     let y = find_file(dir, &[SUBDIR], &[&format!("{split}_y.bin")], NAME)?;
     let (_, x_len) = open_sized(&x, NAME)?;
