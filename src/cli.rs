@@ -294,7 +294,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let report = render(&outcome.dir, None)?;
     eprintln!("report → {}", report.join("index.md").display());
     eprintln!(
-        "{} runs ({failed} failed, {diverged} diverged) + {} untrained baselines → {}",
+        "{} runs ({failed} failed, {diverged} diverged) + {} untrained baseline(s) → {}",
         trained.len(),
         outcome.rows.len() - trained.len(),
         outcome.dir.join("summary.parquet").display()

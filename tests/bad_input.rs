@@ -115,3 +115,27 @@ fn set_on_missing_field_and_other_flags() {
         &["no/such/grid.toml", "not found"],
     );
 }
+
+#[test]
+fn training_split_smaller_than_a_batch() {
+    if !std::path::Path::new("/usr/share/datasets/fashion-mnist").is_dir() {
+        eprintln!("skipped: Debian's dataset-fashion-mnist is not installed (.ci/run installs it)");
+        return;
+    }
+    expect_exit_2(
+        &[
+            "run",
+            "experiments/smoke.toml",
+            "--quiet",
+            "--set",
+            "dataset.name=fashion-mnist",
+            "--set",
+            "dataset.limit_train=8",
+        ],
+        &[
+            "dataset `fashion-mnist`",
+            "8 images",
+            "train.batch_size = 16",
+        ],
+    );
+}

@@ -52,8 +52,22 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
     let mut datasets: HashMap<String, DatasetPair> = HashMap::new();
     for spec in &runs {
         let key = dataset_key(spec)?;
-        if let std::collections::hash_map::Entry::Vacant(slot) = datasets.entry(key) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = datasets.entry(key.clone()) {
             slot.insert(open_dataset(&spec.config.dataset)?);
+        }
+        // A split smaller than one batch cannot train: bad input, before any run starts.
+        let train_len = datasets[&key].train.len();
+        let batch = spec.config.train.batch_size;
+        if train_len < batch {
+            let d = &spec.config.dataset;
+            return Err(crate::config::InputError::new(
+                format!("dataset `{}`{}", d.name, d.path.as_deref().map(|p| format!(" at {p}")).unwrap_or_default()),
+                format!(
+                    "variant `{}`: the training split has {train_len} images, fewer than train.batch_size = {batch}",
+                    spec.variant
+                ),
+            )
+            .into());
         }
     }
 
