@@ -9,6 +9,7 @@ use candle_core::{Device, Tensor};
 use polars::prelude::*;
 
 use super::cosine::symmetric_pos_neg_cos;
+use super::eval_table::metric_columns;
 use super::evaluate::{evaluate, EvalRecord, EvalSetup};
 use super::rank::effective_rank;
 use super::spread::z_std;
@@ -343,23 +344,9 @@ pub fn write_analysis(path: &Path, rows: &[StepAnalysis]) -> anyhow::Result<()> 
 
 /// Writes `analysis_evals.parquet`: each run's final evaluation recomputed from its weights.
 pub fn write_eval_analysis(path: &Path, rows: &[EvalAnalysis]) -> anyhow::Result<()> {
-    let col = |f: fn(&EvalRecord) -> f64| rows.iter().map(|r| f(&r.record)).collect::<Vec<_>>();
-    let mut df = TableBuilder::new()
-        .str("run_id", rows.iter().map(|r| r.run_id.clone()).collect())
-        .u32("epoch", rows.iter().map(|r| r.record.epoch).collect())
-        .u64("step", rows.iter().map(|r| r.record.step).collect())
-        .opt_f64("knn_acc", rows.iter().map(|r| r.record.knn_acc).collect())
-        .opt_f64(
-            "probe_acc",
-            rows.iter().map(|r| r.record.probe_acc).collect(),
-        )
-        .f64("y_std", col(|r| r.y_std))
-        .f64("y_effective_rank", col(|r| r.y_effective_rank))
-        .f64("z_std", col(|r| r.z_std))
-        .f64("z_effective_rank", col(|r| r.z_effective_rank))
-        .f64("alpha_req", col(|r| r.alpha_req))
-        .f64("align", col(|r| r.align))
-        .f64("uniform", col(|r| r.uniform))
+    let base = TableBuilder::new().str("run_id", rows.iter().map(|r| r.run_id.clone()).collect());
+    let records: Vec<&EvalRecord> = rows.iter().map(|r| &r.record).collect();
+    let mut df = metric_columns(base, &records)
         .opt_f64(
             "max_abs_diff_live",
             rows.iter().map(|r| r.max_abs_diff_live).collect(),

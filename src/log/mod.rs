@@ -2,14 +2,12 @@
 
 mod atomic;
 mod embeddings;
-mod evals;
 mod parquet;
 mod steps;
 mod summary;
 
 pub use atomic::{write_atomic, write_text};
 pub use embeddings::{EmbeddingBlock, EmbeddingsWriter, LoggedStep};
-pub use evals::{write_evals, write_spectrum};
 pub use parquet::{read_parquet, write_parquet, TableBuilder};
 pub use steps::StepsLog;
 pub use summary::{write_summary, SummaryRow};

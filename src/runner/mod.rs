@@ -14,12 +14,12 @@ use anyhow::Context;
 use candle_core::Device;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::analysis::{collapse_step, is_collapsed, verdict, EvalRecord};
+use crate::analysis::{
+    collapse_step, is_collapsed, verdict, write_evals, write_spectrum, EvalRecord,
+};
 use crate::config::{Grid, RunConfig, RunSpec};
 use crate::data::{open_dataset, Dataset, DatasetPair};
-use crate::log::{
-    write_evals, write_spectrum, write_summary, write_text, EmbeddingsWriter, StepsLog, SummaryRow,
-};
+use crate::log::{write_summary, write_text, EmbeddingsWriter, StepsLog, SummaryRow};
 use crate::train::{train, RunStatus};
 use recorder::{EvalPlan, Recorder};
 

@@ -1,24 +1,16 @@
 //! `evals.parquet` (one row per evaluation) and `spectrum.parquet` (covariance eigenvalues of
-//! y and z at each evaluation).
+//! y and z at each evaluation). The metric columns are written by one function, which
+//! `analysis_evals.parquet` shares.
 
 use std::path::Path;
 
-use super::parquet::{write_parquet, TableBuilder};
-use crate::analysis::EvalRecord;
+use super::evaluate::EvalRecord;
+use crate::log::{write_parquet, TableBuilder};
 
-pub fn write_evals(
-    path: &Path,
-    run_id: &str,
-    variant: &str,
-    seed: u64,
-    rows: &[EvalRecord],
-) -> anyhow::Result<()> {
-    let n = rows.len();
-    let col = |f: fn(&EvalRecord) -> f64| rows.iter().map(f).collect::<Vec<f64>>();
-    let mut df = TableBuilder::new()
-        .str("run_id", vec![run_id.to_string(); n])
-        .str("variant", vec![variant.to_string(); n])
-        .u64("seed", vec![seed; n])
+/// Adds `epoch`, `step` and every evaluation metric, one row per record.
+pub fn metric_columns(table: TableBuilder, rows: &[&EvalRecord]) -> TableBuilder {
+    let col = |f: fn(&EvalRecord) -> f64| rows.iter().map(|r| f(r)).collect::<Vec<f64>>();
+    table
         .u32("epoch", rows.iter().map(|r| r.epoch).collect())
         .u64("step", rows.iter().map(|r| r.step).collect())
         .opt_f64("knn_acc", rows.iter().map(|r| r.knn_acc).collect())
@@ -33,7 +25,21 @@ pub fn write_evals(
         .f64("z_var_min", col(|r| r.z_var_min))
         .f64("z_var_median", col(|r| r.z_var_median))
         .f64("z_var_max", col(|r| r.z_var_max))
-        .build()?;
+}
+
+pub fn write_evals(
+    path: &Path,
+    run_id: &str,
+    variant: &str,
+    seed: u64,
+    rows: &[EvalRecord],
+) -> anyhow::Result<()> {
+    let n = rows.len();
+    let base = TableBuilder::new()
+        .str("run_id", vec![run_id.to_string(); n])
+        .str("variant", vec![variant.to_string(); n])
+        .u64("seed", vec![seed; n]);
+    let mut df = metric_columns(base, &rows.iter().collect::<Vec<_>>()).build()?;
     write_parquet(path, &mut df)
 }
 
