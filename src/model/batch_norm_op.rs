@@ -40,6 +40,38 @@ fn moments<T: WithDType>(x: &[T], c: usize) -> (Vec<f64>, Vec<f64>) {
     (mean, inv_std)
 }
 
+/// What both backward ops need per column: mean, 1/√(var + ε), Σ dy and Σ dy·(x − μ).
+struct BackwardSums {
+    mean: Vec<f64>,
+    inv_std: Vec<f64>,
+    sum_dy: Vec<f64>,
+    sum_dyx: Vec<f64>,
+}
+
+fn backward_sums<T: WithDType>(x: &[T], dy: &[T], c: usize) -> BackwardSums {
+    let (mean, inv_std) = moments(x, c);
+    let mut sum_dy = vec![0.0f64; c];
+    let mut sum_dyx = vec![0.0f64; c];
+    for (row, drow) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+        for (((sd, sx), d), (v, mu)) in sum_dy
+            .iter_mut()
+            .zip(sum_dyx.iter_mut())
+            .zip(drow)
+            .zip(row.iter().zip(&mean))
+        {
+            let d = d.to_f64();
+            *sd += d;
+            *sx += d * (v.to_f64() - mu);
+        }
+    }
+    BackwardSums {
+        mean,
+        inv_std,
+        sum_dy,
+        sum_dyx,
+    }
+}
+
 fn to_f64<T: WithDType>(v: &[T]) -> Vec<f64> {
     v.iter().map(|x| x.to_f64()).collect()
 }
@@ -165,22 +197,12 @@ impl CustomOp3 for GradInput {
         let (m, c) = xl.shape().dims2()?;
         let w = dispatch!(ws, "batch norm", |v| to_f64(slice(v, wl, "weight")?));
         fn run<T: WithDType>(x: &[T], dy: &[T], c: usize, m: usize, w: &[f64]) -> Vec<T> {
-            let (mean, inv_std) = moments(x, c);
-            // Σ dy and Σ dy·(x − μ) per column; g = dy·w and x̂ = (x − μ)·inv_std follow.
-            let mut sum_dy = vec![0.0f64; c];
-            let mut sum_dyx = vec![0.0f64; c];
-            for (row, drow) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
-                for (((sd, sx), d), (v, mu)) in sum_dy
-                    .iter_mut()
-                    .zip(sum_dyx.iter_mut())
-                    .zip(drow)
-                    .zip(row.iter().zip(&mean))
-                {
-                    let d = d.to_f64();
-                    *sd += d;
-                    *sx += d * (v.to_f64() - mu);
-                }
-            }
+            let BackwardSums {
+                mean,
+                inv_std,
+                sum_dy,
+                sum_dyx,
+            } = backward_sums(x, dy, c);
             // dx = a·dy + b·(x − μ) + e per column, with
             // a = w·inv_std, b = −w·inv_std³·mean(dy·(x − μ)), e = −a·mean(dy).
             let mf = m as f64;
@@ -236,23 +258,15 @@ impl CustomOp2 for GradParams {
     ) -> Result<(CpuStorage, Shape)> {
         let (_, c) = xl.shape().dims2()?;
         fn run<T: WithDType>(x: &[T], dy: &[T], c: usize) -> Vec<T> {
-            let (mean, inv_std) = moments(x, c);
-            let mut dyx = vec![0.0f64; c];
-            let mut db = vec![0.0f64; c];
-            for (row, drow) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
-                for (((sx, sd), d), (v, mu)) in dyx
-                    .iter_mut()
-                    .zip(db.iter_mut())
-                    .zip(drow)
-                    .zip(row.iter().zip(&mean))
-                {
-                    let d = d.to_f64();
-                    *sx += d * (v.to_f64() - mu);
-                    *sd += d;
-                }
-            }
-            let dw = dyx.iter().zip(&inv_std).map(|(s, i)| s * i);
-            dw.chain(db).map(T::from_f64).collect()
+            let BackwardSums {
+                inv_std,
+                sum_dy,
+                sum_dyx,
+                ..
+            } = backward_sums(x, dy, c);
+            // dw = Σ dy·x̂ = inv_std·Σ dy·(x − μ); db = Σ dy.
+            let dw = sum_dyx.iter().zip(&inv_std).map(|(s, i)| s * i);
+            dw.chain(sum_dy).map(T::from_f64).collect()
         }
         let out = match (xs, gs) {
             (CpuStorage::F32(x), CpuStorage::F32(g)) => {
