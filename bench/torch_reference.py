@@ -1,8 +1,10 @@
-"""The PyTorch reference for `collapse-lab bench --what step`: the same network and the same
-BYOL step (two views; online encoder → projector → predictor forward + backward on both;
-target encoder → projector forward on both; symmetric 2 − 2·cos loss; SGD with momentum and
-weight decay; EMA update of the target), with as many threads as ours. Prints one JSON line
-with the fields collapse-lab's bench prints. Benchmark-only: nothing else needs PyTorch.
+"""The PyTorch reference for `collapse-lab bench`: the same network and the same step, with as
+many threads as ours. `--what byol-step` (the default): two views; online encoder → projector
+→ predictor forward + backward on both; target encoder → projector forward on both;
+symmetric 2 − 2·cos loss; SGD with momentum and weight decay; EMA update of the target.
+`--what step`: one view through encoder → projector, the mean squared projection as the
+loss, backward, SGD. Prints one JSON line with the fields collapse-lab's bench prints.
+Benchmark-only: nothing else needs PyTorch.
 
     python bench/torch_reference.py --width 32 --depth 4 --image-size 32 --batch 256 --threads 2
 """
@@ -78,6 +80,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--what", choices=["step", "byol-step"], default="byol-step")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -109,11 +112,14 @@ def main() -> None:
     for i in range(a.warmup + a.steps):
         sync()
         t0 = time.perf_counter()
-        z0, z1 = project(online, x[0]), project(online, x[1])
-        p0, p1 = predictor(z0), predictor(z1)
-        with torch.no_grad():
-            t0z, t1z = project(target, x[0]), project(target, x[1])
-        loss = loss_fn(p0, t1z) + loss_fn(p1, t0z)
+        if a.what == "step":
+            loss = project(online, x[0]).pow(2).mean()
+        else:
+            z0, z1 = project(online, x[0]), project(online, x[1])
+            p0, p1 = predictor(z0), predictor(z1)
+            with torch.no_grad():
+                t0z, t1z = project(target, x[0]), project(target, x[1])
+            loss = loss_fn(p0, t1z) + loss_fn(p1, t0z)
         loss.item()
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -121,9 +127,10 @@ def main() -> None:
         sync()
         t2 = time.perf_counter()
         opt.step()
-        with torch.no_grad():
-            for tq, oq in zip(target.parameters(), online.parameters()):
-                tq.mul_(0.996).add_(oq, alpha=0.004)
+        if a.what == "byol-step":
+            with torch.no_grad():
+                for tq, oq in zip(target.parameters(), online.parameters()):
+                    tq.mul_(0.996).add_(oq, alpha=0.004)
         sync()
         t3 = time.perf_counter()
         if i >= a.warmup:
@@ -133,7 +140,7 @@ def main() -> None:
             total.append((t3 - t0) * 1e3)
     step = statistics.median(total)
     print(json.dumps({
-        "what": "step", "impl": "pytorch", "torch": torch.__version__, "method": "byol",
+        "what": a.what, "impl": "pytorch", "torch": torch.__version__, "method": "byol",
         "encoder": a.encoder, "image_size": a.image_size, "batch_size": a.batch,
         "threads": str(a.threads), "step_ms": round(step, 3),
         "forward_ms": round(statistics.median(fwd), 3), "backward_ms": round(statistics.median(bwd), 3),

@@ -4,10 +4,12 @@
 # images/s. PyTorch lives in its own venv (benchmark-only). Usage:
 #   bench/vs_torch.sh                       # small net: 32-64-128-256, 32 px, batch 256, 2 threads
 #   ENCODER=resnet18 WIDTH=64 bench/vs_torch.sh
+#   WHAT=step bench/vs_torch.sh             # the plain step (one view, no target) instead of BYOL's
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pairs=${PAIRS:-5} threads=${THREADS:-2} encoder=${ENCODER:-convnet} width=${WIDTH:-32}
-depth=${DEPTH:-4} size=${SIZE:-32} batch=${BATCH:-256} steps=${STEPS:-10}
+depth=${DEPTH:-4} size=${SIZE:-32} batch=${BATCH:-256} steps=${STEPS:-10} warmup=${WARMUP:-3}
+what=${WHAT:-byol-step}
 venv="$HOME/.cache/collapse-lab/torch-venv"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
   python3 -m venv "$venv"
@@ -17,23 +19,23 @@ bin="${CARGO_TARGET_DIR:-$HOME/.cache/collapse-lab/target}/release/collapse-lab"
 [ -x "$bin" ] || cargo build --release
 log=$(mktemp)
 for _ in $(seq "$pairs"); do
-  "$bin" bench --threads "$threads" --warmup 3 --steps "$steps" \
+  "$bin" bench --what "$what" --threads "$threads" --warmup "$warmup" --steps "$steps" \
     --set model.encoder="$encoder" --set model.width="$width" --set model.depth="$depth" \
     --set model.resnet_stem=cifar --set dataset.image_size="$size" --set train.batch_size="$batch" \
     --set model.projector.hidden=256 --set model.projector.out=64 \
     --set model.predictor.hidden=256 --set model.predictor.out=64 | tail -n 1 | sed 's/^/ours /' | tee -a "$log"
   "$venv/bin/python" bench/torch_reference.py --encoder "$encoder" --width "$width" --depth "$depth" \
-    --image-size "$size" --batch "$batch" --threads "$threads" --warmup 3 --steps "$steps" \
+    --what "$what" --image-size "$size" --batch "$batch" --threads "$threads" --warmup "$warmup" --steps "$steps" \
     | sed 's/^/torch /' | tee -a "$log"
 done
-python3 - "$log" <<'PY'
+python3 - "$log" "$what, $encoder width $width, $size px, batch $batch, $threads threads" <<'PY'
 import json, statistics, sys
 ours, torch = [], []
 for line in open(sys.argv[1]):
     who, payload = line.split(" ", 1)
     (ours if who == "ours" else torch).append(json.loads(payload)["images_per_s"])
 ratios = [o / t for o, t in zip(ours, torch)]
-print(f"ours {statistics.median(ours):.0f} img/s, pytorch {statistics.median(torch):.0f} img/s, "
+print(f"{sys.argv[2]}: ours {statistics.median(ours):.0f} img/s, pytorch {statistics.median(torch):.0f} img/s, "
       f"median ratio (ours / pytorch, per pair) {statistics.median(ratios):.2f} over {len(ratios)} pairs")
 PY
 rm -f "$log"

@@ -94,7 +94,7 @@ pub struct BenchArgs {
     /// The grid variant to time.
     #[arg(long)]
     pub variant: Option<String>,
-    #[arg(long, value_enum, default_value = "step")]
+    #[arg(long, value_enum, default_value = "byol-step")]
     pub what: BenchWhat,
     /// Untimed steps first.
     #[arg(long, default_value_t = 5)]

@@ -8,6 +8,7 @@
 //! The study and the metric definitions: `../shared/science.md`.
 
 pub mod analysis;
+pub mod block_cache;
 pub mod cli;
 pub mod config;
 pub mod data;

@@ -10,6 +10,8 @@ use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
 };
 
+use super::parallel::map_indices;
+
 pub const EPS: f64 = 1e-5;
 
 fn slice<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> Result<&'a [T]> {
@@ -19,23 +21,57 @@ fn slice<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> Result<&'a [T]> {
     }
 }
 
+/// Columns per parallel task of a column reduction: one 64-byte cache line of f32, so no
+/// two tasks read the same line.
+const COLUMNS: usize = 16;
+
+/// Per-column sums over all rows of a (rows, c) matrix, in parallel over blocks of
+/// [`COLUMNS`] columns: `f(columns, acc)` adds every row's entries in `columns` into
+/// `width` accumulators per column (`acc[w · len + j]`). Each column is summed row by row
+/// in order, as a sequential loop would — the result does not depend on the thread count,
+/// and is bit for bit that of the ops this module replaced.
+pub(super) fn column_sums(
+    c: usize,
+    width: usize,
+    f: impl Fn(std::ops::Range<usize>, &mut [f64]) + Sync,
+) -> Vec<f64> {
+    let blocks: Vec<Vec<f64>> = map_indices(c.div_ceil(COLUMNS), |b| {
+        let cols = b * COLUMNS..((b + 1) * COLUMNS).min(c);
+        let mut acc = vec![0.0f64; width * cols.len()];
+        f(cols, &mut acc);
+        acc
+    });
+    let mut total = vec![0.0f64; width * c];
+    for (b, acc) in blocks.iter().enumerate() {
+        let len = acc.len() / width;
+        for w in 0..width {
+            total[w * c + b * COLUMNS..w * c + b * COLUMNS + len]
+                .copy_from_slice(&acc[w * len..(w + 1) * len]);
+        }
+    }
+    total
+}
+
 /// Per-column mean and 1/√(var + ε), in f64.
-fn moments<T: WithDType>(x: &[T], c: usize) -> (Vec<f64>, Vec<f64>) {
+pub(super) fn moments<T: WithDType>(x: &[T], c: usize) -> (Vec<f64>, Vec<f64>) {
     let m = (x.len() / c).max(1) as f64;
-    let mut sum = vec![0.0f64; c];
-    for row in x.chunks_exact(c) {
-        for (s, v) in sum.iter_mut().zip(row) {
-            *s += v.to_f64();
+    let sum = column_sums(c, 1, |cols, acc| {
+        for row in x.chunks_exact(c) {
+            for (s, v) in acc.iter_mut().zip(&row[cols.clone()]) {
+                *s += v.to_f64();
+            }
         }
-    }
+    });
     let mean: Vec<f64> = sum.iter().map(|s| s / m).collect();
-    let mut sq = vec![0.0f64; c];
-    for row in x.chunks_exact(c) {
-        for ((s, v), mu) in sq.iter_mut().zip(row).zip(&mean) {
-            let d = v.to_f64() - mu;
-            *s += d * d;
+    let sq = column_sums(c, 1, |cols, acc| {
+        let mean = &mean[cols.clone()];
+        for row in x.chunks_exact(c) {
+            for ((s, v), mu) in acc.iter_mut().zip(&row[cols.clone()]).zip(mean) {
+                let d = v.to_f64() - mu;
+                *s += d * d;
+            }
         }
-    }
+    });
     let inv_std = sq.iter().map(|s| 1.0 / (s / m + EPS).sqrt()).collect();
     (mean, inv_std)
 }
@@ -50,24 +86,27 @@ struct BackwardSums {
 
 fn backward_sums<T: WithDType>(x: &[T], dy: &[T], c: usize) -> BackwardSums {
     let (mean, inv_std) = moments(x, c);
-    let mut sum_dy = vec![0.0f64; c];
-    let mut sum_dyx = vec![0.0f64; c];
-    for (row, drow) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
-        for (((sd, sx), d), (v, mu)) in sum_dy
-            .iter_mut()
-            .zip(sum_dyx.iter_mut())
-            .zip(drow)
-            .zip(row.iter().zip(&mean))
-        {
-            let d = d.to_f64();
-            *sd += d;
-            *sx += d * (v.to_f64() - mu);
+    let mut sums = column_sums(c, 2, |cols, acc| {
+        let (sd, sx) = acc.split_at_mut(cols.len());
+        let mean = &mean[cols.clone()];
+        for (row, drow) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+            for (((sd, sx), (v, d)), mu) in sd
+                .iter_mut()
+                .zip(sx.iter_mut())
+                .zip(row[cols.clone()].iter().zip(&drow[cols.clone()]))
+                .zip(mean)
+            {
+                let d = d.to_f64();
+                *sd += d;
+                *sx += d * (v.to_f64() - mu);
+            }
         }
-    }
+    });
+    let sum_dyx = sums.split_off(c);
     BackwardSums {
         mean,
         inv_std,
-        sum_dy,
+        sum_dy: sums,
         sum_dyx,
     }
 }

@@ -2,16 +2,17 @@
 //! first stage, channels doubling from `width`), then global average pooling.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Module, ModuleT};
+use candle_nn::ModuleT;
 
-use super::layers::{Conv2d, ConvSpec};
-use super::norm::{Norm, NormKind};
+use super::conv_norm::ConvNorm;
+use super::layers::ConvSpec;
+use super::norm::NormKind;
 use super::params::ParamStore;
 use super::pool::{global_average_pool, to_channels_last};
 
 #[derive(Debug, Clone)]
 pub struct ConvNet {
-    stages: Vec<(Conv2d, Norm)>,
+    stages: Vec<ConvNorm>,
     out_dim: usize,
 }
 
@@ -29,7 +30,7 @@ impl ConvNet {
         let mut channels = in_channels;
         for i in 0..depth {
             let out = width << i;
-            let conv = Conv2d::new(
+            stages.push(ConvNorm::new(
                 store,
                 &format!("{name}.stage{i}.conv"),
                 ConvSpec {
@@ -42,9 +43,8 @@ impl ConvNet {
                     bias: norm == NormKind::None,
                     standardize,
                 },
-            )?;
-            let norm = Norm::new(store, &format!("{name}.stage{i}.norm"), out, norm)?;
-            stages.push((conv, norm));
+                (&format!("{name}.stage{i}.norm"), norm),
+            )?);
             channels = out;
         }
         Ok(Self {
@@ -56,13 +56,25 @@ impl ConvNet {
     pub fn out_dim(&self) -> usize {
         self.out_dim
     }
+
+    /// Multiply-adds per example of a size × size input: (all layers, the first conv).
+    pub fn macs(&self, size: usize) -> (u64, u64) {
+        let (mut h, mut w, mut total, mut first) = (size, size, 0, None);
+        for stage in &self.stages {
+            let (m, ho, wo) = stage.conv.macs(h, w);
+            total += m;
+            first.get_or_insert(m);
+            (h, w) = (ho, wo);
+        }
+        (total, first.unwrap_or(0))
+    }
 }
 
 impl ModuleT for ConvNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = to_channels_last(x)?;
-        for (conv, norm) in &self.stages {
-            h = norm.forward_t(&conv.forward(&h)?, train)?.relu()?;
+        for stage in &self.stages {
+            h = stage.forward_t(&h, train, true)?;
         }
         global_average_pool(&h)
     }

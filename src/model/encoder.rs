@@ -50,6 +50,15 @@ impl Encoder {
         })
     }
 
+    /// Multiply-adds per example of a size × size input: (the whole encoder, its first
+    /// layer — whose input gradient a training step does not compute).
+    pub fn macs(&self, size: usize) -> (u64, u64) {
+        match self {
+            Self::ConvNet(n) => n.macs(size),
+            Self::ResNet18(n) => n.macs(size),
+        }
+    }
+
     /// Dimension of the representation y.
     pub fn out_dim(&self) -> usize {
         match self {

@@ -38,6 +38,13 @@ impl Mlp {
     }
 }
 
+impl Mlp {
+    /// Multiply-adds per example (the two linear layers).
+    pub fn macs(&self) -> u64 {
+        self.fc1.macs() + self.fc2.macs()
+    }
+}
+
 impl ModuleT for Mlp {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let h = self.norm.forward_t(&self.fc1.forward(x)?, train)?.relu()?;

@@ -7,7 +7,9 @@
 //! result is built from ordinary candle ops (`im2col_reference`, also the tests' reference).
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
-use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+use super::parallel::for_each_chunk_mut;
 
 /// Geometry of a square-kernel convolution over an NHWC input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +99,24 @@ struct Col2Im {
     dims: (usize, usize, usize, usize),
 }
 
-fn im2col_cpu<T: WithDType>(src: &[T], dims: (usize, usize, usize, usize), patch: Patch) -> Vec<T> {
+/// Copies `src` into the uninitialised `dst` of the same length.
+fn put<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
+    assert_eq!(dst.len(), src.len());
+    // Safety: equal lengths, and a fresh output buffer cannot overlap the input.
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<T>(), src.len()) }
+}
+
+fn zero<T: WithDType>(dst: &mut [MaybeUninit<T>]) {
+    for d in dst {
+        d.write(T::zero());
+    }
+}
+
+pub(super) fn im2col_cpu<T: WithDType>(
+    src: &[T],
+    dims: (usize, usize, usize, usize),
+    patch: Patch,
+) -> Vec<T> {
     let (n, h, w, c) = dims;
     let Patch {
         kernel: k,
@@ -106,36 +125,51 @@ fn im2col_cpu<T: WithDType>(src: &[T], dims: (usize, usize, usize, usize), patch
     } = patch;
     let (ho, wo) = (patch.out_size(h), patch.out_size(w));
     let row_len = k * k * c;
-    let mut out = vec![T::zero(); n * ho * wo * row_len];
-    out.par_chunks_mut(ho * wo * row_len)
-        .enumerate()
-        .for_each(|(img, dst)| {
+    let total = n * ho * wo * row_len;
+    // Every element is written once below (a copy or a padding zero): no zero-fill first.
+    let mut out: Vec<T> = Vec::with_capacity(total);
+    for_each_chunk_mut(
+        &mut out.spare_capacity_mut()[..total],
+        ho * wo * row_len,
+        |img, dst| {
             let src = &src[img * h * w * c..(img + 1) * h * w * c];
             for oh in 0..ho {
                 for ow in 0..wo {
                     let row = &mut dst[(oh * wo + ow) * row_len..(oh * wo + ow + 1) * row_len];
+                    let iw0 = (ow * s) as isize - p as isize;
                     for kh in 0..k {
+                        let seg = &mut row[kh * k * c..(kh + 1) * k * c];
                         let ih = (oh * s + kh) as isize - p as isize;
                         if ih < 0 || ih >= h as isize {
+                            zero(seg);
+                            continue;
+                        }
+                        let line = &src[ih as usize * w * c..(ih as usize + 1) * w * c];
+                        if iw0 >= 0 && iw0 as usize + k <= w {
+                            // The k taps of this kernel row are adjacent in the input row.
+                            put(seg, &line[iw0 as usize * c..(iw0 as usize + k) * c]);
                             continue;
                         }
                         for kw in 0..k {
-                            let iw = (ow * s + kw) as isize - p as isize;
+                            let iw = iw0 + kw as isize;
+                            let to = &mut seg[kw * c..(kw + 1) * c];
                             if iw < 0 || iw >= w as isize {
-                                continue;
+                                zero(to);
+                            } else {
+                                put(to, &line[iw as usize * c..(iw as usize + 1) * c]);
                             }
-                            let at = (ih as usize * w + iw as usize) * c;
-                            let to = (kh * k + kw) * c;
-                            row[to..to + c].copy_from_slice(&src[at..at + c]);
                         }
                     }
                 }
             }
-        });
+        },
+    );
+    // Safety: the loop above initialised all `total` elements.
+    unsafe { out.set_len(total) };
     out
 }
 
-fn col2im_cpu<T: WithDType>(
+pub(super) fn col2im_cpu<T: WithDType>(
     cols: &[T],
     dims: (usize, usize, usize, usize),
     patch: Patch,
@@ -149,33 +183,31 @@ fn col2im_cpu<T: WithDType>(
     let (ho, wo) = (patch.out_size(h), patch.out_size(w));
     let row_len = k * k * c;
     let mut out = vec![T::zero(); n * h * w * c];
-    out.par_chunks_mut(h * w * c)
-        .enumerate()
-        .for_each(|(img, dst)| {
-            let cols = &cols[img * ho * wo * row_len..(img + 1) * ho * wo * row_len];
-            for oh in 0..ho {
-                for ow in 0..wo {
-                    let row = &cols[(oh * wo + ow) * row_len..(oh * wo + ow + 1) * row_len];
-                    for kh in 0..k {
-                        let ih = (oh * s + kh) as isize - p as isize;
-                        if ih < 0 || ih >= h as isize {
+    for_each_chunk_mut(&mut out, h * w * c, |img, dst| {
+        let cols = &cols[img * ho * wo * row_len..(img + 1) * ho * wo * row_len];
+        for oh in 0..ho {
+            for ow in 0..wo {
+                let row = &cols[(oh * wo + ow) * row_len..(oh * wo + ow + 1) * row_len];
+                for kh in 0..k {
+                    let ih = (oh * s + kh) as isize - p as isize;
+                    if ih < 0 || ih >= h as isize {
+                        continue;
+                    }
+                    for kw in 0..k {
+                        let iw = (ow * s + kw) as isize - p as isize;
+                        if iw < 0 || iw >= w as isize {
                             continue;
                         }
-                        for kw in 0..k {
-                            let iw = (ow * s + kw) as isize - p as isize;
-                            if iw < 0 || iw >= w as isize {
-                                continue;
-                            }
-                            let at = (ih as usize * w + iw as usize) * c;
-                            let from = (kh * k + kw) * c;
-                            for (d, v) in dst[at..at + c].iter_mut().zip(&row[from..from + c]) {
-                                *d += *v;
-                            }
+                        let at = (ih as usize * w + iw as usize) * c;
+                        let from = (kh * k + kw) * c;
+                        for (d, v) in dst[at..at + c].iter_mut().zip(&row[from..from + c]) {
+                            *d += *v;
                         }
                     }
                 }
             }
-        });
+        }
+    });
     out
 }
 

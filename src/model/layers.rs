@@ -32,6 +32,13 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// Multiply-adds per example.
+    pub fn macs(&self) -> u64 {
+        self.weight.elem_count() as u64
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = x.matmul(&self.weight.t()?)?;
@@ -90,16 +97,36 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// The (O, kh, kw, C) weight as the convolution uses it (standardized if asked).
+    pub(super) fn weight_in_use(&self) -> Result<Tensor> {
+        if self.standardize {
+            weight_standardize(&self.weight)
+        } else {
+            Ok(self.weight.clone())
+        }
+    }
+
+    pub(super) fn patch(&self) -> Patch {
+        self.patch
+    }
+
+    pub(super) fn has_bias(&self) -> bool {
+        self.bias.is_some()
+    }
+
+    /// Multiply-adds per example on an h × w input, and the output's (h, w).
+    pub fn macs(&self, h: usize, w: usize) -> (u64, usize, usize) {
+        let (ho, wo) = (self.patch.out_size(h), self.patch.out_size(w));
+        ((ho * wo * self.weight.elem_count()) as u64, ho, wo)
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (n, h, w, c) = x.dims4()?;
         let out_channels = self.weight.dim(0)?;
-        let weight = if self.standardize {
-            weight_standardize(&self.weight)?
-        } else {
-            self.weight.clone()
-        };
-        let weight = weight.reshape((out_channels, ()))?;
+        let weight = self.weight_in_use()?.reshape((out_channels, ()))?;
         let (ho, wo) = (self.patch.out_size(h), self.patch.out_size(w));
         let cols = if self.patch
             == (Patch {

@@ -2,6 +2,8 @@
 //! seeded parameter store they draw their weights from.
 
 mod batch_norm_op;
+mod conv_bn_op;
+mod conv_norm;
 mod convnet;
 mod encoder;
 #[cfg(test)]
@@ -10,6 +12,7 @@ mod head;
 pub mod im2col;
 mod layers;
 pub mod norm;
+mod parallel;
 mod params;
 mod pool;
 mod resnet;

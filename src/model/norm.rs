@@ -103,8 +103,13 @@ impl ModuleT for BatchNorm {
 }
 
 impl BatchNorm {
+    /// γ and β.
+    pub(super) fn affine_params(&self) -> (&Tensor, &Tensor) {
+        (&self.weight, &self.bias)
+    }
+
     /// Moves the running statistics 10 % towards this batch's (mean, biased var) over n rows.
-    fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize) -> Result<()> {
+    pub(super) fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize) -> Result<()> {
         // PyTorch semantics: running variance uses the unbiased estimate.
         let unbiased = (var.flatten_all()?.detach() * (n as f64 / (n.max(2) - 1) as f64))?;
         let m = self.momentum;

@@ -1,21 +1,20 @@
 //! ResNet-18 (He et al. 2016), the study's encoder, with a choice of normalization.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Module, ModuleT};
+use candle_nn::ModuleT;
 
-use super::layers::{Conv2d, ConvSpec};
-use super::norm::{Norm, NormKind};
+use super::conv_norm::ConvNorm;
+use super::layers::ConvSpec;
+use super::norm::NormKind;
 use super::params::ParamStore;
 use super::pool::{global_average_pool, max_pool_3x3_s2, to_channels_last};
 use crate::config::ResnetStem;
 
 #[derive(Debug, Clone)]
 struct BasicBlock {
-    conv1: Conv2d,
-    norm1: Norm,
-    conv2: Conv2d,
-    norm2: Norm,
-    shortcut: Option<(Conv2d, Norm)>,
+    unit1: ConvNorm,
+    unit2: ConvNorm,
+    shortcut: Option<ConvNorm>,
 }
 
 struct Ctx {
@@ -24,18 +23,21 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn conv(
+    /// A conv and its norm layer, drawn in that order.
+    #[allow(clippy::too_many_arguments)]
+    fn unit(
         &self,
         store: &mut ParamStore,
-        name: &str,
+        conv: &str,
+        norm: &str,
         input: usize,
         output: usize,
         kernel: usize,
         stride: usize,
-    ) -> Result<Conv2d> {
-        Conv2d::new(
+    ) -> Result<ConvNorm> {
+        ConvNorm::new(
             store,
-            name,
+            conv,
             ConvSpec {
                 input,
                 output,
@@ -45,6 +47,7 @@ impl Ctx {
                 bias: self.norm == NormKind::None,
                 standardize: self.standardize,
             },
+            (norm, self.norm),
         )
     }
 }
@@ -59,37 +62,46 @@ impl BasicBlock {
         stride: usize,
     ) -> Result<Self> {
         let shortcut = if stride != 1 || input != output {
-            Some((
-                ctx.conv(
-                    store,
-                    &format!("{name}.shortcut.conv"),
-                    input,
-                    output,
-                    1,
-                    stride,
-                )?,
-                Norm::new(store, &format!("{name}.shortcut.norm"), output, ctx.norm)?,
-            ))
+            Some(ctx.unit(
+                store,
+                &format!("{name}.shortcut.conv"),
+                &format!("{name}.shortcut.norm"),
+                input,
+                output,
+                1,
+                stride,
+            )?)
         } else {
             None
         };
         Ok(Self {
-            conv1: ctx.conv(store, &format!("{name}.conv1"), input, output, 3, stride)?,
-            norm1: Norm::new(store, &format!("{name}.norm1"), output, ctx.norm)?,
-            conv2: ctx.conv(store, &format!("{name}.conv2"), output, output, 3, 1)?,
-            norm2: Norm::new(store, &format!("{name}.norm2"), output, ctx.norm)?,
+            unit1: ctx.unit(
+                store,
+                &format!("{name}.conv1"),
+                &format!("{name}.norm1"),
+                input,
+                output,
+                3,
+                stride,
+            )?,
+            unit2: ctx.unit(
+                store,
+                &format!("{name}.conv2"),
+                &format!("{name}.norm2"),
+                output,
+                output,
+                3,
+                1,
+            )?,
             shortcut,
         })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self
-            .norm1
-            .forward_t(&self.conv1.forward(x)?, train)?
-            .relu()?;
-        let h = self.norm2.forward_t(&self.conv2.forward(&h)?, train)?;
+        let h = self.unit1.forward_t(x, train, true)?;
+        let h = self.unit2.forward_t(&h, train, false)?;
         let skip = match &self.shortcut {
-            Some((conv, norm)) => norm.forward_t(&conv.forward(x)?, train)?,
+            Some(unit) => unit.forward_t(x, train, false)?,
             None => x.clone(),
         };
         (h + skip)?.relu()
@@ -98,8 +110,7 @@ impl BasicBlock {
 
 #[derive(Debug, Clone)]
 pub struct ResNet18 {
-    stem: Conv2d,
-    stem_norm: Norm,
+    stem: ConvNorm,
     stem_kind: ResnetStem,
     blocks: Vec<BasicBlock>,
     out_dim: usize,
@@ -120,15 +131,15 @@ impl ResNet18 {
             ResnetStem::Imagenet => (7, 2),
             ResnetStem::Cifar => (3, 1),
         };
-        let stem = ctx.conv(
+        let stem = ctx.unit(
             store,
             &format!("{name}.stem.conv"),
+            &format!("{name}.stem.norm"),
             in_channels,
             width,
             kernel,
             stride,
         )?;
-        let stem_norm = Norm::new(store, &format!("{name}.stem.norm"), width, norm)?;
         let mut blocks = Vec::new();
         let mut channels = width;
         for stage in 0..4 {
@@ -148,7 +159,6 @@ impl ResNet18 {
         }
         Ok(Self {
             stem,
-            stem_norm,
             stem_kind,
             blocks,
             out_dim: channels,
@@ -158,15 +168,30 @@ impl ResNet18 {
     pub fn out_dim(&self) -> usize {
         self.out_dim
     }
+
+    /// Multiply-adds per example of a size × size input: (all convolutions, the stem's).
+    pub fn macs(&self, size: usize) -> (u64, u64) {
+        let (stem, mut h, mut w) = self.stem.conv.macs(size, size);
+        if self.stem_kind == ResnetStem::Imagenet {
+            // 3×3 / 2 max pool, padding 1.
+            (h, w) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+        }
+        let mut total = stem;
+        for block in &self.blocks {
+            let (m1, ho, wo) = block.unit1.conv.macs(h, w);
+            let (m2, _, _) = block.unit2.conv.macs(ho, wo);
+            let skip = block.shortcut.as_ref().map_or(0, |s| s.conv.macs(h, w).0);
+            total += m1 + m2 + skip;
+            (h, w) = (ho, wo);
+        }
+        (total, stem)
+    }
 }
 
 impl ModuleT for ResNet18 {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = to_channels_last(x)?;
-        let mut h = self
-            .stem_norm
-            .forward_t(&self.stem.forward(&x)?, train)?
-            .relu()?;
+        let mut h = self.stem.forward_t(&x, train, true)?;
         if self.stem_kind == ResnetStem::Imagenet {
             h = max_pool_3x3_s2(&h)?;
         }

@@ -1,24 +1,47 @@
-//! `collapse-lab bench`: times the parts of a training step, the per-step diagnostics and the
-//! two-view loader on one run config, after a warm-up. Prints one human line and one JSON
-//! line. Figures are only comparable within one invocation on one machine.
+//! `collapse-lab bench`: times a plain training step, the run's full method step, the
+//! per-step diagnostics or the two-view loader on one run config, after a warm-up. Prints
+//! one human line and one JSON line (the fields `bench/torch_reference.py` prints too).
+//! Figures are only comparable within one invocation on one machine; compare with PyTorch
+//! side by side (`bench/vs_torch.sh`).
 
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::analysis::{effective_rank, symmetric_pos_neg_cos, z_std};
 use crate::config::RunConfig;
 use crate::data::{open_dataset, Augmenter, TwoViewLoader};
+use candle_nn::ModuleT;
+
+use crate::method::OnlineNetwork;
 use crate::train::{grad_norm, Optimizer};
 
 /// What to time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BenchWhat {
-    /// A full training step of the run's method (both views, backward, update, EMA) and the
-    /// per-step diagnostics, timed separately.
+    /// A plain step: one view through encoder and projector, forward, backward (of the mean
+    /// squared projection) and the optimizer update; no target, no second view.
     Step,
+    /// The run's full method step (for BYOL: both views, online forward and backward,
+    /// target forward, optimizer update, EMA update), plus the per-step diagnostics timed
+    /// separately.
+    ByolStep,
+    /// The per-step diagnostics alone (pos/neg cosine, z std, effective rank) on one step's
+    /// embeddings.
+    Metrics,
     /// The two-view augmentation loader alone.
     Loader,
+}
+
+impl BenchWhat {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Step => "step",
+            Self::ByolStep => "byol-step",
+            Self::Metrics => "metrics",
+            Self::Loader => "loader",
+        }
+    }
 }
 
 pub struct BenchReport {
@@ -32,6 +55,90 @@ fn median(mut v: Vec<f64>) -> f64 {
         return f64::NAN;
     }
     v[v.len() / 2]
+}
+
+/// This machine's f32 peak, estimated as threads × clock × FLOP per cycle per core (two
+/// FMA pipes: 32 with AVX2 + FMA, 64 with AVX-512), from `/proc/cpuinfo`. `None` where that
+/// cannot be read. An estimate: turbo clocks and shared cores (SMT) move the real figure.
+pub fn peak_gflops(threads: usize) -> Option<(f64, String)> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = info
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    let flags: Vec<&str> = info
+        .lines()
+        .find(|l| l.starts_with("flags"))?
+        .split_whitespace()
+        .collect();
+    let has = |f: &str| flags.contains(&f);
+    let (per_cycle, isa) = if has("avx512f") {
+        (64.0, "AVX-512")
+    } else if has("avx2") && has("fma") {
+        (32.0, "AVX2+FMA")
+    } else if has("avx") {
+        (16.0, "AVX")
+    } else {
+        (8.0, "SSE")
+    };
+    let gflops = threads as f64 * mhz / 1e3 * per_cycle;
+    Some((
+        gflops,
+        format!("{threads} thread(s) × {mhz:.0} MHz × {per_cycle:.0} FLOP/cycle ({isa})"),
+    ))
+}
+
+/// Floating-point operations of one step (2 per multiply-add of the conv and linear
+/// layers; backward = 2 × forward, less the first layer's input gradient, which is not
+/// computed).
+fn step_flops(
+    online: &OnlineNetwork,
+    image_size: usize,
+    batch: usize,
+    what: BenchWhat,
+    target_views: usize,
+) -> f64 {
+    let (encoder, first) = online.encoder.macs(image_size);
+    let projector = online.projector.macs();
+    let predictor = online.predictor.as_ref().map_or(0, |p| p.macs());
+    let trained = |macs: u64| 3 * macs - first;
+    let per_example = match what {
+        BenchWhat::Step => trained(encoder + projector),
+        _ => {
+            2 * trained(encoder + projector + predictor)
+                + target_views as u64 * (encoder + projector)
+        }
+    };
+    2.0 * per_example as f64 * batch as f64
+}
+
+struct Timed {
+    forward: Vec<f64>,
+    backward: Vec<f64>,
+    update: Vec<f64>,
+    metrics: Vec<f64>,
+    total: Vec<f64>,
+}
+
+fn ms(a: Instant, b: Instant) -> f64 {
+    (b - a).as_secs_f64() * 1e3
+}
+
+/// Waits for the device before the clock is read.
+fn sync(t: &Tensor) -> candle_core::Result<f64> {
+    t.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()
+}
+
+fn diagnostics(out: &crate::method::StepOutput) -> candle_core::Result<()> {
+    let e = &out.embeddings;
+    symmetric_pos_neg_cos(&e.z, &e.z_target)?;
+    z_std(&e.z[0])?;
+    effective_rank(&e.z[0])?;
+    Ok(())
 }
 
 /// Times `steps` steps after `warmup` untimed ones.
@@ -57,92 +164,198 @@ pub fn bench(
         cfg.train.prefetch,
         cfg.train.loader_threads,
     )?;
-    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
-    match what {
-        BenchWhat::Loader => {
-            let workers = cfg.train.loader_threads;
-            let mut it = loader.skip(warmup);
-            let start = Instant::now();
-            let mut images = 0usize;
-            for b in it.by_ref().take(steps) {
-                images += b.image_ids.len();
-            }
-            let secs = start.elapsed().as_secs_f64();
-            let per_s = images as f64 / secs;
-            Ok(BenchReport {
-                human: format!(
-                    "loader: {per_s:.0} two-view images/s ({size} px, batch {batch}, {workers} augmenting thread(s): {:.0} per thread)",
-                    per_s / workers as f64
-                ),
-                json: format!(
-                    r#"{{"what":"loader","image_size":{size},"batch_size":{batch},"loader_threads":{workers},"two_view_images_per_s":{per_s:.1}}}"#
-                ),
-            })
+    let threads_env = std::env::var("RAYON_NUM_THREADS").ok();
+    let threads = threads_env
+        .as_deref()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if what == BenchWhat::Loader {
+        let workers = cfg.train.loader_threads;
+        let mut it = loader.skip(warmup);
+        let start = Instant::now();
+        let mut images = 0usize;
+        for b in it.by_ref().take(steps) {
+            images += b.image_ids.len();
         }
-        BenchWhat::Step => {
-            let mut method = crate::method::build(cfg, channels, device)?;
-            let mut optimizer = Optimizer::new(&cfg.optim, method.online().store.params().len());
-            let tau = cfg.method.name.has_ema_target().then_some(cfg.method.tau);
-            let (mut fwd, mut bwd, mut upd, mut met, mut total) =
-                (vec![], vec![], vec![], vec![], vec![]);
-            for (i, b) in loader.take(warmup + steps).enumerate() {
-                let shape = (b.image_ids.len(), channels, size, size);
-                let t0 = Instant::now();
-                let v0 = Tensor::from_slice(&b.view0, shape, device)?;
-                let v1 = Tensor::from_slice(&b.view1, shape, device)?;
+        let secs = start.elapsed().as_secs_f64();
+        let per_s = images as f64 / secs;
+        return Ok(BenchReport {
+            human: format!(
+                "loader: {per_s:.0} two-view images/s ({size} px, batch {batch}, {workers} augmenting thread(s): {:.0} per thread)",
+                per_s / workers as f64
+            ),
+            json: format!(
+                r#"{{"what":"loader","image_size":{size},"batch_size":{batch},"loader_threads":{workers},"two_view_images_per_s":{per_s:.1}}}"#
+            ),
+        });
+    }
+
+    let mut method = crate::method::build(cfg, channels, device)?;
+    let mut optimizer = Optimizer::new(&cfg.optim, method.online().store.params().len());
+    let tau = cfg.method.name.has_ema_target().then_some(cfg.method.tau);
+    let mut t = Timed {
+        forward: vec![],
+        backward: vec![],
+        update: vec![],
+        metrics: vec![],
+        total: vec![],
+    };
+    let mut metrics_batch = None;
+    for (i, b) in loader.take(warmup + steps).enumerate() {
+        let shape = (b.image_ids.len(), channels, size, size);
+        let t0 = Instant::now();
+        let v0 = Tensor::from_slice(&b.view0, shape, device)?;
+        let v1 = Tensor::from_slice(&b.view1, shape, device)?;
+        let (t1, t2, t3, t4) = match what {
+            BenchWhat::Step => {
+                let online = method.online();
+                let y = online.encoder.forward_t(&v0, true)?;
+                let loss = online.projector.forward_t(&y, true)?.sqr()?.mean_all()?;
+                sync(&loss)?;
+                let t1 = Instant::now();
+                let grads = loss.backward()?;
+                let t2 = Instant::now();
+                let params = online.store.params().to_vec();
+                optimizer.step(&params, &grads, cfg.optim.lr)?;
+                sync(params[0].var.as_tensor())?;
+                let t3 = Instant::now();
+                (t1, t2, t3, t3)
+            }
+            _ => {
                 let out = method.forward([&v0, &v1])?;
-                let _loss = out
-                    .loss
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_scalar::<f64>()?;
+                sync(&out.loss)?;
                 let t1 = Instant::now();
                 let grads = out.loss.backward()?;
                 let params = method.online().store.params().to_vec();
-                let _g = grad_norm(&params, &grads)?;
+                grad_norm(&params, &grads)?;
                 let t2 = Instant::now();
                 optimizer.step(&params, &grads, cfg.optim.lr)?;
                 method.after_step(tau, &out)?;
-                // Wait for the device before reading the clock.
-                let _sync = params[0]
-                    .var
-                    .as_tensor()
-                    .sum_all()?
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_scalar::<f64>()?;
+                sync(params[0].var.as_tensor())?;
                 let t3 = Instant::now();
-                let e = &out.embeddings;
-                let _ = symmetric_pos_neg_cos(&e.z, &e.z_target)?;
-                let _ = z_std(&e.z[0])?;
-                let _ = effective_rank(&e.z[0])?;
-                let t4 = Instant::now();
-                if i >= warmup {
-                    let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
-                    fwd.push(ms(t0, t1));
-                    bwd.push(ms(t1, t2));
-                    upd.push(ms(t2, t3));
-                    met.push(ms(t3, t4));
-                    total.push(ms(t0, t3));
+                if what == BenchWhat::Metrics {
+                    metrics_batch = Some(out);
+                    break;
                 }
+                diagnostics(&out)?;
+                (t1, t2, t3, Instant::now())
             }
-            let (f, b, u, m, t) = (
-                median(fwd),
-                median(bwd),
-                median(upd),
-                median(met),
-                median(total),
-            );
-            let images_per_s = batch as f64 / (t / 1e3);
-            let overhead = 100.0 * m / t;
-            let method_name = cfg.method.name.as_str();
-            let encoder = cfg.model.encoder.as_str();
-            Ok(BenchReport {
-                human: format!(
-                    "{method_name} step ({encoder}, {size} px, batch {batch}, threads {threads}): {t:.1} ms = forward {f:.1} + backward {b:.1} + update {u:.1} ms → {images_per_s:.0} img/s; per-step diagnostics {m:.2} ms ({overhead:.1} % of the step)"
-                ),
-                json: format!(
-                    r#"{{"what":"step","method":"{method_name}","encoder":"{encoder}","image_size":{size},"batch_size":{batch},"threads":"{threads}","step_ms":{t:.3},"forward_ms":{f:.3},"backward_ms":{b:.3},"update_ms":{u:.3},"metrics_ms":{m:.3},"metrics_pct_of_step":{overhead:.2},"images_per_s":{images_per_s:.1}}}"#
-                ),
-            })
+        };
+        if i >= warmup {
+            t.forward.push(ms(t0, t1));
+            t.backward.push(ms(t1, t2));
+            t.update.push(ms(t2, t3));
+            t.metrics.push(ms(t3, t4));
+            t.total.push(ms(t0, t3));
+        }
+    }
+    let method_name = cfg.method.name.as_str();
+    let encoder = cfg.model.encoder.as_str();
+    let threads_label = threads_env.unwrap_or_else(|| "default".into());
+    if let Some(out) = metrics_batch {
+        let mut times = Vec::with_capacity(steps);
+        for i in 0..warmup + steps {
+            let t0 = Instant::now();
+            diagnostics(&out)?;
+            if i >= warmup {
+                times.push(ms(t0, Instant::now()));
+            }
+        }
+        let m = median(times);
+        return Ok(BenchReport {
+            human: format!(
+                "metrics ({method_name}, batch {batch}, projection dim {}, threads {threads_label}): pos/neg cosine + z std + effective rank {m:.3} ms",
+                cfg.model.projector.out
+            ),
+            json: format!(
+                r#"{{"what":"metrics","method":"{method_name}","batch_size":{batch},"projection_dim":{},"threads":"{threads_label}","metrics_ms":{m:.4}}}"#,
+                cfg.model.projector.out
+            ),
+        });
+    }
+    let (f, b, u, m, step) = (
+        median(t.forward),
+        median(t.backward),
+        median(t.update),
+        median(t.metrics),
+        median(t.total),
+    );
+    let images_per_s = batch as f64 / (step / 1e3);
+    let target_views = if tau.is_some() { 2 } else { 0 };
+    let flops = step_flops(method.online(), size, batch, what, target_views);
+    let gflops = flops / (step / 1e3) / 1e9;
+    let peak = if device.is_cpu() {
+        peak_gflops(threads)
+    } else {
+        None
+    };
+    let (peak_human, peak_json) = match &peak {
+        Some((p, how)) => (
+            format!(
+                " = {:.0} % of peak ≈ {p:.0} GFLOP/s ({how})",
+                100.0 * gflops / p
+            ),
+            format!(r#","peak_gflops":{p:.1},"peak_fraction":{:.4}"#, gflops / p),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let metrics_human = if what == BenchWhat::Step {
+        String::new()
+    } else {
+        format!(
+            "; per-step diagnostics {m:.2} ms ({:.1} % of the step)",
+            100.0 * m / step
+        )
+    };
+    let label = match what {
+        BenchWhat::Step => "plain step".to_string(),
+        _ => format!("{method_name} step"),
+    };
+    let what_str = what.as_str();
+    Ok(BenchReport {
+        human: format!(
+            "{label} ({encoder}, {size} px, batch {batch}, threads {threads_label}): {step:.1} ms = forward {f:.1} + backward {b:.1} + update {u:.1} ms → {images_per_s:.0} img/s, {gflops:.1} GFLOP/s ({:.1} GFLOP a step){peak_human}{metrics_human}",
+            flops / 1e9
+        ),
+        json: format!(
+            r#"{{"what":"{what_str}","method":"{method_name}","encoder":"{encoder}","image_size":{size},"batch_size":{batch},"threads":"{threads_label}","step_ms":{step:.3},"forward_ms":{f:.3},"backward_ms":{b:.3},"update_ms":{u:.3},"metrics_ms":{m:.3},"images_per_s":{images_per_s:.1},"gflop_per_step":{:.3},"gflops":{gflops:.2}{peak_json}}}"#,
+            flops / 1e9
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flop_count_of_the_small_net_and_resnet18_in_closed_form() -> anyhow::Result<()> {
+        let mut cfg = RunConfig::default();
+        cfg.model.width = 32;
+        cfg.model.depth = 4;
+        cfg.model.projector.hidden = 256;
+        cfg.model.projector.out = 64;
+        let online = crate::method::build(&cfg, 3, &Device::Cpu)?;
+        // 3×3 convs 3→32 @32², 32→64 @16², 64→128 @8², 128→256 @4².
+        let convs = 32 * 32 * 32 * 27 + 3 * (16 * 16 * 64 * 288);
+        let (enc, first) = online.online().encoder.macs(32);
+        assert_eq!((enc, first), (convs, 32 * 32 * 32 * 27));
+        assert_eq!(online.online().projector.macs(), 256 * 256 + 256 * 64);
+
+        cfg.model.encoder = crate::config::EncoderName::Resnet18;
+        cfg.model.width = 64;
+        cfg.model.resnet_stem = crate::config::ResnetStem::Cifar;
+        let resnet = crate::method::build(&cfg, 3, &Device::Cpu)?;
+        // The CIFAR ResNet-18's 0.56 G multiply-adds (stem + 16 convs + 3 shortcuts).
+        assert_eq!(resnet.online().encoder.macs(32).0, 555_417_600);
+        Ok(())
+    }
+
+    #[test]
+    fn peak_estimate_is_positive_where_cpuinfo_exists() {
+        if let Some((p, how)) = peak_gflops(2) {
+            assert!(p > 0.0, "{how}");
+            assert_eq!(peak_gflops(4).map(|(q, _)| q), Some(2.0 * p));
         }
     }
 }
