@@ -21,6 +21,11 @@ bench-vs-torch *env="":
 bench *args="":
     cargo run --release -- bench {{args}}
 
+# Build with CUDA on a machine without a GPU or CUDA install (pinned CUDA 13.0 wheels in a venv,
+# a link-time libcuda from Debian; see README "CUDA"). CUDA_COMPUTE_CAP defaults to 90 (H100/H200).
+build-cuda *args="":
+    bash scripts/build-cuda.sh {{args}}
+
 # Render the report of a grid folder
 report dir="runs/bn-ablation":
     cargo run --release -- report {{dir}}

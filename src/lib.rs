@@ -11,6 +11,8 @@ pub mod analysis;
 pub mod block_cache;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod data;
 pub mod log;
 pub mod method;

@@ -120,6 +120,19 @@ impl EmaTarget {
 
     /// θ′ ← τ·θ′ + (1 − τ)·θ for every target parameter.
     pub fn update(&self, online: &OnlineNetwork, tau: f64) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if self.store.device().is_cuda() && self.store.dtype() == candle_core::DType::F32 {
+            // All parameters in one launch (collapse-lab's kernel; same rounding).
+            let targets: Vec<&candle_core::Var> =
+                self.store.params().iter().map(|p| &p.var).collect();
+            let onlines: Vec<&Tensor> = online
+                .store
+                .params()
+                .iter()
+                .map(|p| p.var.as_tensor())
+                .collect();
+            return crate::cuda::ema::ema_update(&targets, &onlines, tau);
+        }
         for (t, o) in self.store.params().iter().zip(online.store.params()) {
             let next = ((t.var.as_tensor() * tau)? + (o.var.as_tensor().detach() * (1.0 - tau))?)?;
             t.var.set(&next)?;

@@ -23,6 +23,11 @@ pub fn parse_device(name: &str) -> Result<Device, InputError> {
                 ));
             }
             Device::new_cuda(ordinal).map_err(|e| {
+                // One line: the driver's message, not candle's captured backtrace.
+                let e = match e {
+                    candle_core::Error::WithBacktrace { inner, .. } => *inner,
+                    e => e,
+                };
                 InputError::new(flag, format!("cannot open CUDA device {ordinal}: {e}"))
             })
         }

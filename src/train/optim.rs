@@ -40,6 +40,14 @@ impl Optimizer {
                 params.len()
             );
         }
+        #[cfg(feature = "cuda")]
+        if self.cfg.name == OptimizerName::Lars
+            && params
+                .first()
+                .is_some_and(|p| p.var.device().is_cuda() && p.var.dtype() == DType::F32)
+        {
+            return self.fused_lars_step(params, grads, lr);
+        }
         // Updates before momentum, u = g (+ wd·w).
         let mut updates: Vec<Option<Tensor>> = Vec::with_capacity(params.len());
         for p in params {
@@ -70,6 +78,42 @@ impl Optimizer {
             *v = Some(next_v);
         }
         Ok(())
+    }
+
+    /// LARS in one launch on a CUDA device (collapse-lab's kernel, tested against `step`).
+    #[cfg(feature = "cuda")]
+    fn fused_lars_step(&mut self, params: &[Param], grads: &GradStore, lr: f64) -> Result<()> {
+        use crate::cuda::lars::{lars_step, LarsParam, LarsSettings};
+        let mut chosen = Vec::new();
+        for (i, p) in params.iter().enumerate() {
+            let Some(g) = grads.get(p.var.as_tensor()) else {
+                continue;
+            };
+            if self.velocity[i].is_none() {
+                self.velocity[i] = Some(p.var.as_tensor().zeros_like()?);
+            }
+            chosen.push((i, g));
+        }
+        let fused: Vec<LarsParam> = chosen
+            .iter()
+            .filter_map(|&(i, g)| {
+                self.velocity[i].as_ref().map(|v| LarsParam {
+                    weight: &params[i].var,
+                    grad: g,
+                    velocity: v,
+                    excluded: self.excluded(&params[i]),
+                })
+            })
+            .collect();
+        lars_step(
+            &fused,
+            &LarsSettings {
+                lr,
+                momentum: self.cfg.momentum,
+                weight_decay: self.cfg.weight_decay,
+                eta: self.cfg.lars_eta,
+            },
+        )
     }
 
     /// Scales each adapted update by η‖w‖/‖u‖. All norms come back in one host copy.

@@ -91,6 +91,21 @@ pub trait StepObserver {
     }
 }
 
+/// pos_cos, neg_cos and z_std of a step: on a CUDA device one kernel launch and one small
+/// host copy (collapse-lab's kernel, tested against these functions); elsewhere the
+/// analysis functions.
+fn step_diagnostics(
+    z: &[Tensor; 2],
+    z_target: &[Tensor; 2],
+) -> candle_core::Result<(f64, f64, f64)> {
+    #[cfg(feature = "cuda")]
+    if z[0].device().is_cuda() {
+        return crate::cuda::diagnostics::step_diagnostics(z, z_target);
+    }
+    let (pos, neg) = symmetric_pos_neg_cos(z, z_target)?;
+    Ok((pos, neg, z_std(&z[0])?))
+}
+
 /// Trains one run. Returns how it ended and the trained method (its online encoder).
 pub fn train(
     cfg: &RunConfig,
@@ -158,14 +173,14 @@ pub fn train(
         let step_ms = t_step.elapsed().as_secs_f64() * 1e3;
         let t_metrics = Instant::now();
         let emb = &out.embeddings;
-        let (pos_cos, neg_cos) = symmetric_pos_neg_cos(&emb.z, &emb.z_target)?;
+        let (pos_cos, neg_cos, z_std_value) = step_diagnostics(&emb.z, &emb.z_target)?;
         let record = StepRecord {
             epoch: batch.epoch,
             step: batch.step,
             loss,
             pos_cos,
             neg_cos,
-            z_std: z_std(&emb.z[0])?,
+            z_std: z_std_value,
             effective_rank: effective_rank(&emb.z[0])?,
             lr,
             tau,
