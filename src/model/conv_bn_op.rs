@@ -20,10 +20,9 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use super::parallel::for_each_chunk_mut;
-
 use super::batch_norm_op::{column_sums, moments, EPS};
 use super::im2col::{col2im_cpu, im2col_cpu, Patch};
+use super::parallel::for_each_chunk_mut;
 
 /// The batch statistics of the last forward pass (for the running averages), and the conv
 /// output kept for the backward pass.
@@ -40,7 +39,7 @@ pub struct ConvBnState {
 pub struct ConvBnTrain {
     pub patch: Patch,
     pub relu: bool,
-    /// Keep `z` for a backward pass (false for the target network, which has none).
+    /// Keep `z` for a backward pass (false when no input is tracked: nothing will ask).
     pub keep: bool,
     pub state: Arc<Mutex<ConvBnState>>,
 }

@@ -15,6 +15,7 @@ pub mod norm;
 mod parallel;
 mod params;
 mod pool;
+mod residual_op;
 mod resnet;
 
 pub use convnet::ConvNet;

@@ -8,6 +8,7 @@ use super::layers::ConvSpec;
 use super::norm::NormKind;
 use super::params::ParamStore;
 use super::pool::{global_average_pool, max_pool_3x3_s2, to_channels_last};
+use super::residual_op::residual_relu;
 use crate::config::ResnetStem;
 
 #[derive(Debug, Clone)]
@@ -104,7 +105,7 @@ impl BasicBlock {
             Some(unit) => unit.forward_t(x, train, false)?,
             None => x.clone(),
         };
-        (h + skip)?.relu()
+        residual_relu(&h, &skip)
     }
 }
 
