@@ -14,7 +14,7 @@ use super::parallel::map_indices;
 
 pub const EPS: f64 = 1e-5;
 
-fn slice<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> Result<&'a [T]> {
+pub(super) fn slice<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> Result<&'a [T]> {
     match layout.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
         None => candle_core::bail!("fused batch norm: {what} must be contiguous"),
@@ -111,8 +111,46 @@ fn backward_sums<T: WithDType>(x: &[T], dy: &[T], c: usize) -> BackwardSums {
     }
 }
 
-fn to_f64<T: WithDType>(v: &[T]) -> Vec<f64> {
+pub(super) fn to_f64<T: WithDType>(v: &[T]) -> Vec<f64> {
     v.iter().map(|x| x.to_f64()).collect()
+}
+
+/// Batch norm's forward as a per-column affine map: y = x·scale + shift.
+pub(super) struct Affine {
+    pub scale: Vec<f64>,
+    pub shift: Vec<f64>,
+}
+
+pub(super) fn affine(mean: &[f64], inv_std: &[f64], w: &[f64], b: &[f64]) -> Affine {
+    let scale: Vec<f64> = inv_std.iter().zip(w).map(|(s, w)| s * w).collect();
+    let shift = mean
+        .iter()
+        .zip(&scale)
+        .zip(b)
+        .map(|((m, s), b)| b - m * s)
+        .collect();
+    Affine { scale, shift }
+}
+
+/// Batch norm's input gradient as a per-column affine map of (dy, x): dx = a·dy + b·x + e,
+/// with a = w·inv_std, b = −a·inv_std²·Σ dy·(x − μ)/m, e = −a·Σ dy/m − b·μ.
+pub(super) fn input_gradient_coefficients(
+    mean: &[f64],
+    inv_std: &[f64],
+    w: &[f64],
+    sum_dy: &[f64],
+    sum_dyx: &[f64],
+    m: usize,
+) -> [Vec<f64>; 3] {
+    let (c, mf) = (mean.len(), m as f64);
+    let a: Vec<f64> = w.iter().zip(inv_std).map(|(w, s)| w * s).collect();
+    let b: Vec<f64> = (0..c)
+        .map(|k| -a[k] * inv_std[k] * inv_std[k] * sum_dyx[k] / mf)
+        .collect();
+    let e: Vec<f64> = (0..c)
+        .map(|k| -a[k] * sum_dy[k] / mf - b[k] * mean[k])
+        .collect();
+    [a, b, e]
 }
 
 /// The forward op: (x, w, b) → y.
@@ -156,14 +194,7 @@ impl CustomOp3 for BatchNormTrain {
         let b = dispatch!(bs, "batch norm", |v| to_f64(slice(v, bl, "bias")?));
         fn run<T: WithDType>(x: &[T], c: usize, w: &[f64], b: &[f64]) -> Vec<T> {
             let (mean, inv_std) = moments(x, c);
-            let scale: Vec<f64> = inv_std.iter().zip(w).map(|(s, w)| s * w).collect();
-            // y = x·scale + shift, per column.
-            let shift: Vec<f64> = mean
-                .iter()
-                .zip(&scale)
-                .zip(b)
-                .map(|((m, s), b)| b - m * s)
-                .collect();
+            let Affine { scale, shift } = affine(&mean, &inv_std, w, b);
             let mut out = Vec::with_capacity(x.len());
             for row in x.chunks_exact(c) {
                 out.extend(
@@ -242,16 +273,8 @@ impl CustomOp3 for GradInput {
                 sum_dy,
                 sum_dyx,
             } = backward_sums(x, dy, c);
-            // dx = a·dy + b·(x − μ) + e per column, with
-            // a = w·inv_std, b = −w·inv_std³·mean(dy·(x − μ)), e = −a·mean(dy).
-            let mf = m as f64;
-            let a: Vec<f64> = w.iter().zip(&inv_std).map(|(w, s)| w * s).collect();
-            let bcoef: Vec<f64> = (0..c)
-                .map(|k| -a[k] * inv_std[k] * inv_std[k] * sum_dyx[k] / mf)
-                .collect();
-            let e: Vec<f64> = (0..c)
-                .map(|k| -a[k] * sum_dy[k] / mf - bcoef[k] * mean[k])
-                .collect();
+            let [a, bcoef, e] =
+                input_gradient_coefficients(&mean, &inv_std, w, &sum_dy, &sum_dyx, m);
             let mut out = Vec::with_capacity(x.len());
             for (row, drow) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
                 out.extend(

@@ -20,7 +20,9 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use super::batch_norm_op::{column_sums, moments, EPS};
+use super::batch_norm_op::{
+    affine, column_sums, input_gradient_coefficients, moments, slice, to_f64, EPS,
+};
 use super::im2col::{col2im_cpu, im2col_cpu, Patch};
 use super::parallel::for_each_chunk_mut;
 
@@ -42,13 +44,6 @@ pub struct ConvBnTrain {
     /// Keep `z` for a backward pass (false when no input is tracked: nothing will ask).
     pub keep: bool,
     pub state: Arc<Mutex<ConvBnState>>,
-}
-
-fn slice<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("fused conv + batch norm: {what} must be contiguous"),
-    }
 }
 
 fn parallelism() -> gemm::Parallelism {
@@ -144,26 +139,6 @@ fn normalise<T: WithDType>(z: &[T], c: usize, scale: &[f64], shift: &[f64], relu
     out
 }
 
-struct Affine {
-    scale: Vec<f64>,
-    shift: Vec<f64>,
-}
-
-fn affine(mean: &[f64], inv_std: &[f64], gamma: &[f64], beta: &[f64]) -> Affine {
-    let scale: Vec<f64> = inv_std.iter().zip(gamma).map(|(s, g)| s * g).collect();
-    let shift = mean
-        .iter()
-        .zip(&scale)
-        .zip(beta)
-        .map(|((m, s), b)| b - m * s)
-        .collect();
-    Affine { scale, shift }
-}
-
-fn to_f64<T: WithDType>(v: &[T]) -> Vec<f64> {
-    v.iter().map(|x| x.to_f64()).collect()
-}
-
 fn dims_of(xl: &Layout, wl: &Layout, patch: Patch) -> Result<ConvDims> {
     let (n, h, w, c) = xl.shape().dims4()?;
     let (o, kh, kw, wc) = wl.shape().dims4()?;
@@ -248,7 +223,7 @@ impl ConvBnTrain {
             Some(z) => T::cpu_storage_as_slice(z)?,
             None => candle_core::bail!("fused conv: backward pass without a kept forward"),
         };
-        let (c, mf) = (d.o, d.m as f64);
+        let c = d.o;
         let gb = to_f64(gb);
         let gamma = &gb[..c];
         let (mean, inv_std) = (&st.mean, &st.inv_std);
@@ -292,13 +267,7 @@ impl ConvBnTrain {
             .collect();
         dgb.extend(sum_g.iter().map(|s| T::from_f64(*s)));
         // dz = p·g + q·z + r per column (batch norm's input gradient).
-        let p: Vec<f64> = gamma.iter().zip(inv_std).map(|(w, s)| w * s).collect();
-        let q: Vec<f64> = (0..c)
-            .map(|k| -p[k] * inv_std[k] * inv_std[k] * sum_gz[k] / mf)
-            .collect();
-        let r: Vec<f64> = (0..c)
-            .map(|k| -p[k] * sum_g[k] / mf - q[k] * mean[k])
-            .collect();
+        let [p, q, r] = input_gradient_coefficients(mean, inv_std, gamma, sum_g, sum_gz, d.m);
         let mut dz: Vec<T> = Vec::with_capacity(z.len());
         let len = z.len();
         for_each_chunk_mut(&mut dz.spare_capacity_mut()[..len], ROWS * c, |i, dst| {
