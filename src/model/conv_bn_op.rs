@@ -13,7 +13,7 @@
 //! count) as candle's matmul and its backward, and batch norm's f64 formulas
 //! ([`super::batch_norm_op`]); tests compare with the separate ops and finite differences.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use candle_core::{
     CpuStorage, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor, WithDType,
@@ -35,6 +35,13 @@ pub struct ConvBnState {
     pub var: Vec<f64>,
     inv_std: Vec<f64>,
     z: Option<CpuStorage>,
+}
+
+/// The shared state, locked (a poisoned lock is an error, not a panic).
+pub fn lock_state(state: &Mutex<ConvBnState>) -> Result<MutexGuard<'_, ConvBnState>> {
+    state
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("fused conv state poisoned".into()))
 }
 
 /// Inputs: x (N, H, W, C) contiguous, weight (O, kh, kw, C), [γ; β] (2·O).
@@ -173,13 +180,7 @@ struct ConvDims {
 type Gradients<T> = (Option<Vec<T>>, Vec<T>, Vec<T>);
 
 impl ConvBnTrain {
-    fn forward<T: WithDType>(
-        &self,
-        x: &[T],
-        w: &[T],
-        gb: &[T],
-        d: &ConvDims,
-    ) -> Result<(Vec<T>, Option<Vec<T>>)> {
+    fn forward<T: WithDType>(&self, x: &[T], w: &[T], gb: &[T], d: &ConvDims) -> Result<Vec<T>> {
         let cols = columns(x, d.input, self.patch);
         // z = cols · Wᵀ: rhs (K × O) addressed inside the (O, K) weight.
         let z = unsafe {
@@ -196,14 +197,12 @@ impl ConvBnTrain {
         let gb = to_f64(gb);
         let a = affine(&mean, &inv_std, &gb[..d.o], &gb[d.o..]);
         let y = normalise(&z, d.o, &a.scale, &a.shift, self.relu);
-        let mut st = self
-            .state
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("fused conv state poisoned".into()))?;
+        let mut st = lock_state(&self.state)?;
         st.var = inv_std.iter().map(|s| 1.0 / (s * s) - EPS).collect();
         st.mean = mean;
         st.inv_std = inv_std;
-        Ok((y, self.keep.then_some(z)))
+        st.z = self.keep.then(|| T::to_cpu_storage_owned(z));
+        Ok(y)
     }
 
     fn backward<T: WithDType>(
@@ -215,10 +214,7 @@ impl ConvBnTrain {
         d: &ConvDims,
         want_dx: bool,
     ) -> Result<Gradients<T>> {
-        let st = self
-            .state
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("fused conv state poisoned".into()))?;
+        let st = lock_state(&self.state)?;
         let z: &[T] = match &st.z {
             Some(z) => T::cpu_storage_as_slice(z)?,
             None => candle_core::bail!("fused conv: backward pass without a kept forward"),
@@ -390,33 +386,25 @@ impl CustomOp3 for ConvBnTrain {
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let d = dims_of(xl, wl, self.patch)?;
-        let (y, z) = match (xs, ws, bs) {
+        let y = match (xs, ws, bs) {
             (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                let (y, z) = self.forward(
+                CpuStorage::F32(self.forward(
                     slice(x, xl, "input")?,
                     slice(w, wl, "weight")?,
                     slice(b, bl, "γ, β")?,
                     &d,
-                )?;
-                (CpuStorage::F32(y), z.map(CpuStorage::F32))
+                )?)
             }
             (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
-                let (y, z) = self.forward(
+                CpuStorage::F64(self.forward(
                     slice(x, xl, "input")?,
                     slice(w, wl, "weight")?,
                     slice(b, bl, "γ, β")?,
                     &d,
-                )?;
-                (CpuStorage::F64(y), z.map(CpuStorage::F64))
+                )?)
             }
             _ => candle_core::bail!("fused conv + batch norm: f32 or f64, all alike"),
         };
-        if let Some(z) = z {
-            self.state
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("fused conv state poisoned".into()))?
-                .z = Some(z);
-        }
         Ok((y, Shape::from(d.out)))
     }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{Result, Tensor};
 use candle_nn::{Module, ModuleT};
 
-use super::conv_bn_op::{ConvBnState, ConvBnTrain};
+use super::conv_bn_op::{lock_state, ConvBnState, ConvBnTrain};
 use super::layers::{Conv2d, ConvSpec};
 use super::norm::{Norm, NormKind};
 use super::params::ParamStore;
@@ -69,9 +69,7 @@ impl ConvNorm {
             },
         )?;
         let (mean, var) = {
-            let st = state
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("fused conv state poisoned".into()))?;
+            let st = lock_state(&state)?;
             (st.mean.clone(), st.var.clone())
         };
         let (n, ho, wo, _) = y.dims4()?;
