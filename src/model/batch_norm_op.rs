@@ -10,9 +10,9 @@ use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
 };
 
-use super::parallel::map_indices;
-
-pub const EPS: f64 = 1e-5;
+use super::columns::{
+    apply_affine, gradient_sums, input_gradient, input_gradient_coefficients, moments, Affine, EPS,
+};
 
 pub(super) fn slice<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> Result<&'a [T]> {
     match layout.contiguous_offsets() {
@@ -21,136 +21,8 @@ pub(super) fn slice<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> Result
     }
 }
 
-/// Columns per parallel task of a column reduction: one 64-byte cache line of f32, so no
-/// two tasks read the same line.
-const COLUMNS: usize = 16;
-
-/// Per-column sums over all rows of a (rows, c) matrix, in parallel over blocks of
-/// [`COLUMNS`] columns: `f(columns, acc)` adds every row's entries in `columns` into
-/// `width` accumulators per column (`acc[w · len + j]`). Each column is summed row by row
-/// in order, as a sequential loop would — the result does not depend on the thread count,
-/// and is bit for bit that of the ops this module replaced.
-pub(super) fn column_sums(
-    c: usize,
-    width: usize,
-    f: impl Fn(std::ops::Range<usize>, &mut [f64]) + Sync,
-) -> Vec<f64> {
-    let blocks: Vec<Vec<f64>> = map_indices(c.div_ceil(COLUMNS), |b| {
-        let cols = b * COLUMNS..((b + 1) * COLUMNS).min(c);
-        let mut acc = vec![0.0f64; width * cols.len()];
-        f(cols, &mut acc);
-        acc
-    });
-    let mut total = vec![0.0f64; width * c];
-    for (b, acc) in blocks.iter().enumerate() {
-        let len = acc.len() / width;
-        for w in 0..width {
-            total[w * c + b * COLUMNS..w * c + b * COLUMNS + len]
-                .copy_from_slice(&acc[w * len..(w + 1) * len]);
-        }
-    }
-    total
-}
-
-/// Per-column mean and 1/√(var + ε), in f64.
-pub(super) fn moments<T: WithDType>(x: &[T], c: usize) -> (Vec<f64>, Vec<f64>) {
-    let m = (x.len() / c).max(1) as f64;
-    let sum = column_sums(c, 1, |cols, acc| {
-        for row in x.chunks_exact(c) {
-            for (s, v) in acc.iter_mut().zip(&row[cols.clone()]) {
-                *s += v.to_f64();
-            }
-        }
-    });
-    let mean: Vec<f64> = sum.iter().map(|s| s / m).collect();
-    let sq = column_sums(c, 1, |cols, acc| {
-        let mean = &mean[cols.clone()];
-        for row in x.chunks_exact(c) {
-            for ((s, v), mu) in acc.iter_mut().zip(&row[cols.clone()]).zip(mean) {
-                let d = v.to_f64() - mu;
-                *s += d * d;
-            }
-        }
-    });
-    let inv_std = sq.iter().map(|s| 1.0 / (s / m + EPS).sqrt()).collect();
-    (mean, inv_std)
-}
-
-/// What both backward ops need per column: mean, 1/√(var + ε), Σ dy and Σ dy·(x − μ).
-struct BackwardSums {
-    mean: Vec<f64>,
-    inv_std: Vec<f64>,
-    sum_dy: Vec<f64>,
-    sum_dyx: Vec<f64>,
-}
-
-fn backward_sums<T: WithDType>(x: &[T], dy: &[T], c: usize) -> BackwardSums {
-    let (mean, inv_std) = moments(x, c);
-    let mut sums = column_sums(c, 2, |cols, acc| {
-        let (sd, sx) = acc.split_at_mut(cols.len());
-        let mean = &mean[cols.clone()];
-        for (row, drow) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
-            for (((sd, sx), (v, d)), mu) in sd
-                .iter_mut()
-                .zip(sx.iter_mut())
-                .zip(row[cols.clone()].iter().zip(&drow[cols.clone()]))
-                .zip(mean)
-            {
-                let d = d.to_f64();
-                *sd += d;
-                *sx += d * (v.to_f64() - mu);
-            }
-        }
-    });
-    let sum_dyx = sums.split_off(c);
-    BackwardSums {
-        mean,
-        inv_std,
-        sum_dy: sums,
-        sum_dyx,
-    }
-}
-
 pub(super) fn to_f64<T: WithDType>(v: &[T]) -> Vec<f64> {
     v.iter().map(|x| x.to_f64()).collect()
-}
-
-/// Batch norm's forward as a per-column affine map: y = x·scale + shift.
-pub(super) struct Affine {
-    pub scale: Vec<f64>,
-    pub shift: Vec<f64>,
-}
-
-pub(super) fn affine(mean: &[f64], inv_std: &[f64], w: &[f64], b: &[f64]) -> Affine {
-    let scale: Vec<f64> = inv_std.iter().zip(w).map(|(s, w)| s * w).collect();
-    let shift = mean
-        .iter()
-        .zip(&scale)
-        .zip(b)
-        .map(|((m, s), b)| b - m * s)
-        .collect();
-    Affine { scale, shift }
-}
-
-/// Batch norm's input gradient as a per-column affine map of (dy, x): dx = a·dy + b·x + e,
-/// with a = w·inv_std, b = −a·inv_std²·Σ dy·(x − μ)/m, e = −a·Σ dy/m − b·μ.
-pub(super) fn input_gradient_coefficients(
-    mean: &[f64],
-    inv_std: &[f64],
-    w: &[f64],
-    sum_dy: &[f64],
-    sum_dyx: &[f64],
-    m: usize,
-) -> [Vec<f64>; 3] {
-    let (c, mf) = (mean.len(), m as f64);
-    let a: Vec<f64> = w.iter().zip(inv_std).map(|(w, s)| w * s).collect();
-    let b: Vec<f64> = (0..c)
-        .map(|k| -a[k] * inv_std[k] * inv_std[k] * sum_dyx[k] / mf)
-        .collect();
-    let e: Vec<f64> = (0..c)
-        .map(|k| -a[k] * sum_dy[k] / mf - b[k] * mean[k])
-        .collect();
-    [a, b, e]
 }
 
 /// The forward op: (x, w, b) → y.
@@ -194,17 +66,7 @@ impl CustomOp3 for BatchNormTrain {
         let b = dispatch!(bs, "batch norm", |v| to_f64(slice(v, bl, "bias")?));
         fn run<T: WithDType>(x: &[T], c: usize, w: &[f64], b: &[f64]) -> Vec<T> {
             let (mean, inv_std) = moments(x, c);
-            let Affine { scale, shift } = affine(&mean, &inv_std, w, b);
-            let mut out = Vec::with_capacity(x.len());
-            for row in x.chunks_exact(c) {
-                out.extend(
-                    row.iter()
-                        .zip(&scale)
-                        .zip(&shift)
-                        .map(|((v, s), t)| T::from_f64(v.to_f64() * s + t)),
-                );
-            }
-            out
+            apply_affine(x, c, &Affine::new(&mean, &inv_std, w, b), false)
         }
         let out = match xs {
             CpuStorage::F32(v) => CpuStorage::F32(run(slice(v, xl, "input")?, c, &w, &b)),
@@ -267,23 +129,10 @@ impl CustomOp3 for GradInput {
         let (m, c) = xl.shape().dims2()?;
         let w = dispatch!(ws, "batch norm", |v| to_f64(slice(v, wl, "weight")?));
         fn run<T: WithDType>(x: &[T], dy: &[T], c: usize, m: usize, w: &[f64]) -> Vec<T> {
-            let BackwardSums {
-                mean,
-                inv_std,
-                sum_dy,
-                sum_dyx,
-            } = backward_sums(x, dy, c);
-            let [a, bcoef, e] =
-                input_gradient_coefficients(&mean, &inv_std, w, &sum_dy, &sum_dyx, m);
-            let mut out = Vec::with_capacity(x.len());
-            for (row, drow) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
-                out.extend(
-                    drow.iter().zip(row).zip(a.iter().zip(&bcoef).zip(&e)).map(
-                        |((d, v), ((a, b), e))| T::from_f64(a * d.to_f64() + b * v.to_f64() + e),
-                    ),
-                );
-            }
-            out
+            let (mean, inv_std) = moments(x, c);
+            let (sum_dy, sum_dyx) = gradient_sums(x, dy, c, &mean, None);
+            let k = input_gradient_coefficients(&mean, &inv_std, w, &sum_dy, &sum_dyx, m);
+            input_gradient(x, dy, c, &k, None)
         }
         let out = match (xs, gs) {
             (CpuStorage::F32(x), CpuStorage::F32(g)) => CpuStorage::F32(run(
@@ -320,12 +169,8 @@ impl CustomOp2 for GradParams {
     ) -> Result<(CpuStorage, Shape)> {
         let (_, c) = xl.shape().dims2()?;
         fn run<T: WithDType>(x: &[T], dy: &[T], c: usize) -> Vec<T> {
-            let BackwardSums {
-                inv_std,
-                sum_dy,
-                sum_dyx,
-                ..
-            } = backward_sums(x, dy, c);
+            let (mean, inv_std) = moments(x, c);
+            let (sum_dy, sum_dyx) = gradient_sums(x, dy, c, &mean, None);
             // dw = Σ dy·x̂ = inv_std·Σ dy·(x − μ); db = Σ dy.
             let dw = sum_dyx.iter().zip(&inv_std).map(|(s, i)| s * i);
             dw.chain(sum_dy).map(T::from_f64).collect()

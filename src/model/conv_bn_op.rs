@@ -13,6 +13,7 @@
 //! count) as candle's matmul and its backward, and batch norm's f64 formulas
 //! ([`super::batch_norm_op`]); tests compare with the separate ops and finite differences.
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use candle_core::{
@@ -20,11 +21,12 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use super::batch_norm_op::{
-    affine, column_sums, input_gradient_coefficients, moments, slice, to_f64, EPS,
+use super::batch_norm_op::{slice, to_f64};
+use super::columns::{
+    apply_affine, gradient_sums, input_gradient, input_gradient_coefficients, moments, Affine, EPS,
 };
-use super::im2col::{col2im_cpu, im2col_cpu, Patch};
-use super::parallel::for_each_chunk_mut;
+use super::im2col::{col2im_add, im2col_cpu, im2col_into, Patch};
+use super::parallel::for_each;
 
 /// The batch statistics of the last forward pass (for the running averages), and the conv
 /// output kept for the backward pass.
@@ -84,13 +86,41 @@ unsafe fn matmul_with<T: WithDType>(
     parallelism: gemm::Parallelism,
 ) -> Vec<T> {
     let mut dst: Vec<T> = Vec::with_capacity(m * n);
-    // Safety: gemm writes every element of dst (read_dst = false) before it is read.
+    unsafe {
+        matmul_into(
+            &mut dst.spare_capacity_mut()[..m * n],
+            n,
+            k,
+            lhs,
+            rhs,
+            parallelism,
+        );
+        // Safety: matmul_into wrote every element.
+        dst.set_len(m * n);
+    }
+    dst
+}
+
+/// dst (rows × n, row-major, every element written) = lhs · rhs, rows = dst.len() / n.
+///
+/// # Safety
+/// The operands must cover the (rows × k) and (k × n) elements their strides address.
+unsafe fn matmul_into<T: WithDType>(
+    dst: &mut [MaybeUninit<T>],
+    n: usize,
+    k: usize,
+    lhs: (&[T], isize, isize),
+    rhs: (&[T], isize, isize),
+    parallelism: gemm::Parallelism,
+) {
+    let m = dst.len() / n.max(1);
+    // Safety: gemm writes every element of dst (read_dst = false) and reads none.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr().cast::<T>(),
             1,
             n as isize,
             false,
@@ -107,9 +137,75 @@ unsafe fn matmul_with<T: WithDType>(
             false,
             parallelism,
         );
-        dst.set_len(m * n);
     }
-    dst
+}
+
+/// Output rows per gemm of the image-group passes ([`conv_forward`], the input gradient):
+/// enough for gemm to run at full speed, few enough that a group's im2col columns stay in
+/// cache (≤ 1.2 MB for the small net).
+const GROUP_ROWS: usize = 256;
+
+/// Splits `data`, `per_image` elements an image, into groups of whole images with at least
+/// [`GROUP_ROWS`] output rows each (the last group takes the remainder; a batch with fewer
+/// rows is one group) and runs `f(first image, images, group's data)` on each, in parallel.
+///
+/// No group is smaller because gemm takes other paths, with other summation orders, for
+/// products of ≤ 64 or ≤ 16 × 16 outputs; above those it sums each element over K in the
+/// same blocks whatever the number of rows. So each group's gemm gives bit for bit the rows
+/// that one product over the whole batch would.
+fn for_each_image_group<T: Send>(
+    data: &mut [T],
+    per_image: usize,
+    d: &ConvDims,
+    f: impl Fn(usize, usize, &mut [T]) + Sync + Send,
+) {
+    let n = d.input.0;
+    let rows_per_image = (d.m / n.max(1)).max(1);
+    let group = GROUP_ROWS.div_ceil(rows_per_image);
+    let count = (n / group).max(1);
+    let mut groups = Vec::with_capacity(count);
+    let mut rest = data;
+    for g in 0..count {
+        let images = if g + 1 == count { n - g * group } else { group };
+        let (head, tail) = rest.split_at_mut(images * per_image);
+        groups.push((g * group, images, head));
+        rest = tail;
+    }
+    for_each(groups, |(first, images, chunk)| f(first, images, chunk));
+}
+
+/// z (M × O) = im2col(x) · Wᵀ, a group of images at a time, each group's columns built
+/// just before its gemm rather than all M × K of them first: those were ~9× the input (for
+/// the small net's second layer 75 MB a view), written to memory and read back. The result
+/// is bit for bit one big product's ([`for_each_image_group`]).
+fn conv_forward<T: WithDType>(x: &[T], w: &[T], d: &ConvDims, patch: Patch) -> Vec<T> {
+    let (n, h, wd, c) = d.input;
+    let len = d.m * d.o;
+    let mut z: Vec<T> = Vec::with_capacity(len);
+    let per_image = len / n.max(1);
+    for_each_image_group(
+        &mut z.spare_capacity_mut()[..len],
+        per_image,
+        d,
+        |first, images, dst| {
+            let xs = &x[first * h * wd * c..(first + images) * h * wd * c];
+            let cols = group_columns(xs, (images, h, wd, c), patch);
+            // Safety: cols is (rows × K) and w (O × K), both contiguous.
+            unsafe {
+                matmul_into(
+                    dst,
+                    d.o,
+                    d.k,
+                    (&cols, d.k as isize, 1),
+                    (w, 1, d.k as isize),
+                    gemm::Parallelism::None,
+                )
+            };
+        },
+    );
+    // Safety: every group's rows were written above.
+    unsafe { z.set_len(len) };
+    z
 }
 
 /// Rows of an im2col'd input: a 1×1, stride-1, unpadded conv needs none.
@@ -118,32 +214,34 @@ fn columns<'a, T: WithDType>(
     dims: (usize, usize, usize, usize),
     patch: Patch,
 ) -> std::borrow::Cow<'a, [T]> {
-    if patch.kernel == 1 && patch.stride == 1 && patch.padding == 0 {
+    if is_identity(patch) {
         std::borrow::Cow::Borrowed(x)
     } else {
         std::borrow::Cow::Owned(im2col_cpu(x, dims, patch))
     }
 }
 
-/// Rows per parallel chunk of the element-wise passes.
-const ROWS: usize = 256;
+/// [`columns`] on this thread (for one group of images inside a parallel loop).
+fn group_columns<'a, T: WithDType>(
+    x: &'a [T],
+    dims: (usize, usize, usize, usize),
+    patch: Patch,
+) -> std::borrow::Cow<'a, [T]> {
+    if is_identity(patch) {
+        return std::borrow::Cow::Borrowed(x);
+    }
+    let (n, h, w, c) = dims;
+    let len = n * patch.out_size(h) * patch.out_size(w) * patch.kernel * patch.kernel * c;
+    let mut cols: Vec<T> = Vec::with_capacity(len);
+    im2col_into(x, dims, patch, &mut cols.spare_capacity_mut()[..len]);
+    // Safety: im2col_into wrote all `len` elements.
+    unsafe { cols.set_len(len) };
+    std::borrow::Cow::Owned(cols)
+}
 
-/// Per-column y = z·scale + shift (then ReLU), in f64 as the separate batch-norm op does.
-fn normalise<T: WithDType>(z: &[T], c: usize, scale: &[f64], shift: &[f64], relu: bool) -> Vec<T> {
-    let mut out: Vec<T> = Vec::with_capacity(z.len());
-    let len = z.len();
-    for_each_chunk_mut(&mut out.spare_capacity_mut()[..len], ROWS * c, |i, dst| {
-        let src = &z[i * ROWS * c..(i * ROWS * c + dst.len())];
-        for (drow, srow) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)) {
-            for (((d, v), s), t) in drow.iter_mut().zip(srow).zip(scale).zip(shift) {
-                let y = T::from_f64(v.to_f64() * s + t);
-                d.write(if relu && y < T::zero() { T::zero() } else { y });
-            }
-        }
-    });
-    // Safety: z.len() is a multiple of c, so every element was written above.
-    unsafe { out.set_len(z.len()) };
-    out
+/// A 1×1, stride-1, unpadded patch: im2col is the identity.
+fn is_identity(patch: Patch) -> bool {
+    patch.kernel == 1 && patch.stride == 1 && patch.padding == 0
 }
 
 fn dims_of(xl: &Layout, wl: &Layout, patch: Patch) -> Result<ConvDims> {
@@ -181,22 +279,11 @@ type Gradients<T> = (Option<Vec<T>>, Vec<T>, Vec<T>);
 
 impl ConvBnTrain {
     fn forward<T: WithDType>(&self, x: &[T], w: &[T], gb: &[T], d: &ConvDims) -> Result<Vec<T>> {
-        let cols = columns(x, d.input, self.patch);
-        // z = cols · Wᵀ: rhs (K × O) addressed inside the (O, K) weight.
-        let z = unsafe {
-            matmul(
-                d.m,
-                d.o,
-                d.k,
-                (&cols, d.k as isize, 1),
-                (w, 1, d.k as isize),
-            )
-        };
-        drop(cols);
+        let z = conv_forward(x, w, d, self.patch);
         let (mean, inv_std) = moments(&z, d.o);
         let gb = to_f64(gb);
-        let a = affine(&mean, &inv_std, &gb[..d.o], &gb[d.o..]);
-        let y = normalise(&z, d.o, &a.scale, &a.shift, self.relu);
+        let a = Affine::new(&mean, &inv_std, &gb[..d.o], &gb[d.o..]);
+        let y = apply_affine(&z, d.o, &a, self.relu);
         let mut st = lock_state(&self.state)?;
         st.var = inv_std.iter().map(|s| 1.0 / (s * s) - EPS).collect();
         st.mean = mean;
@@ -223,68 +310,20 @@ impl ConvBnTrain {
         let gb = to_f64(gb);
         let gamma = &gb[..c];
         let (mean, inv_std) = (&st.mean, &st.inv_std);
-        let relu = self.relu;
-        let a = affine(mean, inv_std, gamma, &gb[c..]);
-        // g = dy where ReLU passed, 0 elsewhere: where the forward pass's normalised value
-        // (recomputed bit for bit from z) is ≥ 0, candle's ReLU gradient convention.
-        let grad = |v: &T, d: &T, s: f64, t: f64| {
-            if !relu || T::from_f64(v.to_f64() * s + t) >= T::zero() {
-                d.to_f64()
-            } else {
-                0.0
-            }
-        };
-        // Σ g and Σ g·(z − μ) per column.
-        let sums = column_sums(c, 2, |cols, acc| {
-            let (sg, sgz) = acc.split_at_mut(cols.len());
-            let (mean, scale, shift) = (
-                &mean[cols.clone()],
-                &a.scale[cols.clone()],
-                &a.shift[cols.clone()],
-            );
-            for (zrow, drow) in z.chunks_exact(c).zip(dy.chunks_exact(c)) {
-                for (((sg, sgz), (v, mu)), (dv, (s, t))) in sg
-                    .iter_mut()
-                    .zip(sgz.iter_mut())
-                    .zip(zrow[cols.clone()].iter().zip(mean))
-                    .zip(drow[cols.clone()].iter().zip(scale.iter().zip(shift)))
-                {
-                    let g = grad(v, dv, *s, *t);
-                    *sg += g;
-                    *sgz += g * (v.to_f64() - mu);
-                }
-            }
-        });
-        let (sum_g, sum_gz) = sums.split_at(c);
+        // The ReLU passed dy where the forward pass's normalised value (recomputed bit for
+        // bit from z) is ≥ 0.
+        let a = Affine::new(mean, inv_std, gamma, &gb[c..]);
+        let relu_after = self.relu.then_some(&a);
+        let (sum_g, sum_gz) = gradient_sums(z, dy, c, mean, relu_after);
         let mut dgb: Vec<T> = sum_gz
             .iter()
             .zip(inv_std)
             .map(|(s, i)| T::from_f64(s * i))
             .collect();
         dgb.extend(sum_g.iter().map(|s| T::from_f64(*s)));
-        // dz = p·g + q·z + r per column (batch norm's input gradient).
-        let [p, q, r] = input_gradient_coefficients(mean, inv_std, gamma, sum_g, sum_gz, d.m);
-        let mut dz: Vec<T> = Vec::with_capacity(z.len());
-        let len = z.len();
-        for_each_chunk_mut(&mut dz.spare_capacity_mut()[..len], ROWS * c, |i, dst| {
-            let span = i * ROWS * c..i * ROWS * c + dst.len();
-            let (zs, ds) = (&z[span.clone()], &dy[span]);
-            for ((drow, zrow), grow) in dst
-                .chunks_exact_mut(c)
-                .zip(zs.chunks_exact(c))
-                .zip(ds.chunks_exact(c))
-            {
-                for ((out, (v, dv)), (((p, q), r), (s, t))) in drow
-                    .iter_mut()
-                    .zip(zrow.iter().zip(grow))
-                    .zip(p.iter().zip(&q).zip(&r).zip(a.scale.iter().zip(&a.shift)))
-                {
-                    out.write(T::from_f64(p * grad(v, dv, *s, *t) + q * v.to_f64() + r));
-                }
-            }
-        });
-        // Safety: every element of dz was written above.
-        unsafe { dz.set_len(z.len()) };
+        // dz: batch norm's input gradient.
+        let k = input_gradient_coefficients(mean, inv_std, gamma, &sum_g, &sum_gz, d.m);
+        let dz = input_gradient(z, dy, c, &k, relu_after);
         drop(st);
         let cols = columns(x, d.input, self.patch);
         let dwt = weight_gradient(&cols, &dz, d);
@@ -295,24 +334,38 @@ impl ConvBnTrain {
                 dw[oo * d.k + kk] = *v;
             }
         }
-        let dx = if want_dx {
-            // dcols (M × K) = dz · W, then scatter-added back onto the image.
-            let dcols =
-                unsafe { matmul(d.m, d.k, d.o, (&dz, d.o as isize, 1), (w, d.k as isize, 1)) };
-            let (n, h, wd, ch) = d.input;
-            Some(
-                if self.patch.kernel == 1 && self.patch.stride == 1 && self.patch.padding == 0 {
-                    debug_assert_eq!(dcols.len(), n * h * wd * ch);
-                    dcols
-                } else {
-                    col2im_cpu(&dcols, d.input, self.patch)
-                },
-            )
-        } else {
-            None
-        };
+        let dx = want_dx.then(|| input_gradient_of_conv(&dz, w, d, self.patch));
         Ok((dx, dw, dgb))
     }
+}
+
+/// dx = col2im(dz · W), a group of images at a time (as [`conv_forward`]): each group's
+/// column gradient stays in cache between its gemm and the scatter-add. Groups hold whole
+/// images, so they add onto disjoint parts of dx, each in the order one big col2im would.
+fn input_gradient_of_conv<T: WithDType>(dz: &[T], w: &[T], d: &ConvDims, patch: Patch) -> Vec<T> {
+    let (n, h, wd, c) = d.input;
+    let rows_per_image = d.m / n.max(1);
+    let mut dx = vec![T::zero(); n * h * wd * c];
+    for_each_image_group(&mut dx, h * wd * c, d, |first, images, dst| {
+        let dz = &dz[first * rows_per_image * d.o..(first + images) * rows_per_image * d.o];
+        // Safety: dz is (rows × O) and w (O × K), both contiguous.
+        let dcols = unsafe {
+            matmul_with(
+                images * rows_per_image,
+                d.k,
+                d.o,
+                (dz, d.o as isize, 1),
+                (w, d.k as isize, 1),
+                gemm::Parallelism::None,
+            )
+        };
+        if is_identity(patch) {
+            dst.copy_from_slice(&dcols);
+        } else {
+            col2im_add(&dcols, (images, h, wd, c), patch, dst);
+        }
+    });
+    dx
 }
 
 /// Row blocks of the weight gradient's reduction on several threads. gemm parallelises over
@@ -463,5 +516,93 @@ impl CustomOp3 for ConvBnTrain {
                 })
             }
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::im2col::col2im_cpu;
+
+    fn values(len: usize, salt: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 29 + salt * 7) % 97) as f32 / 48.0 - 1.0)
+            .collect()
+    }
+
+    fn same(got: &[f32], want: &[f32], what: &str, d: &ConvDims, patch: Patch) {
+        assert_eq!(got.len(), want.len());
+        if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+            panic!(
+                "{what} of {:?} {patch:?}: element {i} is {} by groups, {} in one product",
+                d.input, got[i], want[i]
+            );
+        }
+    }
+
+    /// Image groups give bit for bit what one product over all rows gives: the forward
+    /// conv and the input gradient, with several groups and a short last one, few-channel
+    /// (the fixed-width im2col) and many-channel inputs, and identity patches.
+    #[test]
+    fn image_groups_equal_one_product_bit_for_bit() {
+        let patches = [(3, 1, 1), (3, 2, 1), (1, 1, 0), (1, 2, 0)];
+        for (n, h, w, c, o) in [(47, 7, 6, 3, 20), (140, 4, 4, 5, 8), (27, 9, 9, 1, 17)] {
+            for (kernel, stride, padding) in patches {
+                let patch = Patch {
+                    kernel,
+                    stride,
+                    padding,
+                };
+                let (ho, wo) = (patch.out_size(h), patch.out_size(w));
+                let d = ConvDims {
+                    input: (n, h, w, c),
+                    m: n * ho * wo,
+                    k: kernel * kernel * c,
+                    o,
+                    out: (n, ho, wo, o),
+                };
+                let group = GROUP_ROWS.div_ceil(ho * wo);
+                assert!(
+                    n / group >= 2 && n % group > 0,
+                    "several groups, a longer last one"
+                );
+                let (x, wt) = (values(n * h * w * c, 1), values(o * d.k, 2));
+                let cols = columns(&x, d.input, patch);
+                let one = unsafe {
+                    matmul_with(
+                        d.m,
+                        d.o,
+                        d.k,
+                        (&cols, d.k as isize, 1),
+                        (&wt, 1, d.k as isize),
+                        gemm::Parallelism::None,
+                    )
+                };
+                same(&conv_forward(&x, &wt, &d, patch), &one, "z", &d, patch);
+                let dz = values(d.m * o, 3);
+                let dcols = unsafe {
+                    matmul_with(
+                        d.m,
+                        d.k,
+                        d.o,
+                        (&dz, d.o as isize, 1),
+                        (&wt, d.k as isize, 1),
+                        gemm::Parallelism::None,
+                    )
+                };
+                let one = if is_identity(patch) {
+                    dcols
+                } else {
+                    col2im_cpu(&dcols, d.input, patch)
+                };
+                same(
+                    &input_gradient_of_conv(&dz, &wt, &d, patch),
+                    &one,
+                    "dx",
+                    &d,
+                    patch,
+                );
+            }
+        }
     }
 }

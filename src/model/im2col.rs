@@ -112,12 +112,100 @@ fn zero<T: WithDType>(dst: &mut [MaybeUninit<T>]) {
     }
 }
 
+/// An input's channel count: fixed when compiling for the few-channel first layer (so a
+/// pixel's copy is a couple of moves, not a `memcpy` call per 12 bytes), or known only at
+/// run time.
+trait Channels: Copy {
+    fn get(self) -> usize;
+    /// Copies one pixel's channels per tap, `src` holding the taps side by side.
+    fn copy_taps<T: Copy>(self, dst: &mut [MaybeUninit<T>], src: &[T]);
+}
+
+#[derive(Clone, Copy)]
+struct Fixed<const C: usize>;
+
+#[derive(Clone, Copy)]
+struct Any(usize);
+
+impl<const C: usize> Channels for Fixed<C> {
+    #[inline(always)]
+    fn get(self) -> usize {
+        C
+    }
+
+    #[inline(always)]
+    fn copy_taps<T: Copy>(self, dst: &mut [MaybeUninit<T>], src: &[T]) {
+        for (d, s) in dst.chunks_exact_mut(C).zip(src.chunks_exact(C)) {
+            for j in 0..C {
+                d[j].write(s[j]);
+            }
+        }
+    }
+}
+
+impl Channels for Any {
+    #[inline(always)]
+    fn get(self) -> usize {
+        self.0
+    }
+
+    #[inline(always)]
+    fn copy_taps<T: Copy>(self, dst: &mut [MaybeUninit<T>], src: &[T]) {
+        put(dst, src)
+    }
+}
+
 pub(super) fn im2col_cpu<T: WithDType>(
     src: &[T],
     dims: (usize, usize, usize, usize),
     patch: Patch,
 ) -> Vec<T> {
     let (n, h, w, c) = dims;
+    let per_image = patch.out_size(h) * patch.out_size(w) * patch.kernel * patch.kernel * c;
+    let total = n * per_image;
+    // Every element is written once below (a copy or a padding zero): no zero-fill first.
+    let mut out: Vec<T> = Vec::with_capacity(total);
+    for_each_chunk_mut(
+        &mut out.spare_capacity_mut()[..total],
+        per_image,
+        |img, dst| {
+            let src = &src[img * h * w * c..(img + 1) * h * w * c];
+            im2col_into(src, (1, h, w, c), patch, dst);
+        },
+    );
+    // Safety: the loop above initialised all `total` elements.
+    unsafe { out.set_len(total) };
+    out
+}
+
+/// [`im2col_cpu`] of the images in `src` into `dst`, on this thread.
+pub(super) fn im2col_into<T: WithDType>(
+    src: &[T],
+    (n, h, w, c): (usize, usize, usize, usize),
+    patch: Patch,
+    dst: &mut [MaybeUninit<T>],
+) {
+    let per_image = patch.out_size(h) * patch.out_size(w) * patch.kernel * patch.kernel * c;
+    for (img, dst) in dst.chunks_exact_mut(per_image).take(n).enumerate() {
+        let src = &src[img * h * w * c..(img + 1) * h * w * c];
+        match c {
+            1 => im2col_image(src, dst, (h, w), Fixed::<1>, patch),
+            3 => im2col_image(src, dst, (h, w), Fixed::<3>, patch),
+            _ => im2col_image(src, dst, (h, w), Any(c), patch),
+        }
+    }
+}
+
+/// One image's rows of [`im2col_cpu`].
+#[inline(always)]
+fn im2col_image<T: WithDType>(
+    src: &[T],
+    dst: &mut [MaybeUninit<T>],
+    (h, w): (usize, usize),
+    channels: impl Channels,
+    patch: Patch,
+) {
+    let c = channels.get();
     let Patch {
         kernel: k,
         stride: s,
@@ -125,48 +213,35 @@ pub(super) fn im2col_cpu<T: WithDType>(
     } = patch;
     let (ho, wo) = (patch.out_size(h), patch.out_size(w));
     let row_len = k * k * c;
-    let total = n * ho * wo * row_len;
-    // Every element is written once below (a copy or a padding zero): no zero-fill first.
-    let mut out: Vec<T> = Vec::with_capacity(total);
-    for_each_chunk_mut(
-        &mut out.spare_capacity_mut()[..total],
-        ho * wo * row_len,
-        |img, dst| {
-            let src = &src[img * h * w * c..(img + 1) * h * w * c];
-            for oh in 0..ho {
-                for ow in 0..wo {
-                    let row = &mut dst[(oh * wo + ow) * row_len..(oh * wo + ow + 1) * row_len];
-                    let iw0 = (ow * s) as isize - p as isize;
-                    for kh in 0..k {
-                        let seg = &mut row[kh * k * c..(kh + 1) * k * c];
-                        let ih = (oh * s + kh) as isize - p as isize;
-                        if ih < 0 || ih >= h as isize {
-                            zero(seg);
-                            continue;
-                        }
-                        let line = &src[ih as usize * w * c..(ih as usize + 1) * w * c];
-                        if iw0 >= 0 && iw0 as usize + k <= w {
-                            // The k taps of this kernel row are adjacent in the input row.
-                            put(seg, &line[iw0 as usize * c..(iw0 as usize + k) * c]);
-                            continue;
-                        }
-                        for kw in 0..k {
-                            let iw = iw0 + kw as isize;
-                            let to = &mut seg[kw * c..(kw + 1) * c];
-                            if iw < 0 || iw >= w as isize {
-                                zero(to);
-                            } else {
-                                put(to, &line[iw as usize * c..(iw as usize + 1) * c]);
-                            }
-                        }
+    for oh in 0..ho {
+        for ow in 0..wo {
+            let row = &mut dst[(oh * wo + ow) * row_len..(oh * wo + ow + 1) * row_len];
+            let iw0 = (ow * s) as isize - p as isize;
+            for kh in 0..k {
+                let seg = &mut row[kh * k * c..(kh + 1) * k * c];
+                let ih = (oh * s + kh) as isize - p as isize;
+                if ih < 0 || ih >= h as isize {
+                    zero(seg);
+                    continue;
+                }
+                let line = &src[ih as usize * w * c..(ih as usize + 1) * w * c];
+                if iw0 >= 0 && iw0 as usize + k <= w {
+                    // The k taps of this kernel row are adjacent in the input row.
+                    channels.copy_taps(seg, &line[iw0 as usize * c..(iw0 as usize + k) * c]);
+                    continue;
+                }
+                for kw in 0..k {
+                    let iw = iw0 + kw as isize;
+                    let to = &mut seg[kw * c..(kw + 1) * c];
+                    if iw < 0 || iw >= w as isize {
+                        zero(to);
+                    } else {
+                        channels.copy_taps(to, &line[iw as usize * c..(iw as usize + 1) * c]);
                     }
                 }
             }
-        },
-    );
-    // Safety: the loop above initialised all `total` elements.
-    unsafe { out.set_len(total) };
-    out
+        }
+    }
 }
 
 pub(super) fn col2im_cpu<T: WithDType>(
@@ -175,6 +250,24 @@ pub(super) fn col2im_cpu<T: WithDType>(
     patch: Patch,
 ) -> Vec<T> {
     let (n, h, w, c) = dims;
+    let row_len = patch.kernel * patch.kernel * c;
+    let rows = patch.out_size(h) * patch.out_size(w);
+    let mut out = vec![T::zero(); n * h * w * c];
+    for_each_chunk_mut(&mut out, h * w * c, |img, dst| {
+        let cols = &cols[img * rows * row_len..(img + 1) * rows * row_len];
+        col2im_add(cols, (1, h, w, c), patch, dst);
+    });
+    out
+}
+
+/// Adds [`col2im_cpu`] of `cols` (the rows of the images in `dims`) onto `dst`, on this
+/// thread.
+pub(super) fn col2im_add<T: WithDType>(
+    cols: &[T],
+    (n, h, w, c): (usize, usize, usize, usize),
+    patch: Patch,
+    dst: &mut [T],
+) {
     let Patch {
         kernel: k,
         stride: s,
@@ -182,8 +275,7 @@ pub(super) fn col2im_cpu<T: WithDType>(
     } = patch;
     let (ho, wo) = (patch.out_size(h), patch.out_size(w));
     let row_len = k * k * c;
-    let mut out = vec![T::zero(); n * h * w * c];
-    for_each_chunk_mut(&mut out, h * w * c, |img, dst| {
+    for (img, dst) in dst.chunks_exact_mut(h * w * c).take(n).enumerate() {
         let cols = &cols[img * ho * wo * row_len..(img + 1) * ho * wo * row_len];
         for oh in 0..ho {
             for ow in 0..wo {
@@ -207,8 +299,7 @@ pub(super) fn col2im_cpu<T: WithDType>(
                 }
             }
         }
-    });
-    out
+    }
 }
 
 fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
@@ -325,6 +416,14 @@ mod tests {
                     kernel: 1,
                     stride: 2,
                     padding: 0,
+                },
+            ),
+            (
+                (2, 5, 6, 1),
+                Patch {
+                    kernel: 3,
+                    stride: 2,
+                    padding: 1,
                 },
             ),
         ] {

@@ -2,6 +2,7 @@
 //! seeded parameter store they draw their weights from.
 
 mod batch_norm_op;
+mod columns;
 mod conv_bn_op;
 mod conv_norm;
 mod convnet;

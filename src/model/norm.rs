@@ -8,7 +8,8 @@
 use candle_core::{Result, Tensor, Var};
 use candle_nn::ModuleT;
 
-use super::batch_norm_op::{BatchNormTrain, ColumnMoments, EPS};
+use super::batch_norm_op::{BatchNormTrain, ColumnMoments};
+use super::columns::EPS;
 use super::params::ParamStore;
 
 /// Which normalization a layer applies.

@@ -33,3 +33,12 @@ pub fn map_indices<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
         (0..n).map(f).collect()
     }
 }
+
+/// `f(item)` for each item, in no particular order.
+pub fn for_each<I: Send>(items: Vec<I>, f: impl Fn(I) + Sync + Send) {
+    if parallel() {
+        items.into_par_iter().for_each(f);
+    } else {
+        items.into_iter().for_each(f);
+    }
+}

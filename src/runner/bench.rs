@@ -201,7 +201,10 @@ pub fn bench(
         total: vec![],
     };
     let mut metrics_batch = None;
-    for (i, b) in loader.take(warmup + steps).enumerate() {
+    // Every batch is augmented before the clock starts: the loader's thread would otherwise
+    // take cores from the step it is timing (PyTorch's reference feeds fixed tensors).
+    let batches: Vec<_> = loader.take(warmup + steps).collect();
+    for (i, b) in batches.into_iter().enumerate() {
         let shape = (b.image_ids.len(), channels, size, size);
         let t0 = Instant::now();
         let v0 = Tensor::from_slice(&b.view0, shape, device)?;
