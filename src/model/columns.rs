@@ -371,8 +371,7 @@ pub fn input_gradient<T: WithDType>(
 mod tests {
     use super::*;
 
-    /// Deterministic values with both signs; some exactly 0 after the affine map is unlikely,
-    /// so the ReLU gate's both branches are what gets exercised.
+    /// Deterministic values of both signs, so the ReLU gate opens and closes.
     fn matrix(rows: usize, c: usize, salt: usize) -> Vec<f32> {
         (0..rows * c)
             .map(|i| (((i * 37 + salt * 11) % 101) as f32 / 50.0 - 1.0) * (1.0 + (i % 7) as f32))

@@ -3,15 +3,17 @@
 //! Built from separate ops, this unit is im2col, a matmul, batch norm, ReLU and their
 //! backward ops: a dozen graph nodes, each allocating and sweeping the activations, and for
 //! each node candle's backward pass zero-fills a gradient buffer and adds into it. Fused, the
-//! forward pass is im2col, one gemm, one pass for the column moments and one to normalise
-//! (and clamp); the backward pass is one pass for the batch-norm sums, one for the gradient
-//! of the conv output, and two gemms (weights, input) plus col2im. The conv output `z` is
-//! kept for the backward pass; the im2col columns are rebuilt there rather than kept (for
-//! ResNet-18 they are ~9× the activations).
+//! forward pass is im2col + gemm per group of images, one pass for the column moments and
+//! one to normalise (and clamp); the backward pass is one pass for the batch-norm sums, one
+//! for the gradient of the conv output, the weight-gradient gemm, and gemm + col2im per group
+//! of images for the input gradient. The conv output `z` is kept for the backward pass; the
+//! im2col columns are rebuilt there rather than kept (for ResNet-18 they are ~9× the
+//! activations).
 //!
-//! The arithmetic is the separate ops' own: the same gemm calls (operands, strides, thread
-//! count) as candle's matmul and its backward, and batch norm's f64 formulas
-//! ([`super::batch_norm_op`]); tests compare with the separate ops and finite differences.
+//! The arithmetic is the separate ops' own: the same gemm kernels and operands as candle's
+//! matmul and its backward (per image group: [`for_each_image_group`]), and batch norm's f64
+//! formulas ([`super::columns`]); tests compare with the separate ops and finite
+//! differences.
 
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex, MutexGuard};
