@@ -25,6 +25,9 @@ pub fn metric_columns(table: TableBuilder, rows: &[&EvalRecord]) -> TableBuilder
         .f64("z_var_min", col(|r| r.z_var_min))
         .f64("z_var_median", col(|r| r.z_var_median))
         .f64("z_var_max", col(|r| r.z_var_max))
+        .u64("split_seed", rows.iter().map(|r| r.split_seed).collect())
+        .u64("fit_size", rows.iter().map(|r| r.fit_size).collect())
+        .u64("score_size", rows.iter().map(|r| r.score_size).collect())
 }
 
 pub fn write_evals(

@@ -1,5 +1,6 @@
 //! Evaluation of a network on the labelled evaluation split: kNN and linear-probe accuracy on
-//! encoder features y (the study's protocol: fit on one half, score on the other), spread and
+//! encoder features y (the study's protocol: fit on one half, score on the other — halves
+//! that are class-stratified and independent of storage order, see [`EvalSplit`]), spread and
 //! effective rank of y and z, covariance spectra, α-ReQ, alignment and uniformity.
 
 use anyhow::Context;
@@ -7,12 +8,14 @@ use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::eval_split::EvalSplit;
 use super::geometry::{alignment, dimension_variance, uniformity};
 use super::knn::{knn_accuracy, Labelled};
 use super::probe::probe_accuracy;
 use super::rank::effective_rank;
 use super::spectrum::{alpha_req, covariance_spectrum};
 use super::spread::z_std;
+use crate::config::RunConfig;
 use crate::data::{eval_batches, mix_seeds, Augmenter, Dataset};
 use crate::method::OnlineNetwork;
 
@@ -37,6 +40,12 @@ pub struct EvalRecord {
     pub z_var_min: f64,
     pub z_var_median: f64,
     pub z_var_max: f64,
+    /// `dataset.split_seed` of the fit/score halves.
+    pub split_seed: u64,
+    /// Images the probe was fitted on (and the kNN memory holds).
+    pub fit_size: u64,
+    /// Images the probe and kNN were scored on.
+    pub score_size: u64,
     pub y_spectrum: Vec<f64>,
     pub z_spectrum: Vec<f64>,
 }
@@ -69,26 +78,35 @@ pub struct EvalSetup<'a> {
     pub dataset: &'a dyn Dataset,
     pub augmenter: &'a Augmenter,
     pub batch_size: usize,
-    /// Images used (the first `images`; 0 = all).
-    pub images: usize,
+    /// The images evaluated and their fit/score halves.
+    pub split: &'a EvalSplit,
     /// Seed of the augmented views used for alignment.
     pub seed: u64,
     pub device: &'a Device,
 }
 
+impl EvalSplit {
+    /// The split a run's evaluations use: `log.eval_images` of the evaluation split (0: all),
+    /// drawn with `dataset.split_seed`.
+    pub fn for_run(cfg: &RunConfig, dataset: &dyn Dataset) -> Self {
+        Self::new(dataset, cfg.log.eval_images, cfg.dataset.split_seed)
+    }
+}
+
 impl<'a> EvalSetup<'a> {
     /// The evaluation a run's trainer performs (and `analyze` repeats).
     pub fn for_run(
-        cfg: &crate::config::RunConfig,
+        cfg: &RunConfig,
         dataset: &'a dyn Dataset,
         augmenter: &'a Augmenter,
+        split: &'a EvalSplit,
         device: &'a Device,
     ) -> Self {
         Self {
             dataset,
             augmenter,
             batch_size: cfg.train.batch_size.max(64),
-            images: cfg.log.eval_images,
+            split,
             seed: cfg.train.seed,
             device,
         }
@@ -107,11 +125,8 @@ pub fn evaluate(
     step: u64,
 ) -> anyhow::Result<EvalRecord> {
     let ds = setup.dataset;
-    let n = if setup.images == 0 {
-        ds.len()
-    } else {
-        setup.images.min(ds.len())
-    };
+    let order = setup.split.images();
+    let n = order.len();
     if n < 4 {
         anyhow::bail!("evaluation needs at least 4 images, the evaluation split has {n}");
     }
@@ -119,20 +134,12 @@ pub fn evaluate(
     let mut ys = Vec::new();
     let mut zs = Vec::new();
     let mut labels: Vec<Option<u32>> = Vec::with_capacity(n);
-    for batch in eval_batches(ds, setup.augmenter, setup.batch_size) {
-        let take = batch.image_ids.len().min(n - labels.len());
-        if take == 0 {
-            break;
-        }
-        let x = Tensor::from_slice(
-            &batch.images[..take * c * s * s],
-            (take, c, s, s),
-            setup.device,
-        )?;
+    for batch in eval_batches(ds, &order, setup.augmenter, setup.batch_size) {
+        let x = Tensor::from_vec(batch.images, (batch.labels.len(), c, s, s), setup.device)?;
         let (y, z) = online.embed(&x)?;
         ys.push(y);
         zs.push(z);
-        labels.extend(&batch.labels[..take]);
+        labels.extend(&batch.labels);
     }
     let y = stack_rows(ys)?;
     let z = stack_rows(zs)?;
@@ -140,7 +147,8 @@ pub fn evaluate(
         return Err(NonFiniteEmbeddings.into());
     }
 
-    // Two augmented views of each image, seeded per image, for alignment.
+    // Two augmented views of each image, seeded by its place in the (storage-independent)
+    // evaluation order, for alignment.
     let mut raw = vec![0f32; c * ds.height() * ds.width()];
     let mut views: [Vec<Tensor>; 2] = [Vec::new(), Vec::new()];
     let chunk = setup.batch_size.max(1);
@@ -148,10 +156,10 @@ pub fn evaluate(
         let end = (start + chunk).min(n);
         for (v, out) in views.iter_mut().enumerate() {
             let mut buf = vec![0f32; (end - start) * c * s * s];
-            for (k, i) in (start..end).enumerate() {
-                ds.read_image(i, &mut raw);
+            for (k, j) in (start..end).enumerate() {
+                ds.read_image(order[j], &mut raw);
                 let mut rng =
-                    ChaCha8Rng::seed_from_u64(mix_seeds(&[setup.seed, i as u64, v as u64]));
+                    ChaCha8Rng::seed_from_u64(mix_seeds(&[setup.seed, j as u64, v as u64]));
                 setup.augmenter.apply(
                     &raw,
                     ds.height(),
@@ -167,8 +175,11 @@ pub fn evaluate(
     let [v0, v1] = views;
     let (y0, y1) = (stack_rows(v0)?, stack_rows(v1)?);
 
+    // Rows 0..fit are the fit half, the rest the score half.
+    let fit_n = setup.split.fit.len();
+    let scored = setup.split.scored();
     let (knn_acc, probe_acc) = match labels.iter().copied().collect::<Option<Vec<u32>>>() {
-        Some(labels) => {
+        Some(labels) if scored => {
             let classes = ds
                 .num_classes()
                 .unwrap_or_else(|| labels.iter().max().map_or(1, |m| *m as usize + 1));
@@ -177,15 +188,14 @@ pub fn evaluate(
                 .flatten_all()?
                 .to_vec1()?;
             let d = y.dim(1)?;
-            let half = n / 2;
             let fit = Labelled {
-                features: &feats[..half * d],
-                labels: &labels[..half],
+                features: &feats[..fit_n * d],
+                labels: &labels[..fit_n],
                 dim: d,
             };
             let test = Labelled {
-                features: &feats[half * d..n * d],
-                labels: &labels[half..n],
+                features: &feats[fit_n * d..n * d],
+                labels: &labels[fit_n..n],
                 dim: d,
             };
             (
@@ -193,7 +203,7 @@ pub fn evaluate(
                 Some(probe_accuracy(&fit, &test, classes)),
             )
         }
-        None => (None, None),
+        _ => (None, None),
     };
     let y_spectrum = covariance_spectrum(&y).context("spectrum of y")?;
     let z_spectrum = covariance_spectrum(&z).context("spectrum of z")?;
@@ -213,6 +223,9 @@ pub fn evaluate(
         z_var_min,
         z_var_median,
         z_var_max,
+        split_seed: setup.split.seed,
+        fit_size: fit_n as u64,
+        score_size: (n - fit_n) as u64,
         y_spectrum,
         z_spectrum,
     })

@@ -2,6 +2,7 @@
 //! (live, per step) and `collapse-lab analyze` (offline, from the logs).
 
 pub mod cosine;
+pub mod eval_split;
 pub mod eval_table;
 pub mod evaluate;
 pub mod geometry;
@@ -20,6 +21,7 @@ mod naive_check;
 pub mod offline;
 pub mod probe;
 
+pub use eval_split::EvalSplit;
 pub use eval_table::{write_evals, write_spectrum};
 pub use evaluate::{evaluate, EvalRecord, EvalSetup, NonFiniteEmbeddings};
 pub use geometry::{alignment, dimension_variance, uniformity};

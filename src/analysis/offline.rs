@@ -9,6 +9,7 @@ use candle_core::{Device, Tensor};
 use polars::prelude::*;
 
 use super::cosine::symmetric_pos_neg_cos;
+use super::eval_split::EvalSplit;
 use super::eval_table::metric_columns;
 use super::evaluate::{evaluate, EvalRecord, EvalSetup};
 use super::rank::effective_rank;
@@ -282,7 +283,8 @@ pub fn reevaluate_run(run_dir: &Path) -> anyhow::Result<EvalAnalysis> {
     .get(last)
     .unwrap_or(0);
     let augmenter = Augmenter::new(&cfg.augment, cfg.dataset.image_size, pair.eval.channels())?;
-    let setup = EvalSetup::for_run(&cfg, pair.eval.as_ref(), &augmenter, &dev);
+    let split = EvalSplit::for_run(&cfg, pair.eval.as_ref());
+    let setup = EvalSetup::for_run(&cfg, pair.eval.as_ref(), &augmenter, &split, &dev);
     let record = evaluate(method.online(), &setup, epoch, step)?;
     let mut max_diff: Option<f64> = None;
     let pairs = [

@@ -27,11 +27,21 @@ pub struct DatasetConfig {
     /// Where a real data set lives on disk (unused by `synthetic`; `fashion-mnist` defaults to
     /// `/usr/share/datasets/fashion-mnist`, where Debian's `dataset-fashion-mnist` puts it).
     pub path: Option<String>,
-    /// Real data sets: use at most the first N images of the training split (None: all).
-    /// `train_size` stays synthetic-only because it has a non-zero default.
+    /// Real data sets: use a sample of N images of the training split (None: all), every
+    /// class in proportion, drawn with `split_seed` (never the first N: files are often
+    /// stored class by class). `train_size` stays synthetic-only because it has a non-zero
+    /// default.
     pub limit_train: Option<usize>,
-    /// Real data sets: use at most the first N images of the evaluation split (None: all).
+    /// Real data sets: a class-stratified sample of N images of the evaluation split (None:
+    /// all), drawn as `limit_train`'s.
     pub limit_eval: Option<usize>,
+    /// Seed of every class-stratified selection of images: the `limit_*` samples, a
+    /// folder's held-out evaluation images, and the evaluation's fit/score halves (see
+    /// `data::split`). Fixed per data set, independent of the run seed.
+    pub split_seed: u64,
+    /// An image folder without `train/` and `test/`: the fraction of every class held out as
+    /// the evaluation split (never trained on).
+    pub eval_fraction: f64,
 }
 
 impl Default for DatasetConfig {
@@ -47,6 +57,8 @@ impl Default for DatasetConfig {
             path: None,
             limit_train: None,
             limit_eval: None,
+            split_seed: 0,
+            eval_fraction: 0.2,
         }
     }
 }

@@ -408,6 +408,12 @@ impl RunConfig {
                 d.image_size
             ));
         }
+        if !(d.eval_fraction > 0.0 && d.eval_fraction < 1.0) {
+            return Err(format!(
+                "dataset.eval_fraction must be in (0, 1), got {}",
+                d.eval_fraction
+            ));
+        }
         if d.name == "synthetic" && d.train_size < t.batch_size {
             return Err(format!(
                 "dataset.train_size ({}) must be ≥ train.batch_size ({})",

@@ -275,13 +275,11 @@ fn class_names(dir: &Path, format: &CifarFormat) -> Result<Vec<String>, InputErr
 pub fn open(
     format: &CifarFormat,
     dir: &Path,
-    limit_train: Option<usize>,
-    limit_eval: Option<usize>,
 ) -> Result<(InMemoryDataset, InMemoryDataset), InputError> {
     let names = class_names(dir, format)?;
     Ok((
-        read_split(dir, format.train_files, format, limit_train, &names)?,
-        read_split(dir, format.test_files, format, limit_eval, &names)?,
+        read_split(dir, format.train_files, format, None, &names)?,
+        read_split(dir, format.test_files, format, None, &names)?,
     ))
 }
 
@@ -332,7 +330,7 @@ mod tests {
     fn cifar10_loads_exactly_with_default_and_file_names() {
         for subdir in [false, true] {
             let dir = cifar10_fixture(subdir);
-            let (train, test) = open(&CIFAR10, dir.path(), None, None).expect("loads");
+            let (train, test) = open(&CIFAR10, dir.path()).expect("loads");
             assert_eq!((train.len(), test.len()), (10, 3));
             assert_eq!(
                 (train.channels(), train.height(), train.width()),
@@ -350,19 +348,20 @@ mod tests {
         let dir = cifar10_fixture(false);
         let names: String = (0..10).map(|i| format!("class {i}\n")).collect();
         std::fs::write(dir.path().join("batches.meta.txt"), names + "\n").expect("w");
-        let (train, _) = open(&CIFAR10, dir.path(), None, None).expect("loads");
+        let (train, _) = open(&CIFAR10, dir.path()).expect("loads");
         assert_eq!(train.class_names()[9], "class 9");
         std::fs::write(dir.path().join("batches.meta.txt"), "a\nb\n").expect("w");
-        let text = open(&CIFAR10, dir.path(), None, None)
-            .expect_err("2 names")
-            .to_string();
+        let text = open(&CIFAR10, dir.path()).expect_err("2 names").to_string();
         assert!(text.contains("batches.meta.txt") && text.contains("lists 2 class names"));
     }
 
     #[test]
-    fn cifar10_limits_take_the_first_records_across_files() {
+    fn cifar10_read_limits_take_the_first_records_across_files() {
         let dir = cifar10_fixture(false);
-        let (train, test) = open(&CIFAR10, dir.path(), Some(3), Some(1)).expect("loads");
+        let names = class_names(dir.path(), &CIFAR10).expect("names");
+        let read = |files, limit| read_split(dir.path(), files, &CIFAR10, limit, &names);
+        let train = read(CIFAR10.train_files, Some(3)).expect("loads");
+        let test = read(CIFAR10.test_files, Some(1)).expect("loads");
         assert_eq!(train.labels(), Some(&[0, 1, 2][..]));
         assert_eq!(test.labels(), Some(&[9][..]));
         assert_eq!(train.image_u8(2)[0], pixel(2, 0));
@@ -378,7 +377,7 @@ mod tests {
             records(&CIFAR100, &[&[1, 7]], 50),
         )
         .expect("w");
-        let (train, test) = open(&CIFAR100, dir.path(), None, None).expect("loads");
+        let (train, test) = open(&CIFAR100, dir.path()).expect("loads");
         assert_eq!(train.labels(), Some(&[99, 0, 42][..]));
         assert_eq!(train.num_classes(), Some(100));
         assert_eq!(test.labels(), Some(&[7][..]));
@@ -404,16 +403,12 @@ mod tests {
         for (name, bytes, expect) in cases {
             let dir = cifar10_fixture(false);
             std::fs::write(dir.path().join(name), bytes).expect("w");
-            let text = open(&CIFAR10, dir.path(), None, None)
-                .expect_err("bad")
-                .to_string();
+            let text = open(&CIFAR10, dir.path()).expect_err("bad").to_string();
             assert!(text.contains(name) && text.contains(expect), "{text}");
         }
         let dir = cifar10_fixture(false);
         std::fs::remove_file(dir.path().join("data_batch_4.bin")).expect("rm");
-        let text = open(&CIFAR10, dir.path(), None, None)
-            .expect_err("missing")
-            .to_string();
+        let text = open(&CIFAR10, dir.path()).expect_err("missing").to_string();
         assert!(text.contains("data_batch_4.bin"), "{text}");
         assert!(text.contains("collapse-lab data fetch cifar10"), "{text}");
 
@@ -428,7 +423,7 @@ mod tests {
             records(&CIFAR100, &[&[1, 1]], 0),
         )
         .expect("w");
-        let text = open(&CIFAR100, dir.path(), None, None)
+        let text = open(&CIFAR100, dir.path())
             .expect_err("coarse 20")
             .to_string();
         assert!(

@@ -3,9 +3,11 @@
 //! Classes are the sub-folders sorted by name (label = position), files within a class sorted
 //! by name; other files and hidden entries are ignored. With `root/train/<class>/…` and
 //! `root/test/<class>/…` (or `root/val/…`) the two are the training and evaluation splits and
-//! must have the same classes. **Without them, `root` itself is one folder of classes that is
-//! used for training and evaluation alike** (the probe then scores images the encoder trained
-//! on — fine for a quick look, not for a result).
+//! must have the same classes. Without them, `root` itself is one folder of classes, split
+//! into disjoint training and evaluation images: `dataset.eval_fraction` of every class is held
+//! out (chosen by a seeded hash of each file's path, see [`super::split`]), and training never
+//! sees a held-out image. `dataset.limit_train` / `limit_eval` sample the file lists (every
+//! class in proportion) before anything is decoded.
 //!
 //! Every image is decoded (format from its content), resized bilinearly (PIL semantics, the
 //! augmenter's own resampler) to `image_size × image_size` — aspect ratio not kept — and kept
@@ -16,9 +18,10 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::augment::{resize_crop, CropBox};
-use super::files::{file_error, limited};
+use super::files::file_error;
+use super::split::{name_key, stratified_sample, stratified_split, Selection};
 use super::InMemoryDataset;
-use crate::config::InputError;
+use crate::config::{DatasetConfig, InputError};
 
 /// File name endings read as images (case-insensitive).
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
@@ -127,23 +130,57 @@ fn decode(path: &Path, size: usize) -> Result<Decoded, InputError> {
     Ok(Decoded { rgb, gray })
 }
 
-/// The first `limit` images of `classes` (class by class), decoded in parallel, with labels.
-fn load(
-    classes: &[Class],
-    size: usize,
-    limit: Option<usize>,
-) -> Result<(Vec<Decoded>, Vec<u32>), InputError> {
-    let files: Vec<(&PathBuf, u32)> = classes
+/// An image file and its label.
+type File = (PathBuf, u32);
+
+/// Every image file of `classes`, class by class.
+fn files_of(classes: &[Class]) -> Vec<File> {
+    classes
         .iter()
         .enumerate()
-        .flat_map(|(k, c)| c.files.iter().map(move |f| (f, k as u32)))
-        .collect();
-    let n = limited(files.len(), limit);
-    let images = files[..n]
+        .flat_map(|(k, c)| c.files.iter().map(move |f| (f.clone(), k as u32)))
+        .collect()
+}
+
+/// Selection keys of `files`: a seeded hash of each path relative to `root`, so a selection
+/// depends on what the files are called, not on how the directory lists them.
+fn keys_of(files: &[File], root: &Path, seed: u64) -> Vec<u64> {
+    files
+        .iter()
+        .map(|(f, _)| {
+            let rel = f.strip_prefix(root).unwrap_or(f);
+            name_key(&rel.to_string_lossy(), seed)
+        })
+        .collect()
+}
+
+fn labels_of(files: &[File]) -> Vec<Option<u32>> {
+    files.iter().map(|&(_, k)| Some(k)).collect()
+}
+
+fn pick(files: &[File], mut indices: Vec<usize>) -> Vec<File> {
+    indices.sort_unstable(); // storage order: class by class, names sorted
+    indices.into_iter().map(|i| files[i].clone()).collect()
+}
+
+/// A class-stratified sample of `limit` of `files` (all without a limit).
+fn sample(files: Vec<File>, root: &Path, limit: Option<usize>, seed: u64) -> Vec<File> {
+    match limit {
+        Some(n) if n < files.len() => {
+            let keys = keys_of(&files, root, seed);
+            pick(&files, stratified_sample(&labels_of(&files), &keys, n))
+        }
+        _ => files,
+    }
+}
+
+/// `files` decoded in parallel, with their labels.
+fn load(files: &[File], size: usize) -> Result<(Vec<Decoded>, Vec<u32>), InputError> {
+    let images = files
         .par_iter()
         .map(|(f, _)| decode(f, size))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((images, files[..n].iter().map(|&(_, k)| k).collect()))
+    Ok((images, files.iter().map(|&(_, k)| k).collect()))
 }
 
 /// Builds the data set from decoded images, keeping one channel when `gray`.
@@ -178,17 +215,16 @@ fn build(
 pub fn open_split(dir: &Path, size: usize) -> Result<InMemoryDataset, InputError> {
     let all = classes(dir)?;
     let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
-    let (images, labels) = load(&all, size, None)?;
+    let (images, labels) = load(&files_of(&all), size)?;
     let gray = images.iter().all(|d| d.gray);
     build(&images, labels, &names, size, gray, dir)
 }
 
-/// The training and evaluation splits of the image folder at `root`, at `size × size`.
+/// The training and evaluation splits of the image folder at `root`, at
+/// `cfg.image_size × cfg.image_size`.
 pub fn open(
     root: &Path,
-    size: usize,
-    limit_train: Option<usize>,
-    limit_eval: Option<usize>,
+    cfg: &DatasetConfig,
 ) -> Result<(InMemoryDataset, InMemoryDataset), InputError> {
     if !root.is_dir() {
         return Err(file_error(root, "image folder does not exist"));
@@ -198,7 +234,7 @@ pub fn open(
         .iter()
         .map(|s| root.join(s))
         .find(|p| p.is_dir());
-    if train_dir.is_dir() {
+    let (names, train_files, eval_files, train_src, eval_src) = if train_dir.is_dir() {
         let Some(eval_dir) = eval_dir else {
             return Err(file_error(
                 &root.join("test"),
@@ -215,43 +251,58 @@ pub fn open(
                 format!("class folders {eval_names:?} differ from train's {names:?}"),
             ));
         }
-        let (train, train_labels) = load(&train_classes, size, limit_train)?;
-        let (eval, eval_labels) = load(&eval_classes, size, limit_eval)?;
-        let gray = train.iter().chain(&eval).all(|d| d.gray);
-        Ok((
-            build(&train, train_labels, &names, size, gray, &train_dir)?,
-            build(&eval, eval_labels, &names, size, gray, &eval_dir)?,
-        ))
+        (
+            names,
+            files_of(&train_classes),
+            files_of(&eval_classes),
+            train_dir,
+            eval_dir,
+        )
     } else {
         let all = classes(root)?;
         let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
-        let most = match (limit_train, limit_eval) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            _ => None,
-        };
-        let (images, labels) = load(&all, size, most)?;
-        let gray = images.iter().all(|d| d.gray);
-        let n_train = limited(images.len(), limit_train);
-        let n_eval = limited(images.len(), limit_eval);
-        Ok((
-            build(
-                &images[..n_train],
-                labels[..n_train].to_vec(),
-                &names,
-                size,
-                gray,
+        let files = files_of(&all);
+        let keys = keys_of(&files, root, Selection::HeldOut.seed(cfg.split_seed));
+        let (held_out, rest) = stratified_split(&labels_of(&files), &keys, cfg.eval_fraction);
+        if held_out.is_empty() || rest.is_empty() {
+            return Err(file_error(
                 root,
-            )?,
-            build(
-                &images[..n_eval],
-                labels[..n_eval].to_vec(),
-                &names,
-                size,
-                gray,
-                root,
-            )?,
-        ))
-    }
+                format!(
+                    "too few images ({}) to hold out dataset.eval_fraction = {} for evaluation \
+                     and train on the rest (or add train/ and test/ folders)",
+                    files.len(),
+                    cfg.eval_fraction
+                ),
+            ));
+        }
+        (
+            names,
+            pick(&files, rest),
+            pick(&files, held_out),
+            root.to_path_buf(),
+            root.to_path_buf(),
+        )
+    };
+    let train_files = sample(
+        train_files,
+        &train_src,
+        cfg.limit_train,
+        Selection::TrainSample.seed(cfg.split_seed),
+    );
+    let eval_files = sample(
+        eval_files,
+        &eval_src,
+        cfg.limit_eval,
+        Selection::EvalSample.seed(cfg.split_seed),
+    );
+    let size = cfg.image_size;
+    let (train, train_labels) = load(&train_files, size)?;
+    let (eval, eval_labels) = load(&eval_files, size)?;
+    let gray = train.iter().chain(&eval).all(|d| d.gray);
+    Ok((
+        build(&train, train_labels, &names, size, gray, &train_src)?,
+        build(&eval, eval_labels, &names, size, gray, &eval_src)?,
+    ))
 }
 
 #[cfg(test)]
@@ -260,6 +311,22 @@ mod tests {
 
     use super::*;
     use crate::data::Dataset;
+
+    fn open_at(
+        root: &Path,
+        size: usize,
+        limit_train: Option<usize>,
+        limit_eval: Option<usize>,
+    ) -> Result<(InMemoryDataset, InMemoryDataset), InputError> {
+        let cfg = DatasetConfig {
+            name: "folder".into(),
+            image_size: size,
+            limit_train,
+            limit_eval,
+            ..DatasetConfig::default()
+        };
+        open(root, &cfg)
+    }
 
     fn rgb_image(w: u32, h: u32, seed: u8) -> RgbImage {
         RgbImage::from_fn(w, h, |x, y| {
@@ -295,7 +362,7 @@ mod tests {
         std::fs::write(root.join("train/ant/notes.txt"), "ignored").expect("w");
         save(root, "val/ant/1.png", &b);
         save(root, "val/zebra/1.png", &a);
-        let (train, eval) = open(root, 8, None, None).expect("loads");
+        let (train, eval) = open_at(root, 8, None, None).expect("loads");
         assert_eq!((train.len(), eval.len()), (3, 2));
         assert_eq!(train.class_names(), ["ant", "zebra"]);
         assert_eq!(train.labels(), Some(&[0, 1, 1][..]));
@@ -306,34 +373,103 @@ mod tests {
         assert_eq!(eval.image_u8(0), &chw(&b)[..]);
         assert_eq!(eval.labels(), Some(&[0, 1][..]));
 
-        let (train, eval) = open(root, 8, Some(2), Some(1)).expect("loads");
+        let (train, eval) = open_at(root, 8, Some(2), Some(1)).expect("loads");
         assert_eq!((train.len(), eval.len()), (2, 1));
     }
 
     #[test]
-    fn single_folder_serves_both_splits_and_resizes() {
+    fn a_split_resizes_and_keeps_flat_colours() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
         // A flat-coloured 12×6 PNG and JPEG, resized to 4×4: the colour survives.
         let flat = RgbImage::from_pixel(12, 6, Rgb([200, 100, 50]));
         save(root, "one/a.png", &flat);
         save(root, "two/b.jpg", &flat);
-        let (train, eval) = open(root, 4, None, None).expect("loads");
-        assert_eq!(train, eval);
-        assert_eq!((train.height(), train.width()), (4, 4));
-        assert!(train
+        let split = open_split(root, 4).expect("loads");
+        assert_eq!((split.height(), split.width()), (4, 4));
+        assert!(split
             .image_u8(0)
             .chunks(16)
             .zip([200, 100, 50])
             .all(|(p, v)| p.iter().all(|&x| x == v)));
         // JPEG is lossy: within a few levels.
-        assert!(train
+        assert!(split
             .image_u8(1)
             .chunks(16)
             .zip([200i32, 100, 50])
             .all(|(p, v)| p.iter().all(|&x| (i32::from(x) - v).abs() <= 4)));
-        let (train, eval) = open(root, 4, Some(1), None).expect("loads");
-        assert_eq!((train.len(), eval.len()), (1, 2));
+    }
+
+    /// Without train/ and test/, every class gives `eval_fraction` of its images to
+    /// evaluation and the rest to training: no image is in both.
+    #[test]
+    fn a_single_folder_trains_and_evaluates_on_disjoint_images() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        // 3 classes × 10 images, each image a distinct flat colour.
+        for k in 0..3u8 {
+            for i in 0..10u8 {
+                let img = RgbImage::from_pixel(4, 4, Rgb([k * 80, i * 20, 7]));
+                save(root, &format!("class{k}/{i:02}.png"), &img);
+            }
+        }
+        let (train, eval) = open_at(root, 4, None, None).expect("loads");
+        assert_eq!((train.len(), eval.len()), (24, 6));
+        let count = |d: &InMemoryDataset, k: u32| {
+            d.labels()
+                .expect("labelled")
+                .iter()
+                .filter(|&&l| l == k)
+                .count()
+        };
+        for k in 0..3 {
+            assert_eq!((count(&train, k), count(&eval, k)), (8, 2), "class {k}");
+        }
+        let mut seen: Vec<&[u8]> = (0..train.len()).map(|i| train.image_u8(i)).collect();
+        seen.extend((0..eval.len()).map(|i| eval.image_u8(i)));
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 30, "every image in exactly one split");
+        // The held-out images are not simply the last (or first) two of each class.
+        let held: Vec<u8> = (0..eval.len()).map(|i| eval.image_u8(i)[16] / 20).collect();
+        assert_ne!(held, [8, 9, 8, 9, 8, 9]);
+        assert_ne!(held, [0, 1, 0, 1, 0, 1]);
+        // Another split seed holds out other images; the same seed the same ones.
+        let other = DatasetConfig {
+            name: "folder".into(),
+            image_size: 4,
+            split_seed: 1,
+            ..DatasetConfig::default()
+        };
+        let (_, eval1) = open(root, &other).expect("loads");
+        assert_ne!(eval1, eval);
+        assert_eq!(open_at(root, 4, None, None).expect("loads").1, eval);
+        // Too few images to hold any out is bad input naming the folder.
+        let tiny = tempfile::tempdir().expect("tempdir");
+        save(tiny.path(), "a/x.png", &rgb_image(4, 4, 0));
+        let text = open_at(tiny.path(), 4, None, None)
+            .expect_err("1 image")
+            .to_string();
+        assert!(text.contains("eval_fraction"), "{text}");
+    }
+
+    /// Limits sample every class, even when classes are stored one after the other.
+    #[test]
+    fn limits_keep_every_class() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        for split in ["train", "test"] {
+            for k in 0..4u8 {
+                for i in 0..5u8 {
+                    let img = RgbImage::from_pixel(4, 4, Rgb([k * 60, i * 40, 1]));
+                    save(root, &format!("{split}/c{k}/{i}.png"), &img);
+                }
+            }
+        }
+        let (train, eval) = open_at(root, 4, Some(8), Some(4)).expect("loads");
+        assert_eq!((train.len(), eval.len()), (8, 4));
+        assert_eq!(train.labels(), Some(&[0, 0, 1, 1, 2, 2, 3, 3][..]));
+        assert_eq!(eval.labels(), Some(&[0, 1, 2, 3][..]));
     }
 
     #[test]
@@ -341,12 +477,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let g = GrayImage::from_fn(5, 5, |x, y| Luma([(x * 40 + y) as u8]));
         for rel in ["c0/a.png", "c1/b.png"] {
-            let p = dir.path().join(rel);
+            let p = dir.path().join("train").join(rel);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            g.save(&p).expect("encode");
+            let p = dir.path().join("test").join(rel);
             std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
             g.save(&p).expect("encode");
         }
-        let (train, _) = open(dir.path(), 5, None, None).expect("loads");
-        assert_eq!(train.channels(), 1);
+        let (train, eval) = open_at(dir.path(), 5, None, None).expect("loads");
+        assert_eq!((train.channels(), eval.channels()), (1, 1));
         assert_eq!(train.image_u8(1), g.as_raw().as_slice());
     }
 
@@ -356,27 +495,33 @@ mod tests {
         let root = dir.path();
         save(root, "cat/a.png", &rgb_image(4, 4, 0));
         std::fs::create_dir(root.join("dog")).expect("mkdir");
-        let text = open(root, 4, None, None).expect_err("empty").to_string();
+        let text = open_at(root, 4, None, None).expect_err("empty").to_string();
         assert!(
             text.contains("dog") && text.contains("empty class folder"),
             "{text}"
         );
 
         std::fs::write(root.join("dog/broken.jpg"), b"not a jpeg").expect("w");
-        let text = open(root, 4, None, None).expect_err("broken").to_string();
+        for i in 0..4 {
+            save(root, &format!("cat/{i}.png"), &rgb_image(4, 4, i));
+            save(root, &format!("dog/{i}.png"), &rgb_image(4, 4, i));
+        }
+        let text = open_at(root, 4, None, None)
+            .expect_err("broken")
+            .to_string();
         assert!(
             text.contains("broken.jpg") && text.contains("unreadable image"),
             "{text}"
         );
 
-        let text = open(&root.join("nope"), 4, None, None)
+        let text = open_at(&root.join("nope"), 4, None, None)
             .expect_err("missing")
             .to_string();
         assert!(text.contains("nope"), "{text}");
 
         let dir = tempfile::tempdir().expect("tempdir");
         save(dir.path(), "train/a/x.png", &rgb_image(4, 4, 0));
-        let text = open(dir.path(), 4, None, None)
+        let text = open_at(dir.path(), 4, None, None)
             .expect_err("no test")
             .to_string();
         assert!(
@@ -384,13 +529,13 @@ mod tests {
             "{text}"
         );
         save(dir.path(), "test/b/x.png", &rgb_image(4, 4, 0));
-        let text = open(dir.path(), 4, None, None)
+        let text = open_at(dir.path(), 4, None, None)
             .expect_err("classes differ")
             .to_string();
         assert!(text.contains("differ"), "{text}");
 
         let dir = tempfile::tempdir().expect("tempdir");
-        let text = open(dir.path(), 4, None, None)
+        let text = open_at(dir.path(), 4, None, None)
             .expect_err("no classes")
             .to_string();
         assert!(text.contains("no class folders"), "{text}");

@@ -349,12 +349,10 @@ pub fn read_split(
 pub fn open(
     family: &IdxFamily,
     dir: &Path,
-    limit_train: Option<usize>,
-    limit_eval: Option<usize>,
 ) -> Result<(InMemoryDataset, InMemoryDataset), InputError> {
     Ok((
-        read_split(family, dir, "train", limit_train)?,
-        read_split(family, dir, "t10k", limit_eval)?,
+        read_split(family, dir, "train", None)?,
+        read_split(family, dir, "t10k", None)?,
     ))
 }
 
@@ -415,7 +413,7 @@ mod tests {
     }
 
     fn check_fixture(dir: &Path) {
-        let (train, test) = open(&FASHION_MNIST, dir, None, None).expect("loads");
+        let (train, test) = open(&FASHION_MNIST, dir).expect("loads");
         assert_eq!((train.len(), test.len()), (5, 3));
         assert_eq!((train.channels(), train.height(), train.width()), (1, 4, 3));
         let expect: Vec<u8> = (0..60).map(pixel).collect();
@@ -441,10 +439,11 @@ mod tests {
     }
 
     #[test]
-    fn limits_take_the_first_images() {
+    fn a_read_limit_takes_the_first_images() {
         for gz in [false, true] {
             let dir = fixture(gz);
-            let (train, test) = open(&MNIST, dir.path(), Some(2), Some(10)).expect("loads");
+            let train = read_split(&MNIST, dir.path(), "train", Some(2)).expect("loads");
+            let test = read_split(&MNIST, dir.path(), "t10k", Some(10)).expect("loads");
             assert_eq!((train.len(), test.len()), (2, 3));
             assert_eq!(train.labels(), Some(&[3, 1][..]));
             assert_eq!(train.pixels(), &(0..24).map(pixel).collect::<Vec<_>>()[..]);
@@ -452,7 +451,7 @@ mod tests {
     }
 
     fn err_of(dir: &Path) -> String {
-        open(&MNIST, dir, None, None)
+        open(&MNIST, dir)
             .expect_err("bad input must fail")
             .to_string()
     }
@@ -551,9 +550,7 @@ mod tests {
     fn missing_split_file_names_it_and_the_fetch_command() {
         let dir = fixture(true);
         std::fs::remove_file(dir.path().join("t10k-labels-idx1-ubyte.gz")).expect("rm");
-        let text = open(&KMNIST, dir.path(), None, None)
-            .expect_err("missing")
-            .to_string();
+        let text = open(&KMNIST, dir.path()).expect_err("missing").to_string();
         assert!(text.contains("t10k-labels-idx1-ubyte"), "{text}");
         assert!(text.contains("collapse-lab data fetch kmnist"), "{text}");
     }

@@ -35,6 +35,9 @@ pub struct SplitSummary {
     pub shape: (usize, usize, usize),
     /// (class name, images) per class; empty for an unlabeled split.
     pub histogram: Vec<(String, usize)>,
+    /// Whether the split is stored class by class (labels never decrease, ≥ 2 classes): its
+    /// first N images are not a sample of it.
+    pub sorted_by_label: bool,
     pub mean: Vec<f64>,
     pub std: Vec<f64>,
     /// How many images the mean/std were computed over.
@@ -272,6 +275,10 @@ fn summarise(split: &Opened) -> SplitSummary {
             })
             .collect();
     }
+    let labels: Vec<u32> = (0..d.len()).filter_map(|i| d.label(i)).collect();
+    let sorted_by_label = labels.len() == d.len()
+        && labels.windows(2).all(|w| w[0] <= w[1])
+        && labels.first() != labels.last();
     let stats_images = d.len().min(STATS_MAX_IMAGES);
     let plane = h * w;
     let mut buf = vec![0f32; c * plane];
@@ -299,6 +306,7 @@ fn summarise(split: &Opened) -> SplitSummary {
         count: d.len(),
         shape: (c, h, w),
         histogram,
+        sorted_by_label,
         mean,
         std,
         stats_images,
@@ -329,7 +337,14 @@ impl Inspection {
                     .iter()
                     .map(|(n, k)| format!("{n} {k}"))
                     .collect();
-                let _ = writeln!(t, "    labels: {}", labels.join(", "));
+                let _ = writeln!(t, "    per class: {}", labels.join(", "));
+                if s.sorted_by_label {
+                    let _ = writeln!(
+                        t,
+                        "    stored sorted by label (class by class): its first images are not a \
+                         sample; collapse-lab's limits and evaluation halves are class-stratified"
+                    );
+                }
             }
             let fmt = |v: &[f64]| {
                 v.iter()
@@ -382,11 +397,21 @@ mod tests {
         assert_eq!(report.format, "CIFAR-10 batch file");
         assert_eq!(report.splits[0].count, 6);
         assert_eq!(report.splits[0].histogram[0], ("airplane".to_string(), 1));
+        assert!(report.splits[0].sorted_by_label, "labels 0..6 in order");
+        assert!(report.to_text().contains("stored sorted by label"));
         assert!(report.contact_sheet.is_file());
         let m = report.splits[0].mean[0];
         let expect = (0..6).map(|i| f64::from(i * 40) / 255.0).sum::<f64>() / 6.0;
         assert!((m - expect).abs() < 1e-6, "{m} vs {expect}");
         assert!(report.splits[0].std[1] > 0.1);
+        // The same records with two labels swapped are not sorted.
+        let mut swapped = std::fs::read(&path).expect("read");
+        let rec = cifar::IMAGE_BYTES + 1;
+        swapped.swap(0, rec);
+        std::fs::write(&path, &swapped).expect("write");
+        let report = inspect(path.to_str().expect("utf8"), &dir.path().join("out")).expect("ok");
+        assert!(!report.splits[0].sorted_by_label);
+        assert!(!report.to_text().contains("stored sorted"));
         std::fs::write(&path, [1u8; 100]).expect("write");
         let err = inspect(path.to_str().expect("utf8"), &dir.path().join("out")).expect_err("bad");
         assert!(err.to_string().contains("not a recognised"), "{err}");

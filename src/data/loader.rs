@@ -291,7 +291,7 @@ impl Producer {
 /// A batch of evaluation images (normalised, not augmented).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalBatch {
-    /// Data-set indices, ascending.
+    /// Data-set indices, in the order asked for.
     pub image_ids: Vec<u64>,
     /// Their labels.
     pub labels: Vec<Option<u32>>,
@@ -299,33 +299,32 @@ pub struct EvalBatch {
     pub images: Vec<f32>,
 }
 
-/// The whole data set in index order, in batches of `batch_size` (the last may be smaller),
-/// through [`Augmenter::normalise_only`]. Computed lazily on the calling thread.
+/// Images `indices` of the data set, in that order, in batches of `batch_size` (the last may
+/// be smaller), through [`Augmenter::normalise_only`]. Computed lazily on the calling thread.
 ///
 /// A `batch_size` of 0 is treated as 1.
 ///
 /// # Panics
-/// When iterated, if the data set's channel count differs from the augmenter's.
+/// When iterated, if the data set's channel count differs from the augmenter's or an index is
+/// out of range.
 pub fn eval_batches<'a>(
     dataset: &'a dyn Dataset,
+    indices: &'a [usize],
     augmenter: &'a Augmenter,
     batch_size: usize,
 ) -> impl Iterator<Item = EvalBatch> + 'a {
-    let bs = batch_size.max(1);
-    let n = dataset.len();
     let (c, h, w) = (dataset.channels(), dataset.height(), dataset.width());
     let out_len = augmenter.out_len();
     let mut image = vec![0.0f32; c * h * w];
-    (0..n.div_ceil(bs)).map(move |k| {
-        let ids = k * bs..((k + 1) * bs).min(n);
+    indices.chunks(batch_size.max(1)).map(move |ids| {
         let mut images = vec![0.0f32; ids.len() * out_len];
-        for (id, out) in ids.clone().zip(images.chunks_exact_mut(out_len)) {
+        for (&id, out) in ids.iter().zip(images.chunks_exact_mut(out_len)) {
             dataset.read_image(id, &mut image);
             augmenter.normalise_only(&image, h, w, out);
         }
         EvalBatch {
-            image_ids: ids.clone().map(|i| i as u64).collect(),
-            labels: ids.map(|i| dataset.label(i)).collect(),
+            image_ids: ids.iter().map(|&i| i as u64).collect(),
+            labels: ids.iter().map(|&i| dataset.label(i)).collect(),
             images,
         }
     })
@@ -447,7 +446,8 @@ mod tests {
     fn eval_batches_cover_in_order() {
         let ds = dataset(11);
         let aug = augmenter();
-        let batches: Vec<_> = eval_batches(&*ds, &aug, 4).collect();
+        let all: Vec<usize> = (0..11).collect();
+        let batches: Vec<_> = eval_batches(&*ds, &all, &aug, 4).collect();
         assert_eq!(batches.len(), 3);
         assert_eq!(batches[2].image_ids, vec![8, 9, 10]);
         assert_eq!(batches[2].images.len(), 3 * aug.out_len());

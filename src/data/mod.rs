@@ -9,6 +9,8 @@
 //!   memory-mapped), [`folder`] (`<class>/*.png|jpg`); [`concat`] joins STL-10's labelled and
 //!   unlabeled training images; [`files`] holds the shared file checks; [`open`] dispatches
 //!   on `dataset.name`.
+//! * [`split`]: class-stratified, seeded selection (limits, held-out images, evaluation
+//!   halves); [`subset`] reads a selection as a data set.
 //! * [`fetch`] downloads the public sets (`data fetch`); [`inspect`] summarises a set on disk
 //!   (`data inspect`) and draws its [`contact_sheet`].
 //! * [`augment`]: the study's BYOL / SimCLR augmentation pipeline with torchvision semantics.
@@ -33,7 +35,9 @@ pub mod inspect;
 pub mod loader;
 pub mod open;
 pub mod seeds;
+pub mod split;
 pub mod stl10;
+pub mod subset;
 pub mod synthetic;
 
 pub use augment::{sample_crop, Augmenter, CropBox};
@@ -42,4 +46,5 @@ pub use dataset::{Dataset, InMemoryDataset};
 pub use loader::{eval_batches, EvalBatch, TwoViewBatch, TwoViewLoader};
 pub use open::{open_dataset, DatasetPair, DATASET_NAMES};
 pub use seeds::{mix_seeds, splitmix64};
+pub use subset::{labels_of, Subset};
 pub use synthetic::{generate, try_generate, Split, CLASS_NAMES, NUM_CLASSES};

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::split::{position_keys, stratified_sample, Selection};
+use super::subset::{labels_of, Subset};
 use super::{cifar, folder, idx, stl10, synthetic, Dataset};
 use crate::config::{DatasetConfig, InputError};
 
@@ -38,9 +40,9 @@ impl DatasetPair {
     }
 }
 
-/// Opens `cfg.name`: the embedded synthetic set, or a real one read from `cfg.path` (at most
-/// `limit_train` / `limit_eval` images of each split). Every defect of the files is an
-/// [`InputError`] naming the file.
+/// Opens `cfg.name`: the embedded synthetic set, or a real one read from `cfg.path` (with
+/// `limit_train` / `limit_eval`, a class-stratified sample of each split). Every defect of the
+/// files is an [`InputError`] naming the file.
 pub fn open_dataset(cfg: &DatasetConfig) -> Result<DatasetPair, InputError> {
     let name = cfg.name.as_str();
     if name == "synthetic" {
@@ -80,14 +82,33 @@ pub fn open_dataset(cfg: &DatasetConfig) -> Result<DatasetPair, InputError> {
         }
     };
     let (lt, le) = (cfg.limit_train, cfg.limit_eval);
-    match name {
-        "mnist" => idx::open(&idx::MNIST, &dir, lt, le).map(DatasetPair::of),
-        "fashion-mnist" => idx::open(&idx::FASHION_MNIST, &dir, lt, le).map(DatasetPair::of),
-        "kmnist" => idx::open(&idx::KMNIST, &dir, lt, le).map(DatasetPair::of),
-        "cifar10" => cifar::open(&cifar::CIFAR10, &dir, lt, le).map(DatasetPair::of),
-        "cifar100" => cifar::open(&cifar::CIFAR100, &dir, lt, le).map(DatasetPair::of),
-        "stl10" => stl10::open(&dir, lt, le).map(|(train, eval)| DatasetPair { train, eval }),
-        _ => folder::open(&dir, cfg.image_size, lt, le).map(DatasetPair::of),
+    let pair = match name {
+        "mnist" => idx::open(&idx::MNIST, &dir).map(DatasetPair::of),
+        "fashion-mnist" => idx::open(&idx::FASHION_MNIST, &dir).map(DatasetPair::of),
+        "kmnist" => idx::open(&idx::KMNIST, &dir).map(DatasetPair::of),
+        "cifar10" => cifar::open(&cifar::CIFAR10, &dir).map(DatasetPair::of),
+        "cifar100" => cifar::open(&cifar::CIFAR100, &dir).map(DatasetPair::of),
+        "stl10" => stl10::open(&dir).map(|(train, eval)| DatasetPair { train, eval }),
+        // A folder samples its file lists before decoding anything.
+        _ => return folder::open(&dir, cfg).map(DatasetPair::of),
+    }?;
+    Ok(DatasetPair {
+        train: sample(pair.train, lt, Selection::TrainSample.seed(cfg.split_seed)),
+        eval: sample(pair.eval, le, Selection::EvalSample.seed(cfg.split_seed)),
+    })
+}
+
+/// A class-stratified sample of `limit` images of `split` (all of it without a limit).
+fn sample(split: Arc<dyn Dataset>, limit: Option<usize>, seed: u64) -> Arc<dyn Dataset> {
+    match limit {
+        Some(n) if n < split.len() => {
+            let labels = labels_of(split.as_ref());
+            let mut picked = stratified_sample(&labels, &position_keys(labels.len(), seed), n);
+            // Storage order within the sample: memory-mapped sets read forwards.
+            picked.sort_unstable();
+            Arc::new(Subset::new(split, picked))
+        }
+        _ => split,
     }
 }
 
@@ -156,6 +177,55 @@ mod tests {
         c.limit_eval = Some(0);
         let err = open_dataset(&c).err().expect("zero limit");
         assert_eq!(err.source, "dataset.limit_eval");
+    }
+
+    /// Limits sample every class in proportion, even from a split stored class by class.
+    #[test]
+    fn limits_keep_every_class_of_a_sorted_split() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // 40 images per split, 10 classes of 4, stored class by class.
+        for prefix in ["train", "t10k"] {
+            let images = idx_file(idx::IMAGES_MAGIC, &[40, 2, 2], (0..160).map(|i| i as u8));
+            let labels = idx_file(idx::LABELS_MAGIC, &[40], (0..40).map(|i| i as u8 / 4));
+            std::fs::write(
+                dir.path().join(format!("{prefix}-images-idx3-ubyte")),
+                images,
+            )
+            .expect("w");
+            std::fs::write(
+                dir.path().join(format!("{prefix}-labels-idx1-ubyte")),
+                labels,
+            )
+            .expect("w");
+        }
+        let mut c = cfg("mnist", Some(dir.path()));
+        c.limit_train = Some(20);
+        c.limit_eval = Some(10);
+        let pair = open_dataset(&c).expect("opens");
+        let labels = |d: &dyn Dataset| (0..d.len()).filter_map(|i| d.label(i)).collect::<Vec<_>>();
+        let want: Vec<u32> = (0..10).flat_map(|k| [k, k]).collect();
+        assert_eq!(labels(pair.train.as_ref()), want);
+        assert_eq!(labels(pair.eval.as_ref()), (0..10).collect::<Vec<u32>>());
+        // A sample, not the first images of each class; another seed draws another.
+        let first = |d: &dyn Dataset| {
+            let mut px = vec![0f32; 4];
+            (0..d.len())
+                .map(|i| {
+                    d.read_image(i, &mut px);
+                    (px[0] * 255.0).round() as u32 / 4
+                })
+                .collect::<Vec<_>>()
+        };
+        let picked = first(pair.train.as_ref());
+        assert_ne!(
+            picked,
+            (0..10).flat_map(|k| [4 * k, 4 * k + 1]).collect::<Vec<_>>()
+        );
+        c.split_seed = 1;
+        assert_ne!(
+            first(open_dataset(&c).expect("opens").train.as_ref()),
+            picked
+        );
     }
 
     #[test]

@@ -225,23 +225,17 @@ pub fn labelled(dir: &Path, split: &str, limit: Option<usize>) -> Result<StlImag
 /// The training and the evaluation split.
 pub type Splits = (Arc<dyn Dataset>, Arc<dyn Dataset>);
 
-/// Training (train + unlabeled; with `limit_train`, the first N of that sequence — the
-/// unlabeled file is not opened when the limit leaves no room for it) and evaluation (test).
-pub fn open(
-    dir: &Path,
-    limit_train: Option<usize>,
-    limit_eval: Option<usize>,
-) -> Result<Splits, InputError> {
-    let train = labelled(dir, "train", limit_train)?;
-    let rest = limit_train.map(|l| l - train.len());
-    let mut parts: Vec<Arc<dyn Dataset>> = vec![Arc::new(train)];
-    if rest != Some(0) {
-        let path = find_file(dir, &[SUBDIR], &["unlabeled_X.bin"], NAME)?;
-        parts.push(Arc::new(StlImages::map(&path, None, rest)?));
-    }
+/// Training (train, then unlabeled; both memory-mapped) and evaluation (test).
+pub fn open(dir: &Path) -> Result<Splits, InputError> {
+    let train = labelled(dir, "train", None)?;
+    let path = find_file(dir, &[SUBDIR], &["unlabeled_X.bin"], NAME)?;
+    let parts: Vec<Arc<dyn Dataset>> = vec![
+        Arc::new(train),
+        Arc::new(StlImages::map(&path, None, None)?),
+    ];
     let train = ConcatDataset::new(parts)
         .map_err(|e| file_error(dir, format!("cannot combine train and unlabeled: {e}")))?;
-    let test = labelled(dir, "test", limit_eval)?;
+    let test = labelled(dir, "test", None)?;
     Ok((Arc::new(train), Arc::new(test)))
 }
 
@@ -293,7 +287,7 @@ mod tests {
     #[test]
     fn column_major_records_come_out_row_major_chw() {
         let dir = fixture();
-        let (train, test) = open(dir.path(), None, None).expect("loads");
+        let (train, test) = open(dir.path()).expect("loads");
         assert_eq!((train.len(), test.len()), (7, 2));
         assert_eq!(
             (train.channels(), train.height(), train.width()),
@@ -326,16 +320,11 @@ mod tests {
     }
 
     #[test]
-    fn limits_cut_train_then_unlabeled() {
+    fn a_read_limit_takes_the_first_records() {
         let dir = fixture();
-        let (train, test) = open(dir.path(), Some(5), Some(1)).expect("loads");
-        assert_eq!((train.len(), test.len()), (5, 1));
-        assert_eq!(train.label(4), None);
-        assert_eq!(u8_image(train.as_ref(), 4)[7], f(21, 0, 0, 7));
-        // A limit within the labelled images never opens unlabeled_X.bin.
-        std::fs::remove_file(dir.path().join("unlabeled_X.bin")).expect("rm");
-        let (train, _) = open(dir.path(), Some(2), None).expect("loads");
+        let train = labelled(dir.path(), "train", Some(2)).expect("loads");
         assert_eq!(train.len(), 2);
+        assert_eq!(u8_image(&train, 1)[7], f(1, 0, 0, 7));
     }
 
     #[test]
@@ -363,7 +352,7 @@ mod tests {
         for (name, bytes, expect) in cases {
             let dir = fixture();
             std::fs::write(dir.path().join(name), bytes).expect("w");
-            let text = open(dir.path(), None, None).err().expect("bad").to_string();
+            let text = open(dir.path()).err().expect("bad").to_string();
             assert!(
                 text.contains(name) && text.contains(expect),
                 "{name}: {text}"
@@ -371,10 +360,7 @@ mod tests {
         }
         let dir = fixture();
         std::fs::remove_file(dir.path().join("unlabeled_X.bin")).expect("rm");
-        let text = open(dir.path(), None, None)
-            .err()
-            .expect("missing")
-            .to_string();
+        let text = open(dir.path()).err().expect("missing").to_string();
         assert!(text.contains("unlabeled_X.bin"), "{text}");
         assert!(text.contains("collapse-lab data fetch stl10"), "{text}");
     }

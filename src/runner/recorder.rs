@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 
-use crate::analysis::{evaluate, EvalRecord, EvalSetup};
+use crate::analysis::{evaluate, EvalRecord, EvalSetup, EvalSplit};
 use crate::config::RunConfig;
 use crate::data::{Augmenter, Dataset, TwoViewBatch};
 use crate::log::{EmbeddingBlock, EmbeddingsWriter, LoggedStep, StepsLog};
@@ -17,6 +17,8 @@ pub struct EvalPlan {
     pub config: RunConfig,
     pub dataset: Arc<dyn Dataset>,
     pub augmenter: Augmenter,
+    /// Drawn once: every evaluation of a run uses the same images and halves.
+    pub split: EvalSplit,
     pub device: Device,
 }
 
@@ -33,6 +35,7 @@ impl EvalPlan {
                 dataset.channels(),
             )?,
             config: config.clone(),
+            split: EvalSplit::for_run(config, dataset.as_ref()),
             dataset,
             device: device.clone(),
         })
@@ -43,6 +46,7 @@ impl EvalPlan {
             &self.config,
             self.dataset.as_ref(),
             &self.augmenter,
+            &self.split,
             &self.device,
         );
         evaluate(method.online(), &setup, epoch, step)
