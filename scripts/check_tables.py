@@ -9,12 +9,13 @@ STEPS = ["run_id", "variant", "seed", "epoch", "step", "loss", "pos_cos", "neg_c
          "effective_rank", "lr", "tau", "grad_norm", "step_ms"]
 SUMMARY = ["run_id", "variant", "seed", "method", "encoder", "encoder_norm", "projector_norm",
            "predictor_norm", "optimizer", "lr", "weight_decay", "tau", "batch_size", "epochs",
-           "dataset", "status", "error", "final_pos_cos", "final_neg_cos", "final_z_std",
-           "final_effective_rank", "final_knn_acc", "final_probe_acc", "collapse_verdict",
+           "dataset", "dataset_path", "cpu", "status", "error", "final_pos_cos", "final_neg_cos", "final_z_std",
+           "final_effective_rank", "eval_z_effective_rank", "final_knn_acc", "final_probe_acc", "collapse_verdict",
            "collapse_step", "wall_seconds", "images_per_second"]
 
 EVALS = ["run_id", "variant", "seed", "epoch", "step", "knn_acc", "probe_acc", "y_std",
-         "y_effective_rank", "z_std", "z_effective_rank", "alpha_req", "align", "uniform"]
+         "y_effective_rank", "z_std", "z_effective_rank", "alpha_req", "align", "uniform",
+         "split_seed", "fit_size", "score_size"]
 SPECTRUM = ["run_id", "epoch", "space", "index", "singular_value"]
 EMBEDDINGS = ["run_id", "step", "epoch", "sample", "image_id", "label", "view", "kind", "vector"]
 

@@ -12,6 +12,9 @@ pub struct SummaryRow {
     pub variant: String,
     pub seed: u64,
     pub config: RunConfig,
+    /// The CPU model and its widest vector instruction set: same seed ⇒ same numbers holds
+    /// per instruction set, not across them.
+    pub cpu: String,
     /// `ok` | `diverged` | `failed`
     pub status: String,
     pub error: Option<String>,
@@ -21,6 +24,9 @@ pub struct SummaryRow {
     pub final_neg_cos: Option<f64>,
     pub final_z_std: Option<f64>,
     pub final_effective_rank: Option<f64>,
+    /// Effective rank of z over the evaluation split at the final evaluation (what the
+    /// verdict's `partial` reads).
+    pub eval_z_effective_rank: Option<f64>,
     pub final_knn_acc: Option<f64>,
     pub final_probe_acc: Option<f64>,
     pub collapse_verdict: Option<String>,
@@ -82,12 +88,17 @@ pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> anyhow::Result<()> {
             rows.iter().map(|r| r.config.train.epochs).collect(),
         )
         .str("dataset", s(|r| r.config.dataset.name.clone()))
+        .opt_str(
+            "dataset_path",
+            rows.iter().map(|r| r.config.dataset.path.clone()).collect(),
+        )
         .u64(
             "image_size",
             rows.iter()
                 .map(|r| r.config.dataset.image_size as u64)
                 .collect(),
         )
+        .str("cpu", s(|r| r.cpu.clone()))
         .str("status", s(|r| r.status.clone()))
         .opt_str("error", rows.iter().map(|r| r.error.clone()).collect())
         .opt_str(
@@ -98,6 +109,7 @@ pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> anyhow::Result<()> {
         .opt_f64("final_neg_cos", of(|r| r.final_neg_cos))
         .opt_f64("final_z_std", of(|r| r.final_z_std))
         .opt_f64("final_effective_rank", of(|r| r.final_effective_rank))
+        .opt_f64("eval_z_effective_rank", of(|r| r.eval_z_effective_rank))
         .opt_f64("final_knn_acc", of(|r| r.final_knn_acc))
         .opt_f64("final_probe_acc", of(|r| r.final_probe_acc))
         .opt_str(

@@ -4,8 +4,9 @@
 
 use super::tables::GridTables;
 
-/// Cosines above this mean "all embeddings point the same way" (the study's 0.9999 at scale).
-const COLLAPSED: f64 = 0.99;
+/// Cosines above this mean "all embeddings point the same way" (the study's 0.9999 at scale):
+/// the verdict's threshold, defined once.
+const COLLAPSED: f64 = crate::analysis::verdict::COSINE_THRESHOLD;
 /// pos − neg above this separates positives from negatives (../shared/science.md).
 const SEPARATED: f64 = 0.3;
 
@@ -305,9 +306,12 @@ mod tests {
             final_neg_cos: (variant != "random").then_some(neg),
             final_z_std: None,
             final_effective_rank: None,
+            eval_z_effective_rank: None,
             final_knn_acc: None,
             final_probe_acc: Some(probe),
             collapse_verdict: None,
+            cpu: String::new(),
+            data: "synthetic".into(),
         }
     }
 

@@ -184,7 +184,17 @@ fn runs_table(t: &GridTables) -> Table {
     let f = |v: Option<f64>| v.map_or("—".into(), |x| format!("{x:.3}"));
     Table {
         header: [
-            "run", "status", "pos", "neg", "z_std", "rank", "probe", "kNN", "verdict", "error",
+            "run",
+            "status",
+            "pos",
+            "neg",
+            "z_std",
+            "rank",
+            "eval rank",
+            "probe",
+            "kNN",
+            "verdict",
+            "error",
         ]
         .map(String::from)
         .to_vec(),
@@ -203,6 +213,7 @@ fn runs_table(t: &GridTables) -> Table {
                     f(r.final_neg_cos),
                     f(r.final_z_std),
                     f(r.final_effective_rank),
+                    f(r.eval_z_effective_rank),
                     f(r.final_probe_acc),
                     f(r.final_knn_acc),
                     r.collapse_verdict.clone().unwrap_or_else(|| "—".into()),
@@ -235,14 +246,32 @@ the grid's own setting. Compare the pattern (which variants collapse, which sepa
 encoder), not the absolute values. Every claim's test was written before any result was seen; where our \
 setting disagrees with the study, the claim says `fails` with its numbers.";
 
+/// Which data and CPU the numbers come from, and what that means for reproducing them.
+fn machine_line(t: &GridTables) -> String {
+    let cpus = t.distinct(|r| &r.cpu);
+    let on = if cpus.is_empty() {
+        "an unrecorded CPU".to_string()
+    } else {
+        cpus.join("; ")
+    };
+    format!(
+        "Data: {}. Measured on {on}. The same seed gives the same numbers bit for bit on a CPU with the \
+         same instruction set; on another (AVX2 against AVX-512) floating-point sums differ in \
+         their last digits and training amplifies that, so compare across machines within \
+         the seeds' spread.",
+        t.distinct(|r| &r.data).join("; ")
+    )
+}
+
 /// Writes index.md, index.html and claims.parquet into `out`.
 pub fn write_page(t: &GridTables, claims: &[Claim], out: &Path) -> anyhow::Result<()> {
     let variants = variant_table(t);
     let claims_t = claims_table(claims);
     let runs = runs_table(t);
+    let machine = machine_line(t);
     let mut md = format!("# collapse-lab report: {}\n\n", t.name);
     md += &format!(
-        "{NOTE}\n\n## Claims (findings F1–F7 of the study)\n\n{}\n",
+        "{NOTE}\n\n{machine}\n\n## Claims (findings F1–F7 of the study)\n\n{}\n",
         claims_t.markdown()
     );
     md += &format!(
@@ -260,9 +289,10 @@ pub fn write_page(t: &GridTables, claims: &[Claim], out: &Path) -> anyhow::Resul
     write_text(&out.join("index.md"), &md)?;
 
     let mut html = format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>collapse-lab report: {name}</title>\n<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #bbb;padding:4px 8px;text-align:left;vertical-align:top}}th{{background:#eee}}img{{max-width:100%}}</style></head><body>\n<h1>collapse-lab report: {name}</h1>\n<p>{note}</p>\n",
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>collapse-lab report: {name}</title>\n<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #bbb;padding:4px 8px;text-align:left;vertical-align:top}}th{{background:#eee}}img{{max-width:100%}}</style></head><body>\n<h1>collapse-lab report: {name}</h1>\n<p>{note}</p>\n<p>{machine}</p>\n",
         name = html_escape(&t.name),
-        note = html_escape(NOTE)
+        note = html_escape(NOTE),
+        machine = html_escape(&machine)
     );
     html += &format!(
         "<h2>Claims (findings F1–F7 of the study)</h2>\n{}",

@@ -23,9 +23,14 @@ pub struct RunRow {
     pub final_neg_cos: Option<f64>,
     pub final_z_std: Option<f64>,
     pub final_effective_rank: Option<f64>,
+    pub eval_z_effective_rank: Option<f64>,
     pub final_knn_acc: Option<f64>,
     pub final_probe_acc: Option<f64>,
     pub collapse_verdict: Option<String>,
+    /// CPU model and instruction set (empty in summaries written before it was recorded).
+    pub cpu: String,
+    /// `dataset` and, for a data set on disk, ` at <dataset_path>`.
+    pub data: String,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +118,19 @@ fn open(path: &Path) -> Result<DataFrame, InputError> {
 }
 
 impl GridTables {
+    /// The distinct values of `field` over the grid's runs (empty ones left out), in
+    /// first-seen order: the CPUs the runs were measured on, the data they used.
+    pub fn distinct(&self, field: fn(&RunRow) -> &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in &self.runs {
+            let v = field(r);
+            if !v.is_empty() && !out.iter().any(|o| o == v) {
+                out.push(v.to_string());
+            }
+        }
+        out
+    }
+
     /// Reads `summary.parquet` and each run's tables. A run whose tables are missing (a
     /// failed run) is kept in `runs` and simply has no curves.
     pub fn load(grid_dir: &Path) -> Result<Self, InputError> {
@@ -140,6 +158,14 @@ impl GridTables {
             c.f64s("final_effective_rank")?,
         );
         let (knn, probe) = (c.f64s("final_knn_acc")?, c.f64s("final_probe_acc")?);
+        // Columns added later: absent from older summaries.
+        let n = df.height();
+        let eval_rank = c
+            .f64s("eval_z_effective_rank")
+            .unwrap_or_else(|_| vec![None; n]);
+        let cpu = c.strs("cpu").unwrap_or_else(|_| vec![None; n]);
+        let dataset = c.strs("dataset")?;
+        let dataset_path = c.strs("dataset_path").unwrap_or_else(|_| vec![None; n]);
         let mut runs = Vec::with_capacity(df.height());
         for i in 0..df.height() {
             runs.push(RunRow {
@@ -155,9 +181,15 @@ impl GridTables {
                 final_neg_cos: neg[i],
                 final_z_std: zstd[i],
                 final_effective_rank: rank[i],
+                eval_z_effective_rank: eval_rank[i],
                 final_knn_acc: knn[i],
                 final_probe_acc: probe[i],
                 collapse_verdict: verdict[i].clone(),
+                cpu: cpu[i].clone().unwrap_or_default(),
+                data: match &dataset_path[i] {
+                    Some(p) => format!("{} at {p}", dataset[i].clone().unwrap_or_default()),
+                    None => dataset[i].clone().unwrap_or_default(),
+                },
             });
         }
         let mut steps = BTreeMap::new();

@@ -61,34 +61,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// FMA pipes: 32 with AVX2 + FMA, 64 with AVX-512), from `/proc/cpuinfo`. `None` where that
 /// cannot be read. An estimate: turbo clocks and shared cores (SMT) move the real figure.
 pub fn peak_gflops(threads: usize) -> Option<(f64, String)> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let mhz: f64 = info
-        .lines()
-        .find(|l| l.starts_with("cpu MHz"))?
-        .split(':')
-        .nth(1)?
-        .trim()
-        .parse()
-        .ok()?;
-    let flags: Vec<&str> = info
-        .lines()
-        .find(|l| l.starts_with("flags"))?
-        .split_whitespace()
-        .collect();
-    let has = |f: &str| flags.contains(&f);
-    let (per_cycle, isa) = if has("avx512f") {
-        (64.0, "AVX-512")
-    } else if has("avx2") && has("fma") {
-        (32.0, "AVX2+FMA")
-    } else if has("avx") {
-        (16.0, "AVX")
-    } else {
-        (8.0, "SSE")
-    };
+    let cpu = super::cpu::cpu_info();
+    let (mhz, per_cycle) = (cpu.mhz?, cpu.flop_per_cycle);
     let gflops = threads as f64 * mhz / 1e3 * per_cycle;
     Some((
         gflops,
-        format!("{threads} thread(s) × {mhz:.0} MHz × {per_cycle:.0} FLOP/cycle ({isa})"),
+        format!(
+            "{threads} thread(s) × {mhz:.0} MHz × {per_cycle:.0} FLOP/cycle ({})",
+            cpu.isa
+        ),
     ))
 }
 

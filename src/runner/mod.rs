@@ -2,6 +2,7 @@
 //! diverges is recorded as such and the grid goes on.
 
 pub mod bench;
+pub mod cpu;
 mod final_metrics;
 mod recorder;
 
@@ -217,6 +218,7 @@ fn random_baseline(
         variant: "random".into(),
         seed,
         config: config.clone(),
+        cpu: cpu::cpu_info().describe(),
         status: "ok".into(),
         error: None,
         stop_reason: None,
@@ -224,6 +226,7 @@ fn random_baseline(
         final_neg_cos: None,
         final_z_std: None,
         final_effective_rank: None,
+        eval_z_effective_rank: None,
         final_knn_acc: None,
         final_probe_acc: None,
         collapse_verdict: None,
@@ -236,6 +239,7 @@ fn random_baseline(
         Ok(r) => {
             row.final_knn_acc = r.knn_acc;
             row.final_probe_acc = r.probe_acc;
+            row.eval_z_effective_rank = Some(r.z_effective_rank);
         }
         Err(e) => {
             row.status = "failed".into();
@@ -319,6 +323,7 @@ fn run_one(
         variant: spec.variant.clone(),
         seed: spec.seed,
         config: spec.config.clone(),
+        cpu: cpu::cpu_info().describe(),
         status: "ok".into(),
         error: None,
         stop_reason: None,
@@ -328,8 +333,9 @@ fn run_one(
         final_effective_rank: fin.as_ref().map(|f| f.effective_rank),
         final_knn_acc: last_eval.and_then(|e| e.knn_acc),
         final_probe_acc: last_eval.and_then(|e| e.probe_acc),
-        collapse_verdict: fin.as_ref().map(|f| {
-            verdict(f.pos_cos, f.neg_cos, f.z_std, f.effective_rank, dim)
+        eval_z_effective_rank: last_eval.map(|e| e.z_effective_rank),
+        collapse_verdict: fin.as_ref().zip(last_eval).map(|(f, e)| {
+            verdict(f.pos_cos, f.neg_cos, f.z_std, e.z_effective_rank, dim)
                 .as_str()
                 .to_string()
         }),
