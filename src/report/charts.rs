@@ -284,6 +284,9 @@ impl Chart for ProbeCurves<'_> {
         chart
             .configure_mesh()
             .x_desc("epoch (0 = before training)")
+            // One label per epoch when there are few: plotters' default 10 would put
+            // labels at fractional epochs, printed rounded (0, 0, 1, 2, 2, …).
+            .x_labels((max_epoch as usize + 1).min(10))
             .x_label_formatter(&|v| format!("{v:.0}"))
             .y_desc("probe accuracy (%)")
             .label_style(("sans-serif", 15))
