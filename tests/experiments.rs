@@ -19,7 +19,22 @@ fn committed_grids_are_valid() {
 
 #[test]
 fn default_grid_has_the_study_variants() {
-    let grid = Grid::load(&common::repo("experiments/bn-ablation.toml")).expect("default grid");
+    study_variants("experiments/bn-ablation.toml");
+}
+
+#[test]
+fn cifar10_grid_has_the_study_variants_on_real_images() {
+    study_variants("experiments/cifar10-bn-ablation.toml");
+    let grid = Grid::load(&common::repo("experiments/cifar10-bn-ablation.toml")).expect("grid");
+    let run = &grid.expand().expect("expands")[0].config;
+    assert_eq!(
+        (run.dataset.name.as_str(), run.dataset.image_size),
+        ("cifar10", 32)
+    );
+}
+
+fn study_variants(file: &str) {
+    let grid = Grid::load(&common::repo(file)).expect("grid");
     let names: Vec<_> = grid.variants.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(
         names,
