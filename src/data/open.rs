@@ -128,26 +128,29 @@ mod tests {
         b
     }
 
+    /// Writes `<prefix>-images-idx3-ubyte` (`n` images of `rows × cols`, pixel values
+    /// counting up) and `<prefix>-labels-idx1-ubyte` (`label(i)`) into `dir`.
+    fn write_idx_split(
+        dir: &std::path::Path,
+        prefix: &str,
+        [n, rows, cols]: [u32; 3],
+        label: impl Fn(u32) -> u8,
+    ) {
+        let images = idx_file(
+            idx::IMAGES_MAGIC,
+            &[n, rows, cols],
+            (0..n * rows * cols).map(|i| i as u8),
+        );
+        let labels = idx_file(idx::LABELS_MAGIC, &[n], (0..n).map(label));
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).expect("w");
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).expect("w");
+    }
+
     /// A non-square (20 rows × 28 columns) raw MNIST fixture: 4 train, 2 test images.
     fn mnist_fixture() -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
         for (prefix, n) in [("train", 4u32), ("t10k", 2)] {
-            let images = idx_file(
-                idx::IMAGES_MAGIC,
-                &[n, 20, 28],
-                (0..n * 560).map(|i| i as u8),
-            );
-            let labels = idx_file(idx::LABELS_MAGIC, &[n], (0..n).map(|i| i as u8));
-            std::fs::write(
-                dir.path().join(format!("{prefix}-images-idx3-ubyte")),
-                images,
-            )
-            .expect("w");
-            std::fs::write(
-                dir.path().join(format!("{prefix}-labels-idx1-ubyte")),
-                labels,
-            )
-            .expect("w");
+            write_idx_split(dir.path(), prefix, [n, 20, 28], |i| i as u8);
         }
         dir
     }
@@ -185,18 +188,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         // 40 images per split, 10 classes of 4, stored class by class.
         for prefix in ["train", "t10k"] {
-            let images = idx_file(idx::IMAGES_MAGIC, &[40, 2, 2], (0..160).map(|i| i as u8));
-            let labels = idx_file(idx::LABELS_MAGIC, &[40], (0..40).map(|i| i as u8 / 4));
-            std::fs::write(
-                dir.path().join(format!("{prefix}-images-idx3-ubyte")),
-                images,
-            )
-            .expect("w");
-            std::fs::write(
-                dir.path().join(format!("{prefix}-labels-idx1-ubyte")),
-                labels,
-            )
-            .expect("w");
+            write_idx_split(dir.path(), prefix, [40, 2, 2], |i| i as u8 / 4);
         }
         let mut c = cfg("mnist", Some(dir.path()));
         c.limit_train = Some(20);
