@@ -274,7 +274,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let grid = Grid::load(&path)?
         .with_overrides(&args.set)?
         .only(&args.only)?
-        .with_seeds(args.seeds);
+        .with_seeds(args.seeds)?;
     let outcome = run_grid(
         &grid,
         &RunOptions {

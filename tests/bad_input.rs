@@ -139,3 +139,33 @@ fn training_split_smaller_than_a_batch() {
         ],
     );
 }
+
+/// Names that would make two runs share a folder, overwrite the untrained baseline, or write
+/// outside `--out` are refused before anything runs.
+#[test]
+fn colliding_or_escaping_names() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let out = out.to_str().unwrap();
+    for (body, expected) in [
+        ("name = \"x\"\nseeds = [0, 0]\n", "seed 0 appears twice"),
+        (
+            "name = \"x\"\n[[variant]]\nname = \"random\"\n",
+            "untrained-encoder baseline",
+        ),
+        ("name = \"..\"\n", "field `name`"),
+        ("name = \"x\"\n[[variant]]\nname = \"..\"\n", "variant #1"),
+    ] {
+        let f = grid_file(&d, body);
+        expect_exit_2(
+            &["run", &f, "--quiet", "--out", out],
+            &["bad.toml", expected],
+        );
+    }
+    let f = grid_file(&d, "name = \"x\"\n");
+    expect_exit_2(
+        &["run", &f, "--quiet", "--out", out, "--seeds", "1,2,1"],
+        &["--seeds", "seed 1 is given twice"],
+    );
+    assert!(!d.path().join("out").exists(), "nothing written");
+}

@@ -42,12 +42,14 @@ fn separable_folder(root: &Path, per_class: u8) {
 }
 
 fn config(root: &Path) -> RunConfig {
-    let mut cfg = RunConfig::default();
-    cfg.dataset = DatasetConfig {
-        name: "folder".into(),
-        path: Some(root.display().to_string()),
-        image_size: 16,
-        ..DatasetConfig::default()
+    let mut cfg = RunConfig {
+        dataset: DatasetConfig {
+            name: "folder".into(),
+            path: Some(root.display().to_string()),
+            image_size: 16,
+            ..DatasetConfig::default()
+        },
+        ..RunConfig::default()
     };
     cfg.model.width = 8;
     cfg.model.depth = 2;

@@ -95,6 +95,10 @@ pub struct Grid {
     pub overrides: Vec<Override>,
 }
 
+/// The variant name of the untrained-encoder baseline every grid adds (one run per seed); no
+/// grid variant may take it.
+pub const BASELINE_VARIANT: &str = "random";
+
 impl Grid {
     /// Reads and checks a grid file. Every error names the file and the field.
     pub fn load(path: &Path) -> Result<Self, InputError> {
@@ -122,7 +126,7 @@ impl Grid {
             Some(v) => {
                 return Err(InputError::new(
                     src,
-                    format!("field `name`: expected a non-empty name of letters, digits, '-', '_' or '.', got {v}"),
+                    format!("field `name`: expected a non-empty name of letters, digits, '-', '_' or '.' not starting with '.', got {v}"),
                 ))
             }
             None => return Err(InputError::new(src, "missing field `name` (the grid's name)")),
@@ -177,12 +181,21 @@ impl Grid {
                             return Err(InputError::new(
                                 src,
                                 format!(
-                                    "variant #{}: field `name` must be a non-empty name of letters, digits, '-', '_' or '.'",
+                                    "variant #{}: field `name` must be a non-empty name of letters, digits, '-', '_' or '.' not starting with '.'",
                                     i + 1
                                 ),
                             ))
                         }
                     };
+                    if vname == BASELINE_VARIANT {
+                        return Err(InputError::new(
+                            src,
+                            format!(
+                                "variant #{}: the name `{BASELINE_VARIANT}` is the untrained-encoder baseline's, which every grid adds; choose another",
+                                i + 1
+                            ),
+                        ));
+                    }
                     if variants.iter().any(|v: &Variant| v.name == vname) {
                         return Err(InputError::new(
                             src,
@@ -263,12 +276,19 @@ impl Grid {
         Ok(self)
     }
 
-    /// Replaces the grid's seeds (`--seeds 0,1`).
-    pub fn with_seeds(mut self, seeds: Vec<u64>) -> Self {
+    /// Replaces the grid's seeds (`--seeds 0,1`); a seed given twice is refused (the two
+    /// runs would share one folder).
+    pub fn with_seeds(mut self, seeds: Vec<u64>) -> Result<Self, InputError> {
+        if let Some(d) = first_duplicate(&seeds) {
+            return Err(InputError::new(
+                "--seeds",
+                format!("seed {d} is given twice; each seed is one run per variant"),
+            ));
+        }
         if !seeds.is_empty() {
             self.seeds = seeds;
         }
-        self
+        Ok(self)
     }
 
     fn variant_table(&self, v: &Variant) -> Result<Table, String> {
@@ -385,10 +405,21 @@ pub fn load_run_config(path: &Path) -> Result<RunConfig, InputError> {
     Ok(run)
 }
 
+/// A grid or variant name is also a folder name: letters, digits, '-', '_' and '.', not
+/// starting with '.' (so never `.` or `..`, which would leave `--out`).
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
+        && !s.starts_with('.')
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn first_duplicate(seeds: &[u64]) -> Option<u64> {
+    seeds
+        .iter()
+        .enumerate()
+        .find(|&(i, s)| seeds[..i].contains(s))
+        .map(|(_, &s)| s)
 }
 
 fn parse_seeds(v: &Value) -> Result<Vec<u64>, String> {
@@ -406,6 +437,11 @@ fn parse_seeds(v: &Value) -> Result<Vec<u64>, String> {
     }
     if seeds.is_empty() {
         return Err("expected at least one seed".into());
+    }
+    if let Some(d) = first_duplicate(&seeds) {
+        return Err(format!(
+            "seed {d} appears twice; each seed is one run per variant"
+        ));
     }
     Ok(seeds)
 }
@@ -515,7 +551,11 @@ optim.lr = 0.02
             })
             .and_then(|g| g.only(&["b".into()]))
             .expect("valid");
-        let runs = g.with_seeds(vec![9]).expand().expect("expands");
+        let runs = g
+            .with_seeds(vec![9])
+            .expect("one seed")
+            .expand()
+            .expect("expands");
         assert_eq!(runs.len(), 1);
         assert_eq!(runs[0].run_id, "b-s9");
         assert_eq!(runs[0].config.optim.lr, 0.5);

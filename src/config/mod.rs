@@ -7,7 +7,7 @@ mod run;
 
 pub use data::{AugmentConfig, DatasetConfig};
 pub use error::InputError;
-pub use grid::{load_run_config, Grid, Override, RunSpec, Variant};
+pub use grid::{load_run_config, Grid, Override, RunSpec, Variant, BASELINE_VARIANT};
 pub use run::{
     EncoderName, EncoderNorm, HeadConfig, HeadNorm, LogConfig, LrSchedule, MethodConfig,
     MethodName, ModelConfig, OptimConfig, OptimizerName, ResnetStem, RunConfig, TauSchedule,

@@ -137,7 +137,7 @@ mod tests {
     fn sorted_labels() -> Vec<Option<u32>> {
         [(0u32, 50usize), (1, 30), (2, 20)]
             .iter()
-            .flat_map(|&(k, n)| std::iter::repeat(Some(k)).take(n))
+            .flat_map(|&(k, n)| std::iter::repeat_n(Some(k), n))
             .collect()
     }
 

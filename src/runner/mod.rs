@@ -18,7 +18,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::analysis::{
     collapse_step, is_collapsed, verdict, write_evals, write_spectrum, EvalRecord,
 };
-use crate::config::{Grid, RunConfig, RunSpec};
+use crate::config::{Grid, RunConfig, RunSpec, BASELINE_VARIANT};
 use crate::data::{open_dataset, Dataset, DatasetPair};
 use crate::log::{write_summary, write_text, EmbeddingsWriter, StepsLog, SummaryRow};
 use crate::train::{train, RunStatus};
@@ -188,7 +188,7 @@ fn random_baseline(
     opts: &RunOptions,
     pair: &DatasetPair,
 ) -> SummaryRow {
-    let run_id = format!("random-s{seed}");
+    let run_id = format!("{BASELINE_VARIANT}-s{seed}");
     let run_dir = grid_dir.join(&run_id);
     let started = std::time::Instant::now();
     let result = (|| -> anyhow::Result<EvalRecord> {
@@ -202,7 +202,7 @@ fn random_baseline(
         write_evals(
             &run_dir.join("evals.parquet"),
             &run_id,
-            "random",
+            BASELINE_VARIANT,
             seed,
             std::slice::from_ref(&record),
         )?;
@@ -215,7 +215,7 @@ fn random_baseline(
     })();
     let mut row = SummaryRow {
         run_id,
-        variant: "random".into(),
+        variant: BASELINE_VARIANT.into(),
         seed,
         config: config.clone(),
         cpu: cpu::cpu_info().describe(),
