@@ -169,3 +169,37 @@ fn colliding_or_escaping_names() {
     );
     assert!(!d.path().join("out").exists(), "nothing written");
 }
+
+/// Values that used to pass validation and then fail every run (or panic) are refused before
+/// anything runs, naming the field.
+#[test]
+fn out_of_range_values_are_refused_before_training() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let out = out.to_str().unwrap();
+    for (sets, field) in [
+        (&["augment.flip_p=1.5"][..], "augment.flip_p"),
+        (&["augment.crop_scale=[0.5, 0.2]"][..], "augment.crop_scale"),
+        (&["augment.jitter_p=-0.1"][..], "augment.jitter_p"),
+        (&["augment.std=[0.0]"][..], "augment.std"),
+        (&["dataset.objects=0"][..], "dataset.objects"),
+        (&["dataset.eval_size=0"][..], "dataset.eval_size"),
+        (&["dataset.eval_fraction=1.0"][..], "dataset.eval_fraction"),
+        (&["train.max_steps=0"][..], "train.max_steps"),
+        (
+            &["model.gn_groups=3", "model.encoder_norm=\"gn\""][..],
+            "model.gn_groups",
+        ),
+        (
+            &["model.gn_groups=5", "model.projector.norm=\"gn\""][..],
+            "model.gn_groups",
+        ),
+    ] {
+        let mut args = vec!["run", "experiments/smoke.toml", "--quiet", "--out", out];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        expect_exit_2(&args, &[field]);
+    }
+    assert!(!d.path().join("out").exists(), "nothing written");
+}

@@ -91,6 +91,68 @@ pub struct AugmentConfig {
     pub std: Vec<f64>,
 }
 
+impl AugmentConfig {
+    /// Every range and probability, checked before any run starts (the channel-dependent
+    /// `mean`/`std` lengths are checked against the data set when it is opened).
+    pub fn validate(&self) -> Result<(), String> {
+        fn prob(name: &str, p: f64) -> Result<(), String> {
+            if (0.0..=1.0).contains(&p) {
+                Ok(())
+            } else {
+                Err(format!("augment.{name} must be in [0, 1], got {p}"))
+            }
+        }
+        fn range(name: &str, r: [f64; 2]) -> Result<(), String> {
+            if r[0].is_finite() && r[1].is_finite() && r[0] > 0.0 && r[0] <= r[1] {
+                Ok(())
+            } else {
+                Err(format!(
+                    "augment.{name} must be an ordered range of positive numbers (0 < lo <= hi), got [{}, {}]",
+                    r[0], r[1]
+                ))
+            }
+        }
+        range("crop_scale", self.crop_scale)?;
+        if self.crop_scale[1] > 1.0 {
+            return Err(format!(
+                "augment.crop_scale must lie in (0, 1], got [{}, {}]",
+                self.crop_scale[0], self.crop_scale[1]
+            ));
+        }
+        range("crop_ratio", self.crop_ratio)?;
+        const JITTER: [&str; 4] = ["brightness", "contrast", "saturation", "hue"];
+        for (name, &v) in JITTER.iter().zip(&self.jitter) {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("augment.jitter ({name}) must be >= 0, got {v}"));
+            }
+        }
+        if self.jitter[3] > 0.5 {
+            return Err(format!(
+                "augment.jitter (hue) must be in [0, 0.5], got {}",
+                self.jitter[3]
+            ));
+        }
+        prob("jitter_p", self.jitter_p)?;
+        prob("grayscale_p", self.grayscale_p)?;
+        prob("flip_p", self.flip_p)?;
+        prob("blur_p", self.blur_p)?;
+        range("blur_sigma", self.blur_sigma)?;
+        if !(self.blur_kernel_frac.is_finite() && self.blur_kernel_frac > 0.0) {
+            return Err(format!(
+                "augment.blur_kernel_frac must be positive, got {}",
+                self.blur_kernel_frac
+            ));
+        }
+        if let Some(bad) = self.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(format!("augment.std must be finite and > 0, got {bad}"));
+        }
+        if let Some(bad) = self.mean.iter().find(|m| !m.is_finite()) {
+            return Err(format!("augment.mean must be finite, got {bad}"));
+        }
+        Ok(())
+    }
+}
+
 impl Default for AugmentConfig {
     fn default() -> Self {
         Self {

@@ -378,6 +378,20 @@ impl RunConfig {
         for (name, h) in [("projector", &md.projector), ("predictor", &md.predictor)] {
             at_least_one(&format!("model.{name}.hidden"), h.hidden)?;
             at_least_one(&format!("model.{name}.out"), h.out)?;
+            if h.norm == HeadNorm::Gn && h.hidden % md.gn_groups != 0 {
+                return Err(format!(
+                    "model.{name}.hidden ({}) must be a multiple of model.gn_groups ({}) for group norm",
+                    h.hidden, md.gn_groups
+                ));
+            }
+        }
+        if matches!(md.encoder_norm, EncoderNorm::Gn | EncoderNorm::GnWs)
+            && md.width % md.gn_groups != 0
+        {
+            return Err(format!(
+                "model.width ({}) must be a multiple of model.gn_groups ({}) for group norm in the encoder",
+                md.width, md.gn_groups
+            ));
         }
         if m.name.has_predictor() && md.predictor.out != md.projector.out {
             return Err(format!(
@@ -407,6 +421,14 @@ impl RunConfig {
                 "dataset.image_size must be ≥ 8, got {}",
                 d.image_size
             ));
+        }
+        self.augment.validate()?;
+        if d.name == "synthetic" {
+            at_least_one("dataset.objects", d.objects)?;
+            at_least_one("dataset.eval_size", d.eval_size)?;
+        }
+        if t.max_steps == Some(0) {
+            return Err("train.max_steps must be ≥ 1 (or absent), got 0".into());
         }
         if !(d.eval_fraction > 0.0 && d.eval_fraction < 1.0) {
             return Err(format!(

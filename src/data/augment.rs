@@ -353,24 +353,6 @@ pub struct Augmenter {
     std: Vec<f32>,
 }
 
-fn check_prob(name: &str, p: f64) -> Result<()> {
-    ensure!(
-        (0.0..=1.0).contains(&p),
-        "augment.{name} must be in [0, 1], got {p}"
-    );
-    Ok(())
-}
-
-fn check_range(name: &str, r: [f64; 2]) -> Result<()> {
-    ensure!(
-        r[0].is_finite() && r[1].is_finite() && r[0] > 0.0 && r[0] <= r[1],
-        "augment.{name} must be an ordered range of positive numbers (0 < lo <= hi), got [{}, {}]",
-        r[0],
-        r[1]
-    );
-    Ok(())
-}
-
 impl Augmenter {
     /// Validates `cfg` for images of `channels` channels (1 or 3) resized to
     /// `out_size × out_size`.
@@ -380,36 +362,7 @@ impl Augmenter {
             channels == 1 || channels == 3,
             "augmentation supports 1- or 3-channel images, got {channels} channels"
         );
-        check_range("crop_scale", cfg.crop_scale)?;
-        ensure!(
-            cfg.crop_scale[1] <= 1.0,
-            "augment.crop_scale must lie in (0, 1], got [{}, {}]",
-            cfg.crop_scale[0],
-            cfg.crop_scale[1]
-        );
-        check_range("crop_ratio", cfg.crop_ratio)?;
-        const JITTER: [&str; 4] = ["brightness", "contrast", "saturation", "hue"];
-        for (name, &v) in JITTER.iter().zip(&cfg.jitter) {
-            ensure!(
-                v.is_finite() && v >= 0.0,
-                "augment.jitter ({name}) must be >= 0, got {v}"
-            );
-        }
-        ensure!(
-            cfg.jitter[3] <= 0.5,
-            "augment.jitter (hue) must be in [0, 0.5], got {}",
-            cfg.jitter[3]
-        );
-        check_prob("jitter_p", cfg.jitter_p)?;
-        check_prob("grayscale_p", cfg.grayscale_p)?;
-        check_prob("flip_p", cfg.flip_p)?;
-        check_prob("blur_p", cfg.blur_p)?;
-        check_range("blur_sigma", cfg.blur_sigma)?;
-        ensure!(
-            cfg.blur_kernel_frac.is_finite() && cfg.blur_kernel_frac > 0.0,
-            "augment.blur_kernel_frac must be positive, got {}",
-            cfg.blur_kernel_frac
-        );
+        cfg.validate().map_err(anyhow::Error::msg)?;
         // Unset mean/std: 0.5 / 0.25 for every channel the data set has (documented default).
         let mean = if cfg.mean.is_empty() {
             vec![0.5; channels]
