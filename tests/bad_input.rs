@@ -203,3 +203,37 @@ fn out_of_range_values_are_refused_before_training() {
     }
     assert!(!d.path().join("out").exists(), "nothing written");
 }
+
+/// `--set`s are checked together: a pair valid only in combination runs, as the same values in
+/// the grid file would.
+#[test]
+fn settings_valid_only_together_are_accepted() {
+    let d = tempfile::tempdir().unwrap();
+    let o = run(&[
+        "run",
+        "experiments/smoke.toml",
+        "--quiet",
+        "--only",
+        "byol",
+        "--out",
+        d.path().to_str().unwrap(),
+        "--set",
+        "dataset.train_size=8",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.epochs=1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Alone, the first is out of range against the grid's batch of 16, blamed on the flag.
+    expect_exit_2(
+        &[
+            "run",
+            "experiments/smoke.toml",
+            "--quiet",
+            "--set",
+            "dataset.train_size=8",
+        ],
+        &["--set dataset.train_size=8", "train.batch_size"],
+    );
+}

@@ -240,17 +240,25 @@ impl Grid {
         Ok(grid)
     }
 
-    /// Adds `--set` overrides; each is checked on its own first so an unknown field is blamed
-    /// on the flag that named it.
+    /// Adds `--set` overrides. Each is type-checked on its own, so an unknown field or a wrong
+    /// type is blamed on the flag that named it; ranges and combinations are checked with every
+    /// flag applied at once, so settings that are valid only together pass (and every run is
+    /// validated again when the grid expands).
     pub fn with_overrides(mut self, flags: &[String]) -> Result<Self, InputError> {
+        let mut together = self.base.clone();
         for flag in flags {
             let o = Override::parse(flag)?;
             let mut probe = self.base.clone();
             o.apply(&mut probe)?;
-            deserialize_run(&probe)
-                .and_then(|run| run.validate().map(|_| ()))
-                .map_err(|m| InputError::new(o.flag.clone(), m))?;
+            deserialize_run(&probe).map_err(|m| InputError::new(o.flag.clone(), m))?;
+            o.apply(&mut together)?;
             self.overrides.push(o);
+        }
+        if !flags.is_empty() {
+            let blame: Vec<&str> = self.overrides.iter().map(|o| o.flag.as_str()).collect();
+            deserialize_run(&together)
+                .and_then(|run| run.validate())
+                .map_err(|m| InputError::new(blame.join(" "), m))?;
         }
         Ok(self)
     }
