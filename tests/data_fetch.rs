@@ -251,6 +251,25 @@ fn checksum_mismatch_deletes_the_part_and_exits_2() {
     assert_eq!(server.requests().len(), 2);
 }
 
+/// A file already there whose checksum does not match is replaced only by a verified
+/// download: when the download fails, the file is still there; when it succeeds, it is the
+/// new one.
+#[test]
+fn a_mismatching_file_is_kept_until_a_verified_copy_replaces_it() {
+    let archive = cifar_archive();
+    let set = cifar_set(md5_hex(&archive));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cifar-10-binary.tar.gz");
+    std::fs::write(&path, b"the user's own file").expect("write");
+    // Nothing listens on port 9: the download fails.
+    assert!(fetch(&set, dir.path(), "http://127.0.0.1:9/", false).is_err());
+    assert_eq!(std::fs::read(&path).expect("kept"), b"the user's own file");
+    let server = Server::start(vec![("/cifar-10-binary.tar.gz", archive.clone())], None, 1);
+    fetch(&set, dir.path(), &server.base, false).expect("fetches");
+    assert_eq!(std::fs::read(&path).expect("replaced"), archive);
+    assert_eq!(server.requests().len(), 1);
+}
+
 #[test]
 fn unknown_set_is_bad_input() {
     let o = common::run(&["data", "fetch", "imagenet"]);

@@ -188,13 +188,15 @@ pub fn fetch(set: &FetchSet, dir: &Path, base_url: &str, progress: bool) -> Resu
 }
 
 /// A blocking agent that hands every HTTP status back (a 416 or 200 answer to a Range request
-/// is information, not an error); timeouts bound connecting and waiting for headers but not
-/// the body, which for STL-10 is 2.6 GB.
+/// is information, not an error); timeouts bound connecting, waiting for headers and each read
+/// of the body (a stalled server ends the attempt, which is then resumed), but not the whole
+/// body, which for STL-10 is 2.6 GB.
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_per_read(Some(Duration::from_secs(60)))
         .build()
         .into()
 }
@@ -214,13 +216,10 @@ pub fn fetch_file(
     md5: &str,
     progress: bool,
 ) -> Result<Outcome> {
-    if path.is_file() {
-        if md5_of(path)? == md5 {
-            return Ok(Outcome::Present);
-        }
-        // A complete-looking file that fails the check: download it again.
-        std::fs::remove_file(path)
-            .map_err(|e| file_error(path, format!("cannot remove a corrupt copy: {e}")))?;
+    // A file that fails the check is downloaded again, into the `.part`, and replaced only by a
+    // verified copy (the rename below): if the download fails, the user's file is still there.
+    if path.is_file() && md5_of(path)? == md5 {
+        return Ok(Outcome::Present);
     }
     let part = part_path(path);
     let resumed = part.is_file();
