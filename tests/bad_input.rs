@@ -155,6 +155,7 @@ fn colliding_or_escaping_names() {
         ),
         ("name = \"..\"\n", "field `name`"),
         ("name = \"x\"\n[[variant]]\nname = \"..\"\n", "variant #1"),
+        ("name = \"x\"\nvariant = []\n", "field `variant`"),
     ] {
         let f = grid_file(&d, body);
         expect_exit_2(

@@ -167,6 +167,12 @@ impl Grid {
                 description: String::new(),
                 overrides: Table::new(),
             }),
+            Some(Value::Array(items)) if items.is_empty() => {
+                return Err(InputError::new(
+                    src,
+                    "field `variant`: an empty list trains nothing; give [[variant]] tables, or none to train the base alone",
+                ))
+            }
             Some(Value::Array(items)) => {
                 for (i, item) in items.into_iter().enumerate() {
                     let Value::Table(mut t) = item else {
