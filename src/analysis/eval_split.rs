@@ -6,6 +6,7 @@
 //! each side — and chosen by a seeded hash of each image's *pixels*: the same images land on
 //! the same side whatever order the split is stored in. The probe and kNN share the halves.
 
+use crate::config::RunConfig;
 use crate::data::split::{pixel_key, stratified_sample, stratified_split, Selection};
 use crate::data::{labels_of, Dataset};
 
@@ -50,6 +51,12 @@ impl EvalSplit {
             score: score.into_iter().map(|j| chosen[j]).collect(),
             seed: split_seed,
         }
+    }
+
+    /// The split a run's evaluations use: `log.eval_images` of the evaluation split (0: all),
+    /// drawn with `dataset.split_seed`.
+    pub fn for_run(cfg: &RunConfig, dataset: &dyn Dataset) -> Self {
+        Self::new(dataset, cfg.log.eval_images, cfg.dataset.split_seed)
     }
 
     /// Every image evaluated: `fit`, then `score`.

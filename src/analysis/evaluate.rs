@@ -85,14 +85,6 @@ pub struct EvalSetup<'a> {
     pub device: &'a Device,
 }
 
-impl EvalSplit {
-    /// The split a run's evaluations use: `log.eval_images` of the evaluation split (0: all),
-    /// drawn with `dataset.split_seed`.
-    pub fn for_run(cfg: &RunConfig, dataset: &dyn Dataset) -> Self {
-        Self::new(dataset, cfg.log.eval_images, cfg.dataset.split_seed)
-    }
-}
-
 impl<'a> EvalSetup<'a> {
     /// The evaluation a run's trainer performs (and `analyze` repeats).
     pub fn for_run(
