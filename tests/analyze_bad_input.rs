@@ -88,3 +88,62 @@ fn truncated_missing_column_and_wrong_length() {
     std::fs::remove_file(&emb).unwrap();
     expect_exit_2(&run_dir, &["embeddings.parquet", "missing"]);
 }
+
+/// `analyze` computes what the embeddings say and reports, per step, whether the live value
+/// agreed, disagreed, was missing or was not finite; NaN is never counted as agreement. It
+/// exits non-zero for that only with `--verify`.
+#[test]
+fn live_comparison_is_reported_and_verified_on_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = smoke_run(tmp.path());
+    let dir = run_dir.to_str().unwrap();
+    let comparisons = || strs(&read(&run_dir.join("analysis.parquet")), "live_comparison");
+    let analyze = |verify: bool| {
+        let mut args = vec!["analyze", dir, "--no-eval"];
+        if verify {
+            args.push("--verify");
+        }
+        run(&args)
+    };
+    let o = analyze(true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(comparisons().iter().all(|c| c == "agrees"));
+
+    let steps = run_dir.join("steps.parquet");
+    let original = std::fs::read(&steps).unwrap();
+    let shift = |by: f64| {
+        move |df: DataFrame| {
+            let pos: Vec<f64> = f64s(&df, "pos_cos").iter().map(|p| p + by).collect();
+            let mut df = df;
+            df.with_column(Column::new("pos_cos".into(), pos)).unwrap();
+            df
+        }
+    };
+    for (edit, expected, word) in [
+        (shift(0.1), "disagrees", "0 agree, 1 disagree"),
+        (shift(f64::NAN), "not_finite", "1 not finite"),
+    ] {
+        std::fs::write(&steps, &original).unwrap();
+        rewrite(&steps, edit);
+        let o = analyze(false);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stderr(&o).contains(word), "{}", stderr(&o));
+        assert!(
+            comparisons().iter().all(|c| c == expected),
+            "{:?}",
+            comparisons()
+        );
+        let o = analyze(true);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("--verify"), "{}", stderr(&o));
+    }
+    // NaN shows as NaN, not as a zero difference.
+    let diffs = read(&run_dir.join("analysis.parquet"));
+    assert!(f64s(&diffs, "max_abs_diff_live").iter().all(|d| d.is_nan()));
+
+    std::fs::remove_file(&steps).unwrap();
+    let o = analyze(false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(comparisons().iter().all(|c| c == "missing"));
+    assert_eq!(analyze(true).status.code(), Some(1));
+}

@@ -242,9 +242,12 @@ fn analyze_recomputes_live_metrics() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let grid = out.path().join("smoke");
-    let o = run(&["analyze", grid.to_str().unwrap()]);
+    let o = run(&["analyze", grid.to_str().unwrap(), "--verify"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let analysis = read(&grid.join("analysis.parquet"));
+    assert!(strs(&analysis, "live_comparison")
+        .iter()
+        .all(|c| c == "agrees"));
     // Steps 0, 3, 6 of each of the two runs.
     assert_eq!(analysis.height(), 6);
     for d in f64s(&analysis, "max_abs_diff_live") {

@@ -28,8 +28,57 @@ pub struct StepAnalysis {
     pub neg_cos: f64,
     pub z_std: f64,
     pub effective_rank: f64,
-    /// Largest |recomputed − live| over the metrics above (None if the step has no live row).
+    /// Largest |recomputed − live| over the metrics above: None without a live row, NaN when
+    /// a value on either side is not finite.
     pub max_abs_diff_live: Option<f64>,
+    pub live: LiveComparison,
+}
+
+/// Recomputed and live values agree when they differ by at most this (f32 embeddings, f64
+/// metrics: the same code on the same numbers gives 0; this leaves room for reductions done in
+/// another order).
+pub const LIVE_TOLERANCE: f64 = 1e-5;
+
+/// How a recomputed metric compares with the one logged live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveComparison {
+    /// Every value within [`LIVE_TOLERANCE`].
+    Agrees,
+    /// Some value differs by more.
+    Disagrees,
+    /// No live value to compare with (no row, or no `steps.parquet`).
+    Missing,
+    /// A value on either side is NaN or infinite: nothing was compared.
+    NotFinite,
+}
+
+impl LiveComparison {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agrees => "agrees",
+            Self::Disagrees => "disagrees",
+            Self::Missing => "missing",
+            Self::NotFinite => "not_finite",
+        }
+    }
+
+    /// Compares (recomputed, live) pairs; `None` when there is no live record at all. Returns
+    /// the outcome and the largest |difference| (NaN when a value is not finite).
+    pub fn of(pairs: Option<&[(f64, f64)]>) -> (Self, Option<f64>) {
+        let Some(pairs) = pairs else {
+            return (Self::Missing, None);
+        };
+        if pairs.iter().any(|(a, b)| !a.is_finite() || !b.is_finite()) {
+            return (Self::NotFinite, Some(f64::NAN));
+        }
+        let d = pairs.iter().map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let verdict = if d <= LIVE_TOLERANCE {
+            Self::Agrees
+        } else {
+            Self::Disagrees
+        };
+        (verdict, Some(d))
+    }
 }
 
 fn column<'a>(df: &'a DataFrame, name: &str, file: &Path) -> Result<&'a Column, InputError> {
@@ -176,26 +225,21 @@ pub fn analyze_run(run_dir: &Path) -> anyhow::Result<Vec<StepAnalysis>> {
         let z = [take("z", 0)?, take("z", 1)?];
         let zt = [take("z_target", 0)?, take("z_target", 1)?];
         let (pos_cos, neg_cos) = symmetric_pos_neg_cos(&z, &zt)?;
-        let row = StepAnalysis {
+        let ours = [pos_cos, neg_cos, z_std(&z[0])?, effective_rank(&z[0])?];
+        let pairs: Option<Vec<(f64, f64)>> = live
+            .get(&step)
+            .map(|l| ours.iter().copied().zip(l.iter().copied()).collect());
+        let (comparison, diff) = LiveComparison::of(pairs.as_deref());
+        out.push(StepAnalysis {
             run_id: run_id.clone(),
             step,
             epoch,
-            pos_cos,
-            neg_cos,
-            z_std: z_std(&z[0])?,
-            effective_rank: effective_rank(&z[0])?,
-            max_abs_diff_live: None,
-        };
-        let diff = live.get(&step).map(|l| {
-            [row.pos_cos, row.neg_cos, row.z_std, row.effective_rank]
-                .iter()
-                .zip(l)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f64, f64::max)
-        });
-        out.push(StepAnalysis {
+            pos_cos: ours[0],
+            neg_cos: ours[1],
+            z_std: ours[2],
+            effective_rank: ours[3],
             max_abs_diff_live: diff,
-            ..row
+            live: comparison,
         });
     }
     Ok(out)
@@ -233,6 +277,7 @@ pub struct EvalAnalysis {
     pub run_id: String,
     pub record: EvalRecord,
     pub max_abs_diff_live: Option<f64>,
+    pub live: LiveComparison,
 }
 
 /// Rebuilds the run's network from `config.toml`, loads `encoder.safetensors` and
@@ -286,8 +331,7 @@ pub fn reevaluate_run(run_dir: &Path) -> anyhow::Result<EvalAnalysis> {
     let split = EvalSplit::for_run(&cfg, pair.eval.as_ref());
     let setup = EvalSetup::for_run(&cfg, pair.eval.as_ref(), &augmenter, &split, &dev);
     let record = evaluate(method.online(), &setup, epoch, step)?;
-    let mut max_diff: Option<f64> = None;
-    let pairs = [
+    let metrics = [
         ("knn_acc", record.knn_acc.unwrap_or(f64::NAN)),
         ("probe_acc", record.probe_acc.unwrap_or(f64::NAN)),
         ("y_std", record.y_std),
@@ -298,7 +342,9 @@ pub fn reevaluate_run(run_dir: &Path) -> anyhow::Result<EvalAnalysis> {
         ("align", record.align),
         ("uniform", record.uniform),
     ];
-    for (name, ours) in pairs {
+    // A metric the live table left null (kNN and probe of an unlabelled split) is not compared.
+    let mut pairs = Vec::new();
+    for (name, ours) in metrics {
         let theirs = typed(
             column(&live, name, &evals_path)?.f64(),
             name,
@@ -307,12 +353,10 @@ pub fn reevaluate_run(run_dir: &Path) -> anyhow::Result<EvalAnalysis> {
         )?
         .get(last);
         if let Some(t) = theirs {
-            if t.is_finite() && ours.is_finite() {
-                let d = (t - ours).abs();
-                max_diff = Some(max_diff.map_or(d, |m: f64| m.max(d)));
-            }
+            pairs.push((ours, t));
         }
     }
+    let (comparison, max_diff) = LiveComparison::of(Some(&pairs));
     let run_id = run_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -321,6 +365,7 @@ pub fn reevaluate_run(run_dir: &Path) -> anyhow::Result<EvalAnalysis> {
         run_id,
         record,
         max_abs_diff_live: max_diff,
+        live: comparison,
     })
 }
 
@@ -340,6 +385,10 @@ pub fn write_analysis(path: &Path, rows: &[StepAnalysis]) -> anyhow::Result<()> 
             "max_abs_diff_live",
             rows.iter().map(|r| r.max_abs_diff_live).collect(),
         )
+        .str(
+            "live_comparison",
+            rows.iter().map(|r| r.live.as_str().to_string()).collect(),
+        )
         .build()?;
     write_parquet(path, &mut df)
 }
@@ -352,6 +401,10 @@ pub fn write_eval_analysis(path: &Path, rows: &[EvalAnalysis]) -> anyhow::Result
         .opt_f64(
             "max_abs_diff_live",
             rows.iter().map(|r| r.max_abs_diff_live).collect(),
+        )
+        .str(
+            "live_comparison",
+            rows.iter().map(|r| r.live.as_str().to_string()).collect(),
         )
         .build()?;
     write_parquet(path, &mut df)
