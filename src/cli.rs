@@ -223,8 +223,6 @@ fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Largest |offline − live| accepted for the per-step metrics.
-
 fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     // The default `run` computes each op on one thread; so does this, so that re-evaluation
     // repeats the same floating-point sums.
