@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod cpu;
 mod final_metrics;
+pub mod lock;
 mod recorder;
 
 use std::collections::HashMap;
@@ -47,6 +48,7 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
     let runs = grid.expand()?;
     let dir = opts.out.join(&grid.name);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let _lock = lock::GridLock::acquire(&dir)?;
     write_text(&dir.join("grid.toml"), &grid.to_toml())?;
 
     // Every data set the grid needs, opened once and shared by the runs.

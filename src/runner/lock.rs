@@ -1,0 +1,153 @@
+//! One `collapse-lab run` per grid folder. `DIR/<grid>/.lock` names its holder (pid, host,
+//! start time); a second run refuses with one line naming it, and a lock whose process is gone
+//! (killed, crashed) is taken over. The holder also removes temporary files that a killed run
+//! left behind (`.<file>.tmp-<pid>`): while it holds the lock nobody else writes there.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::config::InputError;
+
+/// The lock of one grid folder, released (its file removed) when dropped.
+#[derive(Debug)]
+pub struct GridLock {
+    path: PathBuf,
+}
+
+/// This machine's name, as written into lock files.
+pub fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// The holder a lock file names: (pid, host, start time in seconds since 1970).
+fn holder(text: &str) -> Option<(u32, String, u64)> {
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(str::trim)
+    };
+    Some((
+        field("pid")?.parse().ok()?,
+        field("host")?.to_string(),
+        field("started")?.parse().ok()?,
+    ))
+}
+
+/// Whether process `pid` on this host is gone (Linux: no `/proc/<pid>`). Elsewhere nothing
+/// can be told, and the lock is respected.
+fn is_dead(pid: u32) -> bool {
+    Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+impl GridLock {
+    /// Takes the lock of `grid_dir` (which must exist), taking over a stale one, then removes
+    /// leftover temporary files in the folder and its run folders.
+    pub fn acquire(grid_dir: &Path) -> Result<Self, InputError> {
+        let path = grid_dir.join(".lock");
+        let me = host_name();
+        for _ in 0..2 {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    let started = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    writeln!(
+                        f,
+                        "pid={}\nhost={me}\nstarted={started}",
+                        std::process::id()
+                    )
+                    .map_err(|e| InputError::new(path.display().to_string(), e.to_string()))?;
+                    let lock = Self { path };
+                    remove_leftover_temp_files(grid_dir);
+                    return Ok(lock);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let text = fs::read_to_string(&path).unwrap_or_default();
+                    match holder(&text) {
+                        Some((pid, host, _)) if host == me && is_dead(pid) => {
+                            // Stale: its process is gone. Take it over.
+                            let _ = fs::remove_file(&path);
+                        }
+                        Some((pid, host, started)) => {
+                            return Err(InputError::new(
+                                path.display().to_string(),
+                                format!(
+                                    "held by pid {pid} on {host} since {started} (seconds since 1970): another `collapse-lab run` is writing this grid; wait for it, or remove this file if that process is gone"
+                                ),
+                            ))
+                        }
+                        None => {
+                            return Err(InputError::new(
+                                path.display().to_string(),
+                                "a lock file that names no holder (pid=, host=, started=); remove it if no run is writing this grid",
+                            ))
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Err(InputError::new(
+                        path.display().to_string(),
+                        format!("cannot create the lock: {e}"),
+                    ))
+                }
+            }
+        }
+        Err(InputError::new(
+            path.display().to_string(),
+            "another run took the lock while a stale one was being replaced",
+        ))
+    }
+}
+
+impl Drop for GridLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// `.<name>.tmp-<pid>` files (what `log::write_atomic` writes before its rename) in `dir` and
+/// its sub-folders, one level down.
+fn remove_leftover_temp_files(dir: &Path) {
+    let is_temp = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .is_some_and(|n| n.starts_with('.') && n.contains(".tmp-"))
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            if let Ok(inner) = fs::read_dir(&p) {
+                for f in inner.flatten().map(|e| e.path()) {
+                    if f.is_file() && is_temp(&f) {
+                        let _ = fs::remove_file(&f);
+                    }
+                }
+            }
+        } else if is_temp(&p) {
+            let _ = fs::remove_file(&p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holder_lines_parse() {
+        assert_eq!(
+            holder("pid=12\nhost=box\nstarted=99\n"),
+            Some((12, "box".to_string(), 99))
+        );
+        assert_eq!(holder("garbage"), None);
+    }
+}
