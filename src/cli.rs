@@ -198,9 +198,15 @@ fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
     let src = args.config.display().to_string();
     let text = std::fs::read_to_string(&args.config)
         .map_err(|e| InputError::new(&src, format!("cannot read: {e}")))?;
-    let is_grid = text
-        .lines()
-        .any(|l| l.trim_start().starts_with("name") || l.trim() == "[base]");
+    // A run's config.toml has only tables at its top level ([method] name = …); a grid has
+    // `name`, `seeds`, `[base]` or `[[variant]]` there. Unparsable text goes to the grid
+    // loader, whose error names the line.
+    let is_grid = toml::from_str::<toml::Table>(&text).map_or(true, |t| {
+        t.contains_key("base")
+            || t.contains_key("variant")
+            || t.contains_key("seeds")
+            || t.get("name").is_some_and(toml::Value::is_str)
+    });
     let config = if is_grid {
         let only: Vec<String> = args.variant.into_iter().collect();
         let grid = Grid::load(&args.config)?

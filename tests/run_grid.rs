@@ -296,3 +296,33 @@ fn stop_on_collapse_ends_doomed_runs_early() {
     );
     assert_eq!(strs(&summary, "collapse_verdict")[0], "collapsed");
 }
+
+/// `bench --config` takes a run's own config.toml, as its help says (a run config has
+/// `[method] name = …`, which once made it look like a grid and be refused).
+#[test]
+fn bench_takes_a_runs_config_toml() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = run(&[
+        "run",
+        "experiments/smoke.toml",
+        "--quiet",
+        "--only",
+        "byol",
+        "--set",
+        "train.epochs=1",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let config = out.path().join("smoke/byol-s0/config.toml");
+    let o = run(&[
+        "bench",
+        "--config",
+        config.to_str().unwrap(),
+        "--warmup",
+        "0",
+        "--steps",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
