@@ -9,15 +9,7 @@ use common::*;
 use polars::prelude::*;
 
 fn smoke_run(dir: &Path) -> std::path::PathBuf {
-    let o = run(&[
-        "run",
-        "experiments/smoke.toml",
-        "--quiet",
-        "--only",
-        "byol",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
+    let o = run_smoke(dir, "byol", &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     dir.join("smoke/byol-s0")
 }

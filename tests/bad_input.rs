@@ -210,21 +210,18 @@ fn out_of_range_values_are_refused_before_training() {
 #[test]
 fn settings_valid_only_together_are_accepted() {
     let d = tempfile::tempdir().unwrap();
-    let o = run(&[
-        "run",
-        "experiments/smoke.toml",
-        "--quiet",
-        "--only",
+    let o = run_smoke(
+        d.path(),
         "byol",
-        "--out",
-        d.path().to_str().unwrap(),
-        "--set",
-        "dataset.train_size=8",
-        "--set",
-        "train.batch_size=8",
-        "--set",
-        "train.epochs=1",
-    ]);
+        &[
+            "--set",
+            "dataset.train_size=8",
+            "--set",
+            "train.batch_size=8",
+            "--set",
+            "train.epochs=1",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     // Alone, the first is out of range against the grid's batch of 16, blamed on the flag.
     expect_exit_2(

@@ -49,3 +49,20 @@ pub fn strs(df: &DataFrame, col: &str) -> Vec<String> {
         .map(|i| ca.get(i).unwrap_or("").to_string())
         .collect()
 }
+
+/// `collapse-lab run experiments/smoke.toml --quiet --only VARIANTS --out OUT` plus `extra`
+/// flags (e.g. `["--set", "train.epochs=1"]`).
+pub fn run_smoke(out: &Path, only: &str, extra: &[&str]) -> Output {
+    let out = out.to_str().expect("utf-8 path");
+    let mut args = vec![
+        "run",
+        "experiments/smoke.toml",
+        "--quiet",
+        "--only",
+        only,
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}

@@ -7,17 +7,7 @@ use collapse_lab::runner::lock::host_name;
 use common::*;
 
 fn smoke(out: &std::path::Path) -> std::process::Output {
-    run(&[
-        "run",
-        "experiments/smoke.toml",
-        "--quiet",
-        "--only",
-        "byol",
-        "--set",
-        "train.epochs=1",
-        "--out",
-        out.to_str().unwrap(),
-    ])
+    run_smoke(out, "byol", &["--set", "train.epochs=1"])
 }
 
 #[test]

@@ -168,17 +168,7 @@ fn same_seed_gives_identical_steps() {
     }
     // A different seed gives different numbers.
     let c = tempfile::tempdir().expect("tempdir");
-    let o = run(&[
-        "run",
-        "experiments/smoke.toml",
-        "--quiet",
-        "--only",
-        "byol",
-        "--seeds",
-        "1",
-        "--out",
-        c.path().to_str().unwrap(),
-    ]);
+    let o = run_smoke(c.path(), "byol", &["--seeds", "1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let x = read(&a.path().join("smoke/byol-s0/steps.parquet"));
     let z = read(&c.path().join("smoke/byol-s1/steps.parquet"));
@@ -188,17 +178,7 @@ fn same_seed_gives_identical_steps() {
 #[test]
 fn diverged_run_is_recorded_and_grid_goes_on() {
     let out = tempfile::tempdir().expect("tempdir");
-    let o = run(&[
-        "run",
-        "experiments/smoke.toml",
-        "--quiet",
-        "--only",
-        "no-norm,byol",
-        "--set",
-        "optim.lr=1e30",
-        "--out",
-        out.path().to_str().unwrap(),
-    ]);
+    let o = run_smoke(out.path(), "no-norm,byol", &["--set", "optim.lr=1e30"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let summary = read(&out.path().join("smoke/summary.parquet"));
     let status = strs(&summary, "status");
@@ -229,17 +209,11 @@ fn diverged_run_is_recorded_and_grid_goes_on() {
 #[test]
 fn analyze_recomputes_live_metrics() {
     let out = tempfile::tempdir().expect("tempdir");
-    let o = run(&[
-        "run",
-        "experiments/smoke.toml",
-        "--quiet",
-        "--only",
+    let o = run_smoke(
+        out.path(),
         "byol,simclr",
-        "--set",
-        "log.embeddings_every=3",
-        "--out",
-        out.path().to_str().unwrap(),
-    ]);
+        &["--set", "log.embeddings_every=3"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let grid = out.path().join("smoke");
     let o = run(&["analyze", grid.to_str().unwrap(), "--verify"]);
@@ -266,21 +240,18 @@ fn analyze_recomputes_live_metrics() {
 #[test]
 fn stop_on_collapse_ends_doomed_runs_early() {
     let out = tempfile::tempdir().expect("tempdir");
-    let o = run(&[
-        "run",
-        "experiments/smoke.toml",
-        "--quiet",
-        "--only",
+    let o = run_smoke(
+        out.path(),
         "no-norm",
-        "--set",
-        "train.epochs=40",
-        "--set",
-        "optim.lr=0.8",
-        "--set",
-        "train.stop_on_collapse=5",
-        "--out",
-        out.path().to_str().unwrap(),
-    ]);
+        &[
+            "--set",
+            "train.epochs=40",
+            "--set",
+            "optim.lr=0.8",
+            "--set",
+            "train.stop_on_collapse=5",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let summary = read(&out.path().join("smoke/summary.parquet"));
     let reason = strs(&summary, "stop_reason");
@@ -302,17 +273,7 @@ fn stop_on_collapse_ends_doomed_runs_early() {
 #[test]
 fn bench_takes_a_runs_config_toml() {
     let out = tempfile::tempdir().expect("tempdir");
-    let o = run(&[
-        "run",
-        "experiments/smoke.toml",
-        "--quiet",
-        "--only",
-        "byol",
-        "--set",
-        "train.epochs=1",
-        "--out",
-        out.path().to_str().unwrap(),
-    ]);
+    let o = run_smoke(out.path(), "byol", &["--set", "train.epochs=1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let config = out.path().join("smoke/byol-s0/config.toml");
     let o = run(&[
