@@ -154,7 +154,7 @@ fn keys_of(files: &[File], root: &Path, seed: u64) -> Vec<u64> {
         .collect()
 }
 
-fn labels_of(files: &[File]) -> Vec<Option<u32>> {
+fn file_labels(files: &[File]) -> Vec<Option<u32>> {
     files.iter().map(|&(_, k)| Some(k)).collect()
 }
 
@@ -168,7 +168,7 @@ fn sample(files: Vec<File>, root: &Path, limit: Option<usize>, seed: u64) -> Vec
     match limit {
         Some(n) if n < files.len() => {
             let keys = keys_of(&files, root, seed);
-            pick(&files, stratified_sample(&labels_of(&files), &keys, n))
+            pick(&files, stratified_sample(&file_labels(&files), &keys, n))
         }
         _ => files,
     }
@@ -263,7 +263,7 @@ pub fn open(
         let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
         let files = files_of(&all);
         let keys = keys_of(&files, root, Selection::HeldOut.seed(cfg.split_seed));
-        let (held_out, rest) = stratified_split(&labels_of(&files), &keys, cfg.eval_fraction);
+        let (held_out, rest) = stratified_split(&file_labels(&files), &keys, cfg.eval_fraction);
         if held_out.is_empty() || rest.is_empty() {
             return Err(file_error(
                 root,

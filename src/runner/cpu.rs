@@ -29,6 +29,12 @@ fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim())
 }
 
+/// `cpu_info().describe()`, read once per process (every summary row records it).
+pub fn cpu_description() -> &'static str {
+    static DESCRIPTION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DESCRIPTION.get_or_init(|| cpu_info().describe())
+}
+
 /// This machine's CPU.
 pub fn cpu_info() -> CpuInfo {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
