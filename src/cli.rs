@@ -1,6 +1,8 @@
 //! The command line: parses flags and wires the stages together; computes nothing itself.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -12,7 +14,7 @@ use crate::config::{load_run_config, Grid, InputError};
 use crate::data::{fetch, inspect};
 use crate::report::render;
 use crate::runner::bench::{bench, BenchWhat};
-use crate::runner::{run_grid, RunOptions};
+use crate::runner::{run_grid, RunOptions, INTERRUPTED};
 use crate::train::parse_device;
 
 /// The grid `collapse-lab run` uses when none is named.
@@ -150,6 +152,41 @@ pub struct RunArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Train every run from its first step. Without it, a run that finished with the same
+    /// config is kept, an unfinished one resumes from its checkpoint, and one whose config
+    /// changed is re-run.
+    #[arg(long)]
+    pub fresh: bool,
+}
+
+/// A grid stopped by SIGINT/SIGTERM: what was kept, and how to go on. Exit code 130.
+#[derive(Debug)]
+pub struct Interrupted(pub String);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted: {}", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// The exit code of an interrupted grid (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// SIGINT and SIGTERM set the returned flag: runs checkpoint and stop. A second signal while
+/// the first is handled ends the process at once (exit 130; checkpoints already written stay).
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(
+            signal,
+            EXIT_INTERRUPTED,
+            Arc::clone(&flag),
+        )?;
+        signal_hook::flag::register(signal, Arc::clone(&flag))?;
+    }
+    Ok(flag)
 }
 
 /// Runs a parsed command. Errors caused by bad input carry an [`InputError`].
@@ -318,8 +355,27 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             device,
             progress: !args.quiet,
             jobs,
+            fresh: args.fresh,
+            interrupt: stop_on_signals()?,
         },
     )?;
+    if outcome.interrupted {
+        let ids: Vec<&str> = outcome
+            .rows
+            .iter()
+            .filter(|r| r.status == INTERRUPTED)
+            .map(|r| r.run_id.as_str())
+            .collect();
+        let finished = outcome.rows.len() - ids.len();
+        return Err(Interrupted(format!(
+            "{finished} runs finished, {} checkpointed ({}), {} not started → {}; run the same command again to resume",
+            ids.len(),
+            ids.join(", "),
+            outcome.not_started,
+            outcome.dir.join("summary.parquet").display()
+        ))
+        .into());
+    }
     let trained: Vec<_> = outcome
         .rows
         .iter()
@@ -338,9 +394,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Exit code for an error: 2 for bad input, 1 otherwise.
+/// Exit code for an error: 2 for bad input, 130 for an interrupted grid, 1 otherwise.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    if err
+    if err.downcast_ref::<Interrupted>().is_some() {
+        EXIT_INTERRUPTED
+    } else if err
         .chain()
         .any(|e| e.downcast_ref::<InputError>().is_some())
     {

@@ -30,6 +30,8 @@ fn main() {
                 Some(input) => eprintln!("error: {input}"),
                 None => eprintln!("error: {err}"),
             }
+        } else if code == collapse_lab::cli::EXIT_INTERRUPTED {
+            eprintln!("{err}");
         } else {
             eprintln!("error: {err:#}");
         }

@@ -20,7 +20,7 @@ use crate::data::{eval_batches, mix_seeds, Augmenter, Dataset};
 use crate::method::OnlineNetwork;
 
 /// One row of `evals.parquet` plus the spectra for `spectrum.parquet`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvalRecord {
     /// 0 = before training, then the number of epochs completed.
     pub epoch: u32,

@@ -270,6 +270,10 @@ pub struct TrainConfig {
     /// Stop a run once the collapse signature has held for this many consecutive steps
     /// (None: never). Saves time in large grids; leave it off where recovery is the point.
     pub stop_on_collapse: Option<u64>,
+    /// Save a checkpoint (weights, optimizer, EMA target, queue, logs so far) every this many
+    /// steps, so a killed grid resumes where it was (0: only when interrupted by SIGINT or
+    /// SIGTERM). Does not change any number.
+    pub checkpoint_every: u64,
 }
 
 impl Default for TrainConfig {
@@ -282,6 +286,7 @@ impl Default for TrainConfig {
             prefetch: 4,
             loader_threads: 1,
             stop_on_collapse: None,
+            checkpoint_every: 100,
         }
     }
 }
@@ -443,6 +448,21 @@ impl RunConfig {
             ));
         }
         Ok(())
+    }
+
+    /// A fingerprint of everything that decides a run's numbers: the resolved config without
+    /// the fields that only say how fast it is computed (`train.prefetch`,
+    /// `train.loader_threads`, `train.checkpoint_every`). A finished run is kept when a new
+    /// invocation's fingerprint equals the one it recorded, and re-run otherwise.
+    pub fn numbers_hash(&self) -> String {
+        let mut c = self.clone();
+        let defaults = TrainConfig::default();
+        c.train.prefetch = defaults.prefetch;
+        c.train.loader_threads = defaults.loader_threads;
+        c.train.checkpoint_every = defaults.checkpoint_every;
+        // Serialising a validated config cannot fail; the Debug form stands in if it ever did.
+        let text = toml::to_string(&c).unwrap_or_else(|_| format!("{c:?}"));
+        format!("{:x}", md5::compute(text.as_bytes()))
     }
 
     /// A short, stable run description for tables: `byol` with `projector=bn predictor=bn`.

@@ -61,7 +61,23 @@ struct Producer {
     epochs: u32,
     seed: u64,
     steps_per_epoch: usize,
+    /// First step to produce (a resumed run).
+    start_step: u64,
     stop: Arc<AtomicBool>,
+}
+
+/// How a training loader batches: sizes, seed, threads and where to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoaderPlan {
+    pub batch_size: usize,
+    pub epochs: u32,
+    pub seed: u64,
+    /// Finished batches that may wait in the channel.
+    pub prefetch: usize,
+    /// Threads augmenting each batch.
+    pub workers: usize,
+    /// Global step of the first batch (0, or where a resumed run continues).
+    pub start_step: u64,
 }
 
 impl std::fmt::Debug for TwoViewLoader {
@@ -104,6 +120,36 @@ impl TwoViewLoader {
         prefetch: usize,
         workers: usize,
     ) -> Result<Self> {
+        Self::spawn_from(
+            dataset,
+            augmenter,
+            &LoaderPlan {
+                batch_size,
+                epochs,
+                seed,
+                prefetch,
+                workers,
+                start_step: 0,
+            },
+        )
+    }
+
+    /// As [`TwoViewLoader::spawn_with_workers`], starting at `plan.start_step`: a resumed run
+    /// gets exactly the batches an uninterrupted one would have had from there on (every
+    /// epoch's shuffle and every view have their own seeds, so nothing before is replayed).
+    pub fn spawn_from(
+        dataset: Arc<dyn Dataset>,
+        augmenter: Augmenter,
+        plan: &LoaderPlan,
+    ) -> Result<Self> {
+        let LoaderPlan {
+            batch_size,
+            epochs,
+            seed,
+            prefetch,
+            workers,
+            start_step,
+        } = *plan;
         let n = dataset.len();
         ensure!(batch_size > 0, "batch size must be positive");
         ensure!(
@@ -118,6 +164,7 @@ impl TwoViewLoader {
         );
         let steps_per_epoch = n / batch_size;
         let total_steps = steps_per_epoch as u64 * u64::from(epochs);
+        let start_step = start_step.min(total_steps);
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = sync_channel(prefetch);
         let producer = Producer {
@@ -127,6 +174,7 @@ impl TwoViewLoader {
             epochs,
             seed,
             steps_per_epoch,
+            start_step,
             stop: Arc::clone(&stop),
         };
         let pool = if workers > 1 {
@@ -153,7 +201,7 @@ impl TwoViewLoader {
             stop,
             steps_per_epoch,
             total_steps,
-            received: 0,
+            received: start_step,
         })
     }
 
@@ -222,8 +270,10 @@ impl Producer {
         let b = self.batch_size;
         let mut image = vec![0.0f32; c * h * w];
         let mut order: Vec<usize> = Vec::with_capacity(ds.len());
-        let mut step = 0u64;
-        for epoch in 0..self.epochs {
+        let spe = self.steps_per_epoch as u64;
+        let first_epoch = self.start_step.checked_div(spe).unwrap_or(0);
+        let mut step = first_epoch * spe;
+        for epoch in (first_epoch.min(u64::from(self.epochs)) as u32)..self.epochs {
             // A fresh permutation per epoch, from its own seed: epoch k does not depend on
             // epochs before it.
             order.clear();
@@ -236,6 +286,10 @@ impl Producer {
             for ids in order.chunks_exact(b).take(self.steps_per_epoch) {
                 if self.stop.load(Ordering::Relaxed) {
                     return;
+                }
+                if step < self.start_step {
+                    step += 1;
+                    continue;
                 }
                 let mut view0 = vec![0.0f32; b * view_len];
                 let mut view1 = vec![0.0f32; b * view_len];
@@ -485,5 +539,33 @@ mod tests {
             .collect();
         assert_eq!(one.len(), 6);
         assert_eq!(one, three);
+    }
+
+    #[test]
+    fn starting_at_a_step_gives_the_rest_of_the_full_sequence() {
+        let full: Vec<_> = TwoViewLoader::spawn(dataset(23), augmenter(), 5, 3, 9, 2)
+            .expect("valid")
+            .collect();
+        assert_eq!(full.len(), 12);
+        // Mid-epoch, at an epoch boundary, the last step and past the end.
+        for start in [0u64, 3, 4, 7, 11, 12, 40] {
+            let plan = LoaderPlan {
+                batch_size: 5,
+                epochs: 3,
+                seed: 9,
+                prefetch: 1,
+                workers: 1,
+                start_step: start,
+            };
+            let loader = TwoViewLoader::spawn_from(dataset(23), augmenter(), &plan).expect("valid");
+            let left = full.len().saturating_sub(start as usize);
+            assert_eq!(loader.size_hint(), (left, Some(left)));
+            let rest: Vec<_> = loader.collect();
+            assert_eq!(
+                rest.as_slice(),
+                &full[(start as usize).min(12)..],
+                "start {start}"
+            );
+        }
     }
 }

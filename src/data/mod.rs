@@ -43,7 +43,7 @@ pub mod synthetic;
 pub use augment::{sample_crop, Augmenter, CropBox};
 pub use concat::ConcatDataset;
 pub use dataset::{Dataset, InMemoryDataset};
-pub use loader::{eval_batches, EvalBatch, TwoViewBatch, TwoViewLoader};
+pub use loader::{eval_batches, EvalBatch, LoaderPlan, TwoViewBatch, TwoViewLoader};
 pub use open::{open_dataset, DatasetPair, DATASET_NAMES};
 pub use seeds::{mix_seeds, splitmix64};
 pub use subset::{labels_of, Subset};

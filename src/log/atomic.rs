@@ -40,3 +40,12 @@ pub fn write_atomic(
 pub fn write_text(path: &Path, text: &str) -> anyhow::Result<()> {
     write_atomic(path, |f| Ok(f.write_all(text.as_bytes())?))
 }
+
+/// Removes a folder and everything in it; one that does not exist is fine.
+pub fn remove_dir_if_present(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+    }
+}

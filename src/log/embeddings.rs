@@ -2,12 +2,14 @@
 //! built and written on a writer thread so logging does not slow training.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use polars::prelude::*;
 
-use super::parquet::write_parquet;
+use super::parquet::{read_parquet, write_parquet};
 
 /// One embedding matrix of a logged step: `kind` (`y`, `z`, `z_target`, `p`) of one view.
 pub struct EmbeddingBlock {
@@ -89,39 +91,114 @@ impl Columns {
     }
 }
 
-/// Collects logged steps on its own thread and writes the file when finished.
+/// What the writer thread is sent.
+enum Message {
+    Step(LoggedStep),
+    /// Write what was collected since the last part to this file and start afresh (a
+    /// checkpoint); the answer says whether a part was written (nothing collected: none).
+    Part(PathBuf, SyncSender<anyhow::Result<bool>>),
+}
+
+/// Collects logged steps on its own thread and writes the file when finished. A run that
+/// checkpoints moves what it has collected into part files; the final file is the parts (of
+/// this and earlier sessions of the run) followed by the rest, in step order.
 pub struct EmbeddingsWriter {
-    tx: Option<SyncSender<LoggedStep>>,
+    tx: Option<SyncSender<Message>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Set when dropped without [`Self::finish`] (an interrupted run): no file is written,
+    /// the parts stay for the resumed run.
+    abandoned: Arc<AtomicBool>,
 }
 
 impl EmbeddingsWriter {
     pub fn spawn(path: PathBuf, run_id: String) -> Self {
-        let (tx, rx) = sync_channel::<LoggedStep>(8);
+        Self::continuing(path, run_id, Vec::new())
+    }
+
+    /// A writer whose file starts with the rows of `parts` (written by [`Self::save_part`]
+    /// before a run was interrupted).
+    pub fn continuing(path: PathBuf, run_id: String, parts: Vec<PathBuf>) -> Self {
+        let (tx, rx) = sync_channel::<Message>(8);
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let abandoned_here = Arc::clone(&abandoned);
         let handle = std::thread::spawn(move || -> anyhow::Result<()> {
+            let mut parts = parts;
             let mut cols = Columns::default();
-            for step in rx {
-                cols.push(step);
+            for message in rx {
+                match message {
+                    Message::Step(step) => cols.push(step),
+                    Message::Part(part, answer) => {
+                        let written = if cols.step.is_empty() {
+                            Ok(false)
+                        } else {
+                            let mut df = std::mem::take(&mut cols).into_frame(&run_id)?;
+                            write_parquet(&part, &mut df).map(|()| {
+                                parts.push(part);
+                                true
+                            })
+                        };
+                        // The trainer waits for the answer; if it is gone, so is the run.
+                        let _ = answer.send(written);
+                    }
+                }
             }
-            if cols.step.is_empty() {
+            if abandoned_here.load(Ordering::SeqCst) {
                 return Ok(());
             }
-            let mut df = cols.into_frame(&run_id)?;
-            write_parquet(&path, &mut df)
+            let mut frame: Option<DataFrame> = None;
+            for part in &parts {
+                let df = read_parquet(part)?;
+                frame = Some(match frame {
+                    Some(mut f) => {
+                        f.vstack_mut(&df)?;
+                        f
+                    }
+                    None => df,
+                });
+            }
+            if !cols.step.is_empty() {
+                let df = cols.into_frame(&run_id)?;
+                frame = Some(match frame {
+                    Some(mut f) => {
+                        f.vstack_mut(&df)?;
+                        f
+                    }
+                    None => df,
+                });
+            }
+            match frame {
+                Some(mut df) => {
+                    df.rechunk_mut();
+                    write_parquet(&path, &mut df)
+                }
+                None => Ok(()),
+            }
         });
         Self {
             tx: Some(tx),
             handle: Some(handle),
+            abandoned,
         }
     }
 
     pub fn send(&self, step: LoggedStep) -> anyhow::Result<()> {
         match &self.tx {
             Some(tx) => tx
-                .send(step)
+                .send(Message::Step(step))
                 .map_err(|_| anyhow::anyhow!("embeddings writer stopped")),
             None => Ok(()),
         }
+    }
+
+    /// Writes the steps collected since the last part to `part` and waits until it is on
+    /// disk. Returns whether a part was written (false when nothing was logged since).
+    pub fn save_part(&self, part: PathBuf) -> anyhow::Result<bool> {
+        let stopped = || anyhow::anyhow!("embeddings writer stopped");
+        let tx = self.tx.as_ref().ok_or_else(stopped)?;
+        let (answer_tx, answer_rx) = sync_channel(1);
+        tx.send(Message::Part(part, answer_tx))
+            .map_err(|_| stopped())?;
+        answer_rx.recv().map_err(|_| stopped())?
     }
 
     /// Closes the stream and waits for the file to be written.
@@ -138,6 +215,9 @@ impl EmbeddingsWriter {
 
 impl Drop for EmbeddingsWriter {
     fn drop(&mut self) {
+        if self.handle.is_some() {
+            self.abandoned.store(true, Ordering::SeqCst);
+        }
         self.tx.take();
         if let Some(h) = self.handle.take() {
             let _ = h.join();

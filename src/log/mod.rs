@@ -6,8 +6,8 @@ mod parquet;
 mod steps;
 mod summary;
 
-pub use atomic::{write_atomic, write_text};
+pub use atomic::{remove_dir_if_present, write_atomic, write_text};
 pub use embeddings::{EmbeddingBlock, EmbeddingsWriter, LoggedStep};
-pub use parquet::{read_parquet, write_parquet, TableBuilder};
+pub use parquet::{read_parquet, write_parquet, ColumnReader, TableBuilder};
 pub use steps::StepsLog;
 pub use summary::{write_summary, SummaryRow};

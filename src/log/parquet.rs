@@ -72,3 +72,63 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame, InputError> {
         .finish()
         .map_err(|e| InputError::new(&src, format!("not a readable Parquet file: {e}")))
 }
+
+/// Typed columns of a table read from `file`: a missing column or one of another type is bad
+/// input naming the file and the column; nulls come back as `None`.
+pub struct ColumnReader<'a> {
+    pub df: &'a DataFrame,
+    pub file: String,
+}
+
+impl<'a> ColumnReader<'a> {
+    pub fn new(df: &'a DataFrame, file: &Path) -> Self {
+        Self {
+            df,
+            file: file.display().to_string(),
+        }
+    }
+
+    fn col(&self, name: &str) -> Result<&Column, InputError> {
+        self.df
+            .column(name)
+            .map_err(|_| InputError::new(&self.file, format!("missing column `{name}`")))
+    }
+
+    fn wrong(&self, name: &str, want: &str) -> InputError {
+        InputError::new(&self.file, format!("column `{name}` is not {want}"))
+    }
+
+    pub fn strs(&self, name: &str) -> Result<Vec<Option<String>>, InputError> {
+        let c = self
+            .col(name)?
+            .str()
+            .map_err(|_| self.wrong(name, "strings"))?;
+        Ok(c.iter().map(|v| v.map(str::to_string)).collect())
+    }
+
+    pub fn f64s(&self, name: &str) -> Result<Vec<Option<f64>>, InputError> {
+        let c = self.col(name)?.f64().map_err(|_| self.wrong(name, "f64"))?;
+        Ok(c.iter().collect())
+    }
+
+    pub fn u64s(&self, name: &str) -> Result<Vec<Option<u64>>, InputError> {
+        let c = self.col(name)?.u64().map_err(|_| self.wrong(name, "u64"))?;
+        Ok(c.iter().collect())
+    }
+
+    pub fn u32s(&self, name: &str) -> Result<Vec<Option<u32>>, InputError> {
+        let c = self.col(name)?.u32().map_err(|_| self.wrong(name, "u32"))?;
+        Ok(c.iter().collect())
+    }
+
+    /// The values of a column that must have no nulls; a null is bad input naming its record.
+    pub fn required<T>(&self, name: &str, values: Vec<Option<T>>) -> Result<Vec<T>, InputError> {
+        values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.ok_or_else(|| InputError::new(&self.file, format!("record {i}: null `{name}`")))
+            })
+            .collect()
+    }
+}

@@ -6,16 +6,19 @@ use std::path::Path;
 use super::parquet::{write_parquet, TableBuilder};
 use crate::config::RunConfig;
 
-#[derive(Debug, Clone, PartialEq)]
+/// Also written per run (`run.toml`, without the config, which sits beside it as
+/// `config.toml`) so that a re-run can keep a finished run's row as it was.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SummaryRow {
     pub run_id: String,
     pub variant: String,
     pub seed: u64,
+    #[serde(skip)]
     pub config: RunConfig,
     /// The CPU model and its widest vector instruction set: same seed ⇒ same numbers holds
     /// per instruction set, not across them.
     pub cpu: String,
-    /// `ok` | `diverged` | `failed`
+    /// `ok` | `diverged` | `failed` | `interrupted` (checkpointed; the next `run` resumes it)
     pub status: String,
     pub error: Option<String>,
     /// Why a run stopped before its last step without failing (early stop on collapse).

@@ -1,6 +1,8 @@
 //! BYOL (Grill et al. 2020): the online predictor regresses the EMA target's projection of
 //! the other view; symmetric 2 − 2·cos loss. Nothing in the loss forbids collapse.
 
+use std::collections::HashMap;
+
 use candle_core::{Result, Tensor};
 
 use super::losses::normalized_l2;
@@ -45,5 +47,13 @@ impl Method for Byol {
 
     fn after_step(&mut self, tau: Option<f64>, _out: &StepOutput) -> Result<()> {
         self.target.update(&self.online, tau.unwrap_or(1.0))
+    }
+
+    fn state(&self) -> Vec<(String, Tensor)> {
+        self.target.state()
+    }
+
+    fn load_state(&mut self, tensors: &HashMap<String, Tensor>) -> Result<()> {
+        self.target.load_state(tensors)
     }
 }

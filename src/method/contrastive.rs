@@ -2,6 +2,8 @@
 //! InfoNCE — the prediction must pick the target projection of the other view out of a
 //! queue of past target projections. Explicit negatives instead of batch norm.
 
+use std::collections::HashMap;
+
 use candle_core::{Result, Tensor};
 
 use super::losses::info_nce;
@@ -53,5 +55,13 @@ impl Method for Contrastive {
         self.target.update(&self.online, tau.unwrap_or(1.0))?;
         let [z0, z1] = &out.embeddings.z_target;
         self.queue.push(&Tensor::cat(&[z0, z1], 0)?)
+    }
+
+    fn state(&self) -> Vec<(String, Tensor)> {
+        super::target_and_queue_state(&self.target, &self.queue)
+    }
+
+    fn load_state(&mut self, tensors: &HashMap<String, Tensor>) -> Result<()> {
+        super::load_target_and_queue(&self.target, &mut self.queue, tensors)
     }
 }

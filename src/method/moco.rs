@@ -2,6 +2,8 @@
 //! EMA copy, InfoNCE against a queue of past keys. Both views act as queries (symmetric), as
 //! the study's runs did.
 
+use std::collections::HashMap;
+
 use candle_core::{Result, Tensor};
 
 use super::losses::info_nce;
@@ -49,5 +51,13 @@ impl Method for Moco {
         self.target.update(&self.online, tau.unwrap_or(1.0))?;
         let [k0, k1] = &out.embeddings.z_target;
         self.queue.push(&Tensor::cat(&[k0, k1], 0)?)
+    }
+
+    fn state(&self) -> Vec<(String, Tensor)> {
+        super::target_and_queue_state(&self.target, &self.queue)
+    }
+
+    fn load_state(&mut self, tensors: &HashMap<String, Tensor>) -> Result<()> {
+        super::load_target_and_queue(&self.target, &mut self.queue, tensors)
     }
 }

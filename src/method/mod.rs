@@ -10,6 +10,8 @@ mod queue;
 mod simclr;
 mod simsiam;
 
+use std::collections::HashMap;
+
 use candle_core::{Result, Tensor};
 
 pub use byol::Byol;
@@ -50,6 +52,39 @@ pub trait Method: Send {
     fn forward(&mut self, views: [&Tensor; 2]) -> Result<StepOutput>;
     /// After the optimizer step: the EMA update with this step's τ, queue updates.
     fn after_step(&mut self, tau: Option<f64>, out: &StepOutput) -> Result<()>;
+    /// What training changes besides the online network (the EMA target, the queue), as
+    /// named tensors for a checkpoint.
+    fn state(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+    /// Restores what [`Method::state`] saved; every tensor it names must be present.
+    fn load_state(&mut self, _tensors: &HashMap<String, Tensor>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Prefix of the EMA target's tensors in a checkpoint.
+pub const TARGET_PREFIX: &str = "target.";
+/// Name of the queue's keys in a checkpoint.
+pub const QUEUE_KEYS: &str = "queue.keys";
+
+/// Target and queue state of the methods that have both (MoCo, contrastive).
+fn target_and_queue_state(target: &EmaTarget, queue: &Queue) -> Vec<(String, Tensor)> {
+    let mut state = target.state();
+    state.push((QUEUE_KEYS.to_string(), queue.keys().clone()));
+    state
+}
+
+fn load_target_and_queue(
+    target: &EmaTarget,
+    queue: &mut Queue,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<()> {
+    target.load_state(tensors)?;
+    let keys = tensors
+        .get(QUEUE_KEYS)
+        .ok_or_else(|| candle_core::Error::Msg(format!("checkpoint lacks `{QUEUE_KEYS}`")))?;
+    queue.set_keys(keys)
 }
 
 /// Builds the method a run asks for, with weights drawn from the run seed.

@@ -1,5 +1,7 @@
 //! The online network (encoder f → projector g → predictor q) and its EMA target.
 
+use std::collections::HashMap;
+
 use candle_core::{Result, Tensor};
 use candle_nn::ModuleT;
 
@@ -142,6 +144,26 @@ impl EmaTarget {
 
     pub fn store(&self) -> &ParamStore {
         &self.store
+    }
+
+    /// Parameters and batch-norm statistics, named `target.<name>`, for a checkpoint.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.store
+            .named_tensors()
+            .into_iter()
+            .map(|(n, t)| (format!("{}{n}", super::TARGET_PREFIX), t))
+            .collect()
+    }
+
+    /// Restores what [`EmaTarget::state`] saved.
+    pub fn load_state(&self, tensors: &HashMap<String, Tensor>) -> Result<()> {
+        let mine: HashMap<String, Tensor> = tensors
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((k.strip_prefix(super::TARGET_PREFIX)?.to_string(), v.clone()))
+            })
+            .collect();
+        self.store.load(&mine)
     }
 }
 

@@ -30,6 +30,21 @@ impl Queue {
         &self.keys
     }
 
+    /// Replaces the keys (a checkpoint); the shape must match.
+    pub fn set_keys(&mut self, keys: &Tensor) -> Result<()> {
+        if keys.dims() != self.keys.dims() {
+            candle_core::bail!(
+                "checkpoint queue has shape {:?}, the run's has {:?}",
+                keys.dims(),
+                self.keys.dims()
+            );
+        }
+        self.keys = keys
+            .to_device(self.keys.device())?
+            .to_dtype(self.keys.dtype())?;
+        Ok(())
+    }
+
     /// Pushes new keys to the front, dropping the oldest.
     pub fn push(&mut self, new_keys: &Tensor) -> Result<()> {
         let size = self.keys.dim(0)?;

@@ -6,7 +6,7 @@ use std::path::Path;
 use polars::prelude::*;
 
 use crate::config::InputError;
-use crate::log::read_parquet;
+use crate::log::{read_parquet, ColumnReader};
 
 /// One row of `summary.parquet` (the columns the report uses).
 #[derive(Debug, Clone)]
@@ -62,54 +62,6 @@ pub struct GridTables {
     pub projection_dim: Option<usize>,
 }
 
-struct Cols<'a> {
-    df: &'a DataFrame,
-    file: String,
-}
-
-impl Cols<'_> {
-    fn col(&self, name: &str) -> Result<&Column, InputError> {
-        self.df
-            .column(name)
-            .map_err(|_| InputError::new(&self.file, format!("missing column `{name}`")))
-    }
-    fn strs(&self, name: &str) -> Result<Vec<Option<String>>, InputError> {
-        let c = self
-            .col(name)?
-            .str()
-            .map_err(|_| self.wrong(name, "strings"))?
-            .clone();
-        Ok((0..c.len()).map(|i| c.get(i).map(str::to_string)).collect())
-    }
-    fn f64s(&self, name: &str) -> Result<Vec<Option<f64>>, InputError> {
-        let c = self
-            .col(name)?
-            .f64()
-            .map_err(|_| self.wrong(name, "f64"))?
-            .clone();
-        Ok((0..c.len()).map(|i| c.get(i)).collect())
-    }
-    fn u64s(&self, name: &str) -> Result<Vec<Option<u64>>, InputError> {
-        let c = self
-            .col(name)?
-            .u64()
-            .map_err(|_| self.wrong(name, "u64"))?
-            .clone();
-        Ok((0..c.len()).map(|i| c.get(i)).collect())
-    }
-    fn u32s(&self, name: &str) -> Result<Vec<Option<u32>>, InputError> {
-        let c = self
-            .col(name)?
-            .u32()
-            .map_err(|_| self.wrong(name, "u32"))?
-            .clone();
-        Ok((0..c.len()).map(|i| c.get(i)).collect())
-    }
-    fn wrong(&self, name: &str, want: &str) -> InputError {
-        InputError::new(&self.file, format!("column `{name}` is not {want}"))
-    }
-}
-
 fn open(path: &Path) -> Result<DataFrame, InputError> {
     if !path.is_file() {
         return Err(InputError::new(path.display().to_string(), "missing"));
@@ -136,10 +88,7 @@ impl GridTables {
     pub fn load(grid_dir: &Path) -> Result<Self, InputError> {
         let summary_path = grid_dir.join("summary.parquet");
         let df = open(&summary_path)?;
-        let c = Cols {
-            df: &df,
-            file: summary_path.display().to_string(),
-        };
+        let c = ColumnReader::new(&df, &summary_path);
         let (ids, variants, seeds) = (c.strs("run_id")?, c.strs("variant")?, c.u64s("seed")?);
         let (methods, proj, pred) = (
             c.strs("method")?,
@@ -200,10 +149,7 @@ impl GridTables {
             let steps_path = dir.join("steps.parquet");
             if steps_path.is_file() {
                 let df = read_parquet(&steps_path)?;
-                let c = Cols {
-                    df: &df,
-                    file: steps_path.display().to_string(),
-                };
+                let c = ColumnReader::new(&df, &steps_path);
                 let (st, ep) = (c.u64s("step")?, c.u32s("epoch")?);
                 let (p, n, z, r) = (
                     c.f64s("pos_cos")?,
@@ -226,10 +172,7 @@ impl GridTables {
             let evals_path = dir.join("evals.parquet");
             if evals_path.is_file() {
                 let df = read_parquet(&evals_path)?;
-                let c = Cols {
-                    df: &df,
-                    file: evals_path.display().to_string(),
-                };
+                let c = ColumnReader::new(&df, &evals_path);
                 let (ep, pr, kn) = (c.u32s("epoch")?, c.f64s("probe_acc")?, c.f64s("knn_acc")?);
                 let rows = (0..df.height())
                     .map(|i| EvalRow {
@@ -243,10 +186,7 @@ impl GridTables {
             let spectrum_path = dir.join("spectrum.parquet");
             if spectrum_path.is_file() {
                 let df = read_parquet(&spectrum_path)?;
-                let c = Cols {
-                    df: &df,
-                    file: spectrum_path.display().to_string(),
-                };
+                let c = ColumnReader::new(&df, &spectrum_path);
                 let (ep, space, value) = (
                     c.u32s("epoch")?,
                     c.strs("space")?,

@@ -112,8 +112,12 @@ impl Drop for GridLock {
 }
 
 /// `.<name>.tmp-<pid>` files (what `log::write_atomic` writes before its rename) in `dir` and
-/// its sub-folders, one level down.
+/// its sub-folders (run folders, staging folders and their checkpoints: four levels).
 fn remove_leftover_temp_files(dir: &Path) {
+    remove_temp_files_below(dir, 4);
+}
+
+fn remove_temp_files_below(dir: &Path, levels: u32) {
     let is_temp = |p: &Path| {
         p.file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -122,15 +126,10 @@ fn remove_leftover_temp_files(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
-    for entry in entries.flatten() {
-        let p = entry.path();
+    for p in entries.flatten().map(|e| e.path()) {
         if p.is_dir() {
-            if let Ok(inner) = fs::read_dir(&p) {
-                for f in inner.flatten().map(|e| e.path()) {
-                    if f.is_file() && is_temp(&f) {
-                        let _ = fs::remove_file(&f);
-                    }
-                }
+            if levels > 0 {
+                remove_temp_files_below(&p, levels - 1);
             }
         } else if is_temp(&p) {
             let _ = fs::remove_file(&p);

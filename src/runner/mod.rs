@@ -6,10 +6,11 @@ pub mod cpu;
 mod final_metrics;
 pub mod lock;
 mod recorder;
+pub mod staging;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -21,8 +22,9 @@ use crate::analysis::{
 };
 use crate::config::{Grid, RunConfig, RunSpec, BASELINE_VARIANT};
 use crate::data::{open_dataset, Dataset, DatasetPair};
-use crate::log::{write_summary, write_text, EmbeddingsWriter, StepsLog, SummaryRow};
-use crate::train::{train, RunStatus};
+use crate::log::{remove_dir_if_present, write_summary, write_text, StepsLog, SummaryRow};
+use crate::train::checkpoint::{read_checkpoint, remove_checkpoint, Checkpointing};
+use crate::train::{train_with, RunControl, RunStatus, StepRecord, TrainSummary};
 use recorder::{EvalPlan, Recorder};
 
 pub use final_metrics::FinalMetrics;
@@ -35,12 +37,21 @@ pub struct RunOptions {
     /// Runs trained at the same time. With more than one, each run computes on one thread
     /// (the CLI sets that up): small networks use cores better side by side than split.
     pub jobs: usize,
+    /// Train every run from its first step, ignoring finished runs and checkpoints.
+    pub fresh: bool,
+    /// Set (by SIGINT/SIGTERM) to stop: runs in progress checkpoint and are marked
+    /// `interrupted`, no further run starts.
+    pub interrupt: Arc<AtomicBool>,
 }
 
 /// What a grid run leaves behind.
 pub struct GridOutcome {
     pub dir: PathBuf,
     pub rows: Vec<SummaryRow>,
+    /// Stopped by an interrupt: some runs are `interrupted` or were not started.
+    pub interrupted: bool,
+    /// Runs of the grid that have no row (not started before the interrupt).
+    pub not_started: usize,
 }
 
 /// Trains every run of `grid` under `opts.out/<grid name>/`, `opts.jobs` runs at a time.
@@ -114,14 +125,18 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
                 (&next, &results, &datasets, &runs, &dir, &multi, &grid_bar);
             let (summary_path, write_error, baselines) = (&summary_path, &write_error, &baselines);
             scope.spawn(move || loop {
+                if opts.interrupt.load(Ordering::SeqCst) {
+                    bar.finish_and_clear();
+                    break;
+                }
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(spec) = runs.get(i) else {
                     bar.finish_and_clear();
                     break;
                 };
                 bar.set_prefix(spec.run_id.clone());
-                let row = run_one(spec, dir, opts, datasets, &bar);
-                let line = describe(&row);
+                let (row, how) = run_one(spec, dir, opts, datasets, &bar);
+                let line = format!("{} — {how}", describe(&row));
                 if opts.progress {
                     multi.println(line).ok();
                 } else {
@@ -155,8 +170,18 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
         .flatten()
         .chain(baselines.iter().cloned())
         .collect();
-    Ok(GridOutcome { dir, rows })
+    let not_started = runs.len() + baselines.len() - rows.len();
+    let interrupted = not_started > 0 || rows.iter().any(|r| r.status == INTERRUPTED);
+    Ok(GridOutcome {
+        dir,
+        rows,
+        interrupted,
+        not_started,
+    })
 }
+
+/// Status of a run stopped by SIGINT/SIGTERM (checkpointed, resumed by the next `run`).
+pub const INTERRUPTED: &str = "interrupted";
 
 fn dataset_key(spec: &RunSpec) -> anyhow::Result<String> {
     Ok(toml::to_string(&spec.config.dataset)?)
@@ -182,7 +207,7 @@ fn eval_plan(config: &RunConfig, pair: &DatasetPair, device: &Device) -> anyhow:
 }
 
 /// Evaluates the untrained network of `config` (variant `random`): the baseline every
-/// trained encoder is compared with.
+/// trained encoder is compared with. Kept when it finished before with the same config.
 fn random_baseline(
     config: &RunConfig,
     seed: u64,
@@ -191,33 +216,64 @@ fn random_baseline(
     pair: &DatasetPair,
 ) -> SummaryRow {
     let run_id = format!("{BASELINE_VARIANT}-s{seed}");
-    let run_dir = grid_dir.join(&run_id);
+    let hash = config.numbers_hash();
     let started = std::time::Instant::now();
-    let result = (|| -> anyhow::Result<EvalRecord> {
-        std::fs::create_dir_all(&run_dir)?;
-        write_text(
-            &run_dir.join("config.toml"),
-            &toml::to_string_pretty(config)?,
-        )?;
+    let mut row = empty_row(&run_id, BASELINE_VARIANT, seed, config);
+    let result = (|| -> anyhow::Result<Option<SummaryRow>> {
+        if let staging::Plan::Keep(kept) = staging::plan(grid_dir, &run_id, &hash, opts.fresh)? {
+            return Ok(Some(*kept));
+        }
+        let dir = staging::staging_dir(grid_dir, &run_id);
+        std::fs::create_dir_all(&dir)?;
+        write_text(&dir.join("config.toml"), &toml::to_string_pretty(config)?)?;
         let method = crate::method::build(config, pair.train.channels(), &opts.device)?;
         let record = eval_plan(config, pair, &opts.device)?.run(method.as_ref(), 0, 0)?;
         write_evals(
-            &run_dir.join("evals.parquet"),
+            &dir.join("evals.parquet"),
             &run_id,
             BASELINE_VARIANT,
             seed,
             std::slice::from_ref(&record),
         )?;
         write_spectrum(
-            &run_dir.join("spectrum.parquet"),
+            &dir.join("spectrum.parquet"),
             &run_id,
             std::slice::from_ref(&record),
         )?;
-        Ok(record)
+        row.final_knn_acc = record.knn_acc;
+        row.final_probe_acc = record.probe_acc;
+        row.eval_z_effective_rank = Some(record.z_effective_rank);
+        row.wall_seconds = started.elapsed().as_secs_f64();
+        staging::finish(
+            grid_dir,
+            &run_id,
+            &staging::RunRecord {
+                config_hash: hash.clone(),
+                summary: row.clone(),
+            },
+        )?;
+        Ok(None)
     })();
-    let mut row = SummaryRow {
-        run_id,
-        variant: BASELINE_VARIANT.into(),
+    match result {
+        Ok(Some(kept)) => SummaryRow {
+            config: config.clone(),
+            ..kept
+        },
+        Ok(None) => row,
+        Err(e) => {
+            row.status = "failed".into();
+            row.error = Some(format!("{e:#}"));
+            row.wall_seconds = started.elapsed().as_secs_f64();
+            row
+        }
+    }
+}
+
+/// The row of a run before anything is known about it.
+fn empty_row(run_id: &str, variant: &str, seed: u64, config: &RunConfig) -> SummaryRow {
+    SummaryRow {
+        run_id: run_id.into(),
+        variant: variant.into(),
         seed,
         config: config.clone(),
         cpu: cpu::cpu_description().to_string(),
@@ -236,56 +292,101 @@ fn random_baseline(
         steps: 0,
         wall_seconds: 0.0,
         images_per_second: 0.0,
-    };
-    match result {
-        Ok(r) => {
-            row.final_knn_acc = r.knn_acc;
-            row.final_probe_acc = r.probe_acc;
-            row.eval_z_effective_rank = Some(r.z_effective_rank);
-        }
-        Err(e) => {
-            row.status = "failed".into();
-            row.error = Some(format!("{e:#}"));
-        }
     }
-    row.wall_seconds = started.elapsed().as_secs_f64();
-    row
 }
 
+/// Keeps, resumes or trains one run (see [`staging::plan`]). Returns its row and how it was
+/// handled.
 fn run_one(
     spec: &RunSpec,
     grid_dir: &Path,
     opts: &RunOptions,
     datasets: &HashMap<String, DatasetPair>,
     bar: &ProgressBar,
-) -> SummaryRow {
-    let run_dir = grid_dir.join(&spec.run_id);
+) -> (SummaryRow, String) {
+    let hash = spec.config.numbers_hash();
     let started = std::time::Instant::now();
+    let plan = match staging::plan(grid_dir, &spec.run_id, &hash, opts.fresh) {
+        Ok(p) => p,
+        Err(e) => {
+            let mut row = empty_row(&spec.run_id, &spec.variant, spec.seed, &spec.config);
+            row.status = "failed".into();
+            row.error = Some(format!("{e:#}"));
+            return (row, "not started".into());
+        }
+    };
+    let how = plan.describe();
+    let checkpoint = match plan {
+        staging::Plan::Keep(row) => {
+            let row = SummaryRow {
+                config: spec.config.clone(),
+                ..*row
+            };
+            return (row, how);
+        }
+        staging::Plan::Resume { checkpoint, .. } => Some(checkpoint),
+        staging::Plan::Start(_) => None,
+    };
+    let dir = staging::staging_dir(grid_dir, &spec.run_id);
     let mut recorder: Option<Recorder> = None;
     let result = (|| -> anyhow::Result<_> {
-        std::fs::create_dir_all(&run_dir)
-            .with_context(|| format!("creating {}", run_dir.display()))?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         write_text(
-            &run_dir.join("config.toml"),
+            &dir.join("config.toml"),
             &toml::to_string_pretty(&spec.config)?,
         )?;
         let key = dataset_key(spec)?;
         let pair = datasets.get(&key).context("data set not opened")?;
-        let every = spec.config.log.embeddings_every;
-        let rec = recorder.insert(Recorder {
-            steps: StepsLog::new(&spec.run_id, &spec.variant, spec.seed),
-            evals: Vec::new(),
-            embeddings: (every > 0).then(|| {
-                EmbeddingsWriter::spawn(run_dir.join("embeddings.parquet"), spec.run_id.clone())
-            }),
-            embeddings_every: every,
-            eval: eval_plan(&spec.config, pair, &opts.device)?,
+        let eval = eval_plan(&spec.config, pair, &opts.device)?;
+        let rec = recorder.insert(match &checkpoint {
+            Some(c) => Recorder::resume(spec, &dir, eval, c)?,
+            None => Recorder::new(spec, &dir, eval),
         });
+        let control = RunControl {
+            checkpointing: Some(Checkpointing {
+                dir: dir.clone(),
+                every: spec.config.train.checkpoint_every,
+                config_hash: hash.clone(),
+                interrupt: Arc::clone(&opts.interrupt),
+            }),
+            resume: match &checkpoint {
+                Some(c) => Some(read_checkpoint(c, &opts.device)?),
+                None => None,
+            },
+        };
         let train_set: Arc<dyn Dataset> = pair.train.clone();
-        let (summary, method) = train(&spec.config, &opts.device, train_set, rec, Some(bar))?;
-        save_weights(method.online(), &run_dir)?;
+        let (summary, method) = train_with(
+            &spec.config,
+            &opts.device,
+            train_set,
+            rec,
+            Some(bar),
+            control,
+        )?;
+        if !matches!(summary.status, RunStatus::Interrupted { .. }) {
+            save_weights(method.online(), &dir)?;
+        }
         Ok(summary)
     })();
+    if let Ok(TrainSummary {
+        status: RunStatus::Interrupted { next_step },
+        ..
+    }) = &result
+    {
+        // Everything is in the checkpoint; nothing is published. The embeddings writer is
+        // dropped unfinished, so it writes no file.
+        let steps = recorder.map(|r| r.steps.rows).unwrap_or_default();
+        let mut row = row_from_logs(spec, &steps, &[]);
+        row.status = INTERRUPTED.into();
+        row.stop_reason = Some(format!(
+            "interrupted: checkpointed at step {next_step}; run the same command again to resume"
+        ));
+        row.wall_seconds = started.elapsed().as_secs_f64();
+        return (
+            row,
+            format!("{how}; interrupted, checkpointed at step {next_step}"),
+        );
+    }
     // Logs are written whatever happened: a diverged or failed run keeps what it logged.
     let (steps, evals, embeddings) = match recorder {
         Some(r) => (r.steps, r.evals, r.embeddings),
@@ -295,16 +396,16 @@ fn run_one(
             None,
         ),
     };
-    let mut write_logs = steps.write(&run_dir.join("steps.parquet"));
+    let mut write_logs = steps.write(&dir.join("steps.parquet"));
     if write_logs.is_ok() && !evals.is_empty() {
         write_logs = write_evals(
-            &run_dir.join("evals.parquet"),
+            &dir.join("evals.parquet"),
             &spec.run_id,
             &spec.variant,
             spec.seed,
             &evals,
         )
-        .and_then(|_| write_spectrum(&run_dir.join("spectrum.parquet"), &spec.run_id, &evals));
+        .and_then(|_| write_spectrum(&dir.join("spectrum.parquet"), &spec.run_id, &evals));
     }
     if let Some(writer) = embeddings {
         let finished = writer.finish();
@@ -312,45 +413,12 @@ fn run_one(
             write_logs = finished;
         }
     }
-    let records = &steps.rows;
-    let dim = spec.config.model.projector.out;
-    let fin = FinalMetrics::from_steps(records);
-    let streak: Vec<(u64, bool)> = records
-        .iter()
-        .map(|r| (r.step, is_collapsed(r.pos_cos, r.neg_cos, r.z_std, dim)))
-        .collect();
-    let last_eval = evals.last();
-    let mut row = SummaryRow {
-        run_id: spec.run_id.clone(),
-        variant: spec.variant.clone(),
-        seed: spec.seed,
-        config: spec.config.clone(),
-        cpu: cpu::cpu_description().to_string(),
-        status: "ok".into(),
-        error: None,
-        stop_reason: None,
-        final_pos_cos: fin.as_ref().map(|f| f.pos_cos),
-        final_neg_cos: fin.as_ref().map(|f| f.neg_cos),
-        final_z_std: fin.as_ref().map(|f| f.z_std),
-        final_effective_rank: fin.as_ref().map(|f| f.effective_rank),
-        final_knn_acc: last_eval.and_then(|e| e.knn_acc),
-        final_probe_acc: last_eval.and_then(|e| e.probe_acc),
-        eval_z_effective_rank: last_eval.map(|e| e.z_effective_rank),
-        collapse_verdict: fin.as_ref().zip(last_eval).map(|(f, e)| {
-            verdict(f.pos_cos, f.neg_cos, f.z_std, e.z_effective_rank, dim)
-                .as_str()
-                .to_string()
-        }),
-        collapse_step: collapse_step(&streak),
-        steps: records.len() as u64,
-        wall_seconds: started.elapsed().as_secs_f64(),
-        images_per_second: 0.0,
-    };
+    let mut row = row_from_logs(spec, &steps.rows, &evals);
     match (result, write_logs) {
         (Ok(summary), Ok(())) => {
             row.images_per_second = summary.images_per_second;
             match summary.status {
-                RunStatus::Ok => {}
+                RunStatus::Ok | RunStatus::Interrupted { .. } => {}
                 RunStatus::Diverged { reason, .. } => {
                     row.status = "diverged".into();
                     row.error = Some(reason);
@@ -367,7 +435,48 @@ fn run_one(
             row.error = Some(format!("{e:#}"));
         }
     }
-    row
+    row.wall_seconds = started.elapsed().as_secs_f64();
+    let record = staging::RunRecord {
+        config_hash: hash,
+        summary: row.clone(),
+    };
+    let published = remove_checkpoint(&dir)
+        .and_then(|()| remove_dir_if_present(&dir.join(recorder::PARTS_DIR)))
+        .and_then(|()| staging::finish(grid_dir, &spec.run_id, &record));
+    if let Err(e) = published {
+        row.status = "failed".into();
+        row.error = Some(format!("publishing the run folder: {e:#}"));
+    }
+    (row, how)
+}
+
+/// A run's summary row from its step log and evaluations (status `ok`; the caller sets
+/// what training reported).
+fn row_from_logs(spec: &RunSpec, records: &[StepRecord], evals: &[EvalRecord]) -> SummaryRow {
+    let dim = spec.config.model.projector.out;
+    let fin = FinalMetrics::from_steps(records);
+    let streak: Vec<(u64, bool)> = records
+        .iter()
+        .map(|r| (r.step, is_collapsed(r.pos_cos, r.neg_cos, r.z_std, dim)))
+        .collect();
+    let last_eval = evals.last();
+    SummaryRow {
+        final_pos_cos: fin.as_ref().map(|f| f.pos_cos),
+        final_neg_cos: fin.as_ref().map(|f| f.neg_cos),
+        final_z_std: fin.as_ref().map(|f| f.z_std),
+        final_effective_rank: fin.as_ref().map(|f| f.effective_rank),
+        final_knn_acc: last_eval.and_then(|e| e.knn_acc),
+        final_probe_acc: last_eval.and_then(|e| e.probe_acc),
+        eval_z_effective_rank: last_eval.map(|e| e.z_effective_rank),
+        collapse_verdict: fin.as_ref().zip(last_eval).map(|(f, e)| {
+            verdict(f.pos_cos, f.neg_cos, f.z_std, e.z_effective_rank, dim)
+                .as_str()
+                .to_string()
+        }),
+        collapse_step: collapse_step(&streak),
+        steps: records.len() as u64,
+        ..empty_row(&spec.run_id, &spec.variant, spec.seed, &spec.config)
+    }
 }
 
 /// `encoder.safetensors` (the online encoder, with batch-norm running statistics) and
@@ -383,7 +492,7 @@ fn save_weights(online: &crate::method::OnlineNetwork, run_dir: &Path) -> anyhow
         ("heads.safetensors", heads),
     ] {
         let map: HashMap<String, candle_core::Tensor> = tensors.into_iter().collect();
-        let tmp = run_dir.join(format!(".{file}.tmp"));
+        let tmp = run_dir.join(format!(".{file}.tmp-{}", std::process::id()));
         candle_core::safetensors::save(&map, &tmp)?;
         std::fs::rename(&tmp, run_dir.join(file))?;
     }

@@ -1,12 +1,15 @@
 //! The observer a grid run attaches to training: keeps the step log, sends embeddings of
 //! logged steps to the writer thread, and evaluates at epoch ends.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use anyhow::Context;
 use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 
 use crate::analysis::{evaluate, EvalRecord, EvalSetup, EvalSplit};
-use crate::config::RunConfig;
+use crate::config::{InputError, RunConfig, RunSpec};
 use crate::data::{Augmenter, Dataset, TwoViewBatch};
 use crate::log::{EmbeddingBlock, EmbeddingsWriter, LoggedStep, StepsLog};
 use crate::method::{Embeddings, Method};
@@ -59,6 +62,82 @@ pub struct Recorder {
     pub embeddings: Option<EmbeddingsWriter>,
     pub embeddings_every: u64,
     pub eval: EvalPlan,
+    /// Where checkpoints put the embeddings logged so far, and the part files written.
+    pub parts_dir: PathBuf,
+    pub parts: Vec<String>,
+}
+
+/// A checkpoint's record of the logs beside `steps.parquet`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedLogs {
+    /// Evaluations so far (a handful: TOML writes every float so it reads back exactly).
+    evals: Vec<EvalRecord>,
+    /// Embedding part files (in `parts_dir`) that belong to this checkpoint, in step order.
+    embedding_parts: Vec<String>,
+}
+
+const STEPS_FILE: &str = "steps.parquet";
+const SAVED_LOGS_FILE: &str = "logs.toml";
+/// The embeddings file, in the run's staging folder.
+pub const EMBEDDINGS_FILE: &str = "embeddings.parquet";
+/// The folder of embedding part files, in the run's staging folder.
+pub const PARTS_DIR: &str = "embedding-parts";
+
+impl Recorder {
+    /// A recorder for a run that starts now, writing into staging folder `staging`.
+    pub fn new(spec: &RunSpec, staging: &Path, eval: EvalPlan) -> Self {
+        let every = spec.config.log.embeddings_every;
+        Self {
+            steps: StepsLog::new(&spec.run_id, &spec.variant, spec.seed),
+            evals: Vec::new(),
+            embeddings: (every > 0).then(|| {
+                EmbeddingsWriter::spawn(staging.join(EMBEDDINGS_FILE), spec.run_id.clone())
+            }),
+            embeddings_every: every,
+            eval,
+            parts_dir: staging.join(PARTS_DIR),
+            parts: Vec::new(),
+        }
+    }
+
+    /// A recorder continuing the logs saved in `checkpoint` (inside `staging`). Embedding parts
+    /// written after that checkpoint (a kill between writing a part and the checkpoint) are
+    /// removed.
+    pub fn resume(
+        spec: &RunSpec,
+        staging: &Path,
+        eval: EvalPlan,
+        checkpoint: &Path,
+    ) -> anyhow::Result<Self> {
+        let mut r = Self::new(spec, staging, eval);
+        r.steps = StepsLog::read(&checkpoint.join(STEPS_FILE))?;
+        let path = checkpoint.join(SAVED_LOGS_FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| InputError::new(path.display().to_string(), e.to_string()))?;
+        let saved: SavedLogs = toml::from_str(&text)
+            .map_err(|e| InputError::new(path.display().to_string(), e.message().to_string()))?;
+        r.evals = saved.evals;
+        r.parts = saved.embedding_parts;
+        if let Ok(entries) = std::fs::read_dir(&r.parts_dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if !r.parts.contains(&name) {
+                    std::fs::remove_file(e.path())
+                        .with_context(|| format!("removing {}", e.path().display()))?;
+                }
+            }
+        }
+        if r.embeddings_every > 0 {
+            let parts = r.parts.iter().map(|p| r.parts_dir.join(p)).collect();
+            r.embeddings = Some(EmbeddingsWriter::continuing(
+                staging.join(EMBEDDINGS_FILE),
+                spec.run_id.clone(),
+                parts,
+            ));
+        }
+        Ok(r)
+    }
 }
 
 fn block(kind: &'static str, view: u8, t: &Tensor) -> anyhow::Result<EmbeddingBlock> {
@@ -113,5 +192,24 @@ impl StepObserver for Recorder {
             self.evals.push(self.eval.run(method, epoch, step)?);
         }
         Ok(())
+    }
+
+    fn save(&mut self, dir: &Path) -> anyhow::Result<()> {
+        self.steps.write(&dir.join(STEPS_FILE))?;
+        if let Some(writer) = &self.embeddings {
+            let next = self.steps.rows.last().map_or(0, |r| r.step + 1);
+            let name = format!("part-{next:010}.parquet");
+            std::fs::create_dir_all(&self.parts_dir)
+                .with_context(|| format!("creating {}", self.parts_dir.display()))?;
+            if writer.save_part(self.parts_dir.join(&name))? {
+                self.parts.push(name);
+            }
+        }
+        let saved = SavedLogs {
+            evals: self.evals.clone(),
+            embedding_parts: self.parts.clone(),
+        };
+        std::fs::write(dir.join(SAVED_LOGS_FILE), toml::to_string(&saved)?)
+            .with_context(|| format!("writing {}", dir.join(SAVED_LOGS_FILE).display()))
     }
 }

@@ -1,5 +1,6 @@
 //! Training: optimizers, schedules, the step loop, device selection.
 
+pub mod checkpoint;
 mod device;
 mod optim;
 mod schedule;
@@ -8,4 +9,6 @@ mod trainer;
 pub use device::parse_device;
 pub use optim::{grad_norm, Optimizer};
 pub use schedule::{lr_at, tau_at};
-pub use trainer::{train, RunStatus, StepObserver, StepRecord, TrainSummary};
+pub use trainer::{
+    train, train_with, RunControl, RunStatus, StepObserver, StepRecord, TrainSummary,
+};

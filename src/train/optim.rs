@@ -6,11 +6,16 @@
 //! v ← m·v + u; w ← w − lr·v. Biases and norm parameters optionally get neither the
 //! adaptation nor the weight decay.
 
+use std::collections::HashMap;
+
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Result, Tensor};
 
 use crate::config::{OptimConfig, OptimizerName};
 use crate::model::{Param, ParamKind};
+
+/// Prefix of the momentum buffers in a checkpoint.
+pub const VELOCITY_PREFIX: &str = "velocity.";
 
 pub struct Optimizer {
     cfg: OptimConfig,
@@ -23,6 +28,49 @@ impl Optimizer {
             cfg: cfg.clone(),
             velocity: vec![None; num_params],
         }
+    }
+
+    /// The momentum buffers, named `velocity.<parameter>`, for a checkpoint.
+    pub fn state(&self, params: &[Param]) -> Vec<(String, Tensor)> {
+        params
+            .iter()
+            .zip(&self.velocity)
+            .filter_map(|(p, v)| Some((format!("{VELOCITY_PREFIX}{}", p.name), v.clone()?)))
+            .collect()
+    }
+
+    /// Restores what [`Optimizer::state`] saved (a parameter without a saved buffer has had
+    /// no update yet).
+    pub fn load_state(
+        &mut self,
+        params: &[Param],
+        tensors: &HashMap<String, Tensor>,
+    ) -> Result<()> {
+        if params.len() != self.velocity.len() {
+            candle_core::bail!(
+                "optimizer built for {} parameters, got {}",
+                self.velocity.len(),
+                params.len()
+            );
+        }
+        for (p, v) in params.iter().zip(self.velocity.iter_mut()) {
+            *v = match tensors.get(&format!("{VELOCITY_PREFIX}{}", p.name)) {
+                Some(t) => {
+                    let w = p.var.as_tensor();
+                    if t.dims() != w.dims() {
+                        candle_core::bail!(
+                            "checkpoint velocity of {} has shape {:?}, the parameter {:?}",
+                            p.name,
+                            t.dims(),
+                            w.dims()
+                        );
+                    }
+                    Some(t.to_device(w.device())?.to_dtype(w.dtype())?)
+                }
+                None => None,
+            };
+        }
+        Ok(())
     }
 
     fn excluded(&self, p: &Param) -> bool {

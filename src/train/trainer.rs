@@ -2,6 +2,7 @@
 //! update → per-step collapse metrics → observer. A non-finite loss or gradient stops the run
 //! as `diverged`; the caller records it and the grid goes on.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,13 +10,14 @@ use anyhow::Context;
 use candle_core::{Device, Tensor};
 use indicatif::ProgressBar;
 
+use super::checkpoint::{Checkpointing, Progress, Resume};
 use super::optim::{grad_norm, Optimizer};
 use super::schedule::{lr_at, tau_at};
 use crate::analysis::{
     effective_rank, is_collapsed, symmetric_pos_neg_cos, z_std, NonFiniteEmbeddings,
 };
 use crate::config::RunConfig;
-use crate::data::{Augmenter, Dataset, TwoViewBatch, TwoViewLoader};
+use crate::data::{Augmenter, Dataset, LoaderPlan, TwoViewBatch, TwoViewLoader};
 use crate::method::{build, Embeddings, Method};
 
 /// One optimizer step, as logged in `steps.parquet`.
@@ -56,6 +58,10 @@ pub enum RunStatus {
         step: u64,
         reason: String,
     },
+    /// Asked to stop (SIGINT/SIGTERM): checkpointed, to be resumed at `next_step`.
+    Interrupted {
+        next_step: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +95,12 @@ pub trait StepObserver {
     ) -> anyhow::Result<()> {
         Ok(())
     }
+
+    /// Writes what has been logged so far into `dir`, a checkpoint being written, so that a
+    /// resumed run's logs continue these.
+    fn save(&mut self, _dir: &Path) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// pos_cos, neg_cos and z_std of a step: on a CUDA device one kernel launch and one small
@@ -106,7 +118,18 @@ fn step_diagnostics(
     Ok((pos, neg, z_std(&z[0])?))
 }
 
-/// Trains one run. Returns how it ended and the trained method (its online encoder).
+/// How a run continues and is saved: where to checkpoint (and whether it was asked to
+/// stop), and a checkpoint to resume from.
+#[derive(Default)]
+pub struct RunControl {
+    pub checkpointing: Option<Checkpointing>,
+    pub resume: Option<Resume>,
+}
+
+/// Prefix of the online network's tensors in a checkpoint.
+const ONLINE_PREFIX: &str = "online.";
+
+/// Trains one run from its first step. Returns how it ended and the trained method.
 pub fn train(
     cfg: &RunConfig,
     device: &Device,
@@ -114,35 +137,69 @@ pub fn train(
     observer: &mut dyn StepObserver,
     progress: Option<&ProgressBar>,
 ) -> anyhow::Result<(TrainSummary, Box<dyn Method>)> {
+    train_with(
+        cfg,
+        device,
+        dataset,
+        observer,
+        progress,
+        RunControl::default(),
+    )
+}
+
+/// Trains one run, resuming from `control.resume` if given and checkpointing as
+/// `control.checkpointing` says. A resumed run computes the same numbers as one that never
+/// stopped: same weights, optimizer and method state, same batches from the same step.
+pub fn train_with(
+    cfg: &RunConfig,
+    device: &Device,
+    dataset: Arc<dyn Dataset>,
+    observer: &mut dyn StepObserver,
+    progress: Option<&ProgressBar>,
+    control: RunControl,
+) -> anyhow::Result<(TrainSummary, Box<dyn Method>)> {
     let channels = dataset.channels();
     let size = cfg.dataset.image_size;
     let batch_size = cfg.train.batch_size;
+    let mut method = build(cfg, channels, device).context("building the networks")?;
+    let mut optimizer = Optimizer::new(&cfg.optim, method.online().store.params().len());
+    let (start_step, mut collapsed_streak) = match &control.resume {
+        Some(r) => {
+            method.online().store.load(&r.with_prefix(ONLINE_PREFIX))?;
+            method.load_state(&r.tensors)?;
+            optimizer.load_state(method.online().store.params(), &r.tensors)?;
+            (r.progress.next_step, r.progress.collapsed_streak)
+        }
+        None => (0, 0),
+    };
     let augmenter = Augmenter::new(&cfg.augment, size, channels).context("augment")?;
-    let loader = TwoViewLoader::spawn_with_workers(
+    let loader = TwoViewLoader::spawn_from(
         dataset,
         augmenter,
-        batch_size,
-        cfg.train.epochs,
-        cfg.train.seed,
-        cfg.train.prefetch,
-        cfg.train.loader_threads,
+        &LoaderPlan {
+            batch_size,
+            epochs: cfg.train.epochs,
+            seed: cfg.train.seed,
+            prefetch: cfg.train.prefetch,
+            workers: cfg.train.loader_threads,
+            start_step,
+        },
     )?;
     let total = match cfg.train.max_steps {
         Some(m) => m.min(loader.total_steps()),
         None => loader.total_steps(),
     };
     let steps_per_epoch = loader.steps_per_epoch() as u64;
-    let mut method = build(cfg, channels, device).context("building the networks")?;
-    let mut optimizer = Optimizer::new(&cfg.optim, method.online().store.params().len());
     let has_ema = cfg.method.name.has_ema_target();
     if let Some(pb) = progress {
         pb.set_length(total);
-        pb.set_position(0);
+        pb.set_position(start_step.min(total));
     }
-    observer.on_epoch_end(0, 0, total == 0, method.as_ref())?;
+    if control.resume.is_none() {
+        observer.on_epoch_end(0, 0, total == 0, method.as_ref())?;
+    }
     let start = Instant::now();
     let mut status = RunStatus::Ok;
-    let mut collapsed_streak = 0u64;
     let mut steps = 0u64;
     let mut t_step = Instant::now();
     for batch in loader {
@@ -171,49 +228,20 @@ pub fn train(
             }
         }
         let step_ms = t_step.elapsed().as_secs_f64() * 1e3;
-        let t_metrics = Instant::now();
-        let emb = &out.embeddings;
-        let (pos_cos, neg_cos, z_std_value) = step_diagnostics(&emb.z, &emb.z_target)?;
-        let record = StepRecord {
-            epoch: batch.epoch,
-            step: batch.step,
-            loss,
-            pos_cos,
-            neg_cos,
-            z_std: z_std_value,
-            effective_rank: effective_rank(&emb.z[0])?,
-            lr,
-            tau,
-            grad_norm: gnorm,
-            step_ms,
-            metrics_ms: 0.0,
-        };
-        let record = StepRecord {
-            metrics_ms: t_metrics.elapsed().as_secs_f64() * 1e3,
-            ..record
-        };
-        observer.on_step(&record, emb, &batch)?;
+        let record = step_record(&batch, &out.embeddings, loss, lr, tau, gnorm, step_ms)?;
+        observer.on_step(&record, &out.embeddings, &batch)?;
         steps += 1;
         if let Some(pb) = progress {
             pb.inc(1);
             if batch.step % 5 == 0 {
-                pb.set_message(format!("loss {loss:.3} pos {pos_cos:.3} neg {neg_cos:.3}"));
+                pb.set_message(format!(
+                    "loss {loss:.3} pos {:.3} neg {:.3}",
+                    record.pos_cos, record.neg_cos
+                ));
             }
         }
-        if !loss.is_finite() || !gnorm.is_finite() {
-            let what = if loss.is_finite() {
-                "gradient norm"
-            } else {
-                "loss"
-            };
-            status = RunStatus::Diverged {
-                step: batch.step,
-                reason: format!(
-                    "{what} became {} at step {}",
-                    if loss.is_finite() { gnorm } else { loss },
-                    batch.step
-                ),
-            };
+        if let Some(diverged) = divergence(loss, gnorm, batch.step) {
+            status = diverged;
             break;
         }
         if is_collapsed(
@@ -260,6 +288,24 @@ pub fn train(
             };
             break;
         }
+        if let Some(ck) = control
+            .checkpointing
+            .as_ref()
+            .filter(|c| c.due(done, total))
+        {
+            let state = checkpoint_state(method.as_ref(), &optimizer);
+            let at = Progress {
+                config_hash: ck.config_hash.clone(),
+                next_step: done,
+                collapsed_streak,
+            };
+            ck.write(&at, state, |dir| observer.save(dir))
+                .context("writing a checkpoint")?;
+            if ck.interrupted() {
+                status = RunStatus::Interrupted { next_step: done };
+                break;
+            }
+        }
         t_step = Instant::now();
     }
     let wall_seconds = start.elapsed().as_secs_f64();
@@ -273,4 +319,64 @@ pub fn train(
         },
         method,
     ))
+}
+
+/// The per-step record of a finished step: loss, schedule values and the live collapse
+/// diagnostics of its embeddings (timed apart from the step).
+fn step_record(
+    batch: &TwoViewBatch,
+    emb: &Embeddings,
+    loss: f64,
+    lr: f64,
+    tau: Option<f64>,
+    grad_norm: f64,
+    step_ms: f64,
+) -> anyhow::Result<StepRecord> {
+    let t_metrics = Instant::now();
+    let (pos_cos, neg_cos, z_std_value) = step_diagnostics(&emb.z, &emb.z_target)?;
+    let effective_rank = effective_rank(&emb.z[0])?;
+    Ok(StepRecord {
+        epoch: batch.epoch,
+        step: batch.step,
+        loss,
+        pos_cos,
+        neg_cos,
+        z_std: z_std_value,
+        effective_rank,
+        lr,
+        tau,
+        grad_norm,
+        step_ms,
+        metrics_ms: t_metrics.elapsed().as_secs_f64() * 1e3,
+    })
+}
+
+/// `Diverged` when the loss or the gradient norm of step `step` is not finite.
+fn divergence(loss: f64, gnorm: f64, step: u64) -> Option<RunStatus> {
+    let (what, value) = if !loss.is_finite() {
+        ("loss", loss)
+    } else if !gnorm.is_finite() {
+        ("gradient norm", gnorm)
+    } else {
+        return None;
+    };
+    Some(RunStatus::Diverged {
+        step,
+        reason: format!("{what} became {value} at step {step}"),
+    })
+}
+
+/// Every tensor training changes: the online network, the method's own state and the
+/// optimizer's buffers.
+fn checkpoint_state(method: &dyn Method, optimizer: &Optimizer) -> Vec<(String, Tensor)> {
+    let online = method.online();
+    let mut state: Vec<(String, Tensor)> = online
+        .store
+        .named_tensors()
+        .into_iter()
+        .map(|(n, t)| (format!("{ONLINE_PREFIX}{n}"), t))
+        .collect();
+    state.extend(method.state());
+    state.extend(optimizer.state(online.store.params()));
+    state
 }

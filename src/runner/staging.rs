@@ -1,0 +1,139 @@
+//! Where a run's files live while it runs, how they are published, and what a new `run` on
+//! an existing grid folder does with each run.
+//!
+//! A run writes into `GRID/.staging/<run_id>/`. When it ends (ok, diverged, failed, stopped
+//! early) that folder holds its complete results and `run.toml` (its summary row and config
+//! fingerprint), and replaces `GRID/<run_id>/` by renames: a published run folder is always
+//! one run's complete output, never mixed with an earlier run's files. An interrupted run stays
+//! in staging with its checkpoint until it is resumed.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::log::{remove_dir_if_present, write_text, SummaryRow};
+use crate::train::checkpoint::{find_checkpoint, read_progress};
+
+/// The staging folder of a grid folder.
+pub const STAGING_DIR: &str = ".staging";
+/// A finished run's record in its folder.
+pub const RUN_RECORD: &str = "run.toml";
+
+/// `run.toml`: the config fingerprint a run finished with and its summary row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub config_hash: String,
+    pub summary: SummaryRow,
+}
+
+/// What to do with one run of the grid.
+#[derive(Debug)]
+pub enum Plan {
+    /// Finished with the same config: keep it (its recorded row).
+    Keep(Box<SummaryRow>),
+    /// Unfinished with the same config: continue from the checkpoint in this folder.
+    Resume { checkpoint: PathBuf, next_step: u64 },
+    /// Train from the first step.
+    Start(StartReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartReason {
+    New,
+    /// A finished run exists but its config fingerprint differs.
+    ConfigChanged,
+    /// The run exists but failed: failures may come from the machine, so it is tried again.
+    PreviouslyFailed,
+    /// `--fresh`.
+    Fresh,
+}
+
+impl Plan {
+    /// How the plan is announced, e.g. "resumed at step 40".
+    pub fn describe(&self) -> String {
+        match self {
+            Plan::Keep(_) => "kept (finished with the same config)".into(),
+            Plan::Resume { next_step, .. } => format!("resumed at step {next_step}"),
+            Plan::Start(StartReason::New) => "new".into(),
+            Plan::Start(StartReason::ConfigChanged) => "re-run (config changed)".into(),
+            Plan::Start(StartReason::PreviouslyFailed) => "re-run (it had failed)".into(),
+            Plan::Start(StartReason::Fresh) => "re-run (--fresh)".into(),
+        }
+    }
+}
+
+pub fn staging_dir(grid_dir: &Path, run_id: &str) -> PathBuf {
+    grid_dir.join(STAGING_DIR).join(run_id)
+}
+
+/// Statuses a run keeps across invocations: the outcome is a property of the config.
+fn is_final(status: &str) -> bool {
+    matches!(status, "ok" | "diverged")
+}
+
+/// The record of a published run folder, if it has a readable one.
+pub fn read_record(run_dir: &Path) -> Option<RunRecord> {
+    let text = std::fs::read_to_string(run_dir.join(RUN_RECORD)).ok()?;
+    toml::from_str(&text).ok()
+}
+
+/// Decides what to do with run `run_id` whose config fingerprint is `hash`. Finishes a
+/// publication a kill cut short, and clears the staging folder unless it is resumed.
+pub fn plan(grid_dir: &Path, run_id: &str, hash: &str, fresh: bool) -> anyhow::Result<Plan> {
+    let staging = staging_dir(grid_dir, run_id);
+    if staging.join(RUN_RECORD).is_file() {
+        publish(grid_dir, run_id)?;
+    }
+    let published = read_record(&grid_dir.join(run_id));
+    let plan = if fresh {
+        Plan::Start(StartReason::Fresh)
+    } else if let Some(rec) = published
+        .as_ref()
+        .filter(|r| r.config_hash == hash && is_final(&r.summary.status))
+    {
+        Plan::Keep(Box::new(rec.summary.clone()))
+    } else if let Some((checkpoint, next_step)) = find_checkpoint(&staging)?
+        .and_then(|dir| Some((read_progress(&dir).ok()?, dir)))
+        .filter(|(p, _)| p.config_hash == hash)
+        .map(|(p, dir)| (dir, p.next_step))
+    {
+        Plan::Resume {
+            checkpoint,
+            next_step,
+        }
+    } else {
+        Plan::Start(match published {
+            Some(r) if r.config_hash != hash => StartReason::ConfigChanged,
+            Some(_) => StartReason::PreviouslyFailed,
+            None if grid_dir.join(run_id).exists() => StartReason::ConfigChanged,
+            None => StartReason::New,
+        })
+    };
+    if matches!(plan, Plan::Start(_)) {
+        remove_dir_if_present(&staging)?;
+    }
+    Ok(plan)
+}
+
+/// Writes `run.toml` into the staging folder (the run is complete there) and publishes it.
+pub fn finish(grid_dir: &Path, run_id: &str, record: &RunRecord) -> anyhow::Result<()> {
+    let staging = staging_dir(grid_dir, run_id);
+    write_text(&staging.join(RUN_RECORD), &toml::to_string(record)?)?;
+    publish(grid_dir, run_id)
+}
+
+/// Replaces `GRID/<run_id>` by its staging folder. A kill between the renames leaves the
+/// staging folder with its `run.toml`, and the next [`plan`] completes the publication.
+fn publish(grid_dir: &Path, run_id: &str) -> anyhow::Result<()> {
+    let staging = staging_dir(grid_dir, run_id);
+    let dest = grid_dir.join(run_id);
+    let old = grid_dir.join(STAGING_DIR).join(format!("{run_id}.old"));
+    remove_dir_if_present(&old)?;
+    if dest.exists() {
+        std::fs::rename(&dest, &old).with_context(|| format!("moving {} aside", dest.display()))?;
+    }
+    std::fs::rename(&staging, &dest)
+        .with_context(|| format!("publishing {} as {}", staging.display(), dest.display()))?;
+    remove_dir_if_present(&old)
+}

@@ -1,0 +1,258 @@
+//! Grids that survive: a run killed (SIGKILL) or interrupted (SIGINT) resumes from its last
+//! checkpoint and ends with the numbers of a run that never stopped; a second `run` keeps
+//! finished runs, re-runs changed ones, and never leaves an earlier run's files behind.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use polars::prelude::*;
+
+/// Two runs with an EMA target, one with a queue; long enough to be stopped part-way, with a
+/// checkpoint every 7 steps. One run at a time, so each stop lands in a known run.
+const ARGS: &[&str] = &[
+    "--only",
+    "byol,moco",
+    "--jobs",
+    "1",
+    "--set",
+    "train.epochs=30",
+    "--set",
+    "train.checkpoint_every=7",
+];
+
+fn start(out: &Path, extra: &[&str]) -> Child {
+    let mut args = vec!["run", "experiments/smoke.toml", "--quiet", "--out"];
+    args.push(out.to_str().expect("utf-8 path"));
+    args.extend_from_slice(ARGS);
+    args.extend_from_slice(extra);
+    bin()
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts")
+}
+
+fn finish(child: Child) -> (Option<i32>, String) {
+    let o = child.wait_with_output().expect("the run ends");
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// `next_step` of the checkpoint of `run` in grid folder `grid`, if one exists now.
+fn checkpoint_step(grid: &Path, run: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(
+        grid.join(".staging")
+            .join(run)
+            .join("checkpoint/progress.toml"),
+    )
+    .ok()?;
+    let line = text.lines().find(|l| l.starts_with("next_step"))?;
+    line.split('=').nth(1)?.trim().parse().ok()
+}
+
+/// Waits until `run` has checkpointed at `step` or later (or the child has ended).
+fn wait_for_checkpoint(child: &mut Child, grid: &Path, run: &str, step: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if checkpoint_step(grid, run).is_some_and(|s| s >= step) {
+            return true;
+        }
+        if child.try_wait().expect("poll").is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("no checkpoint of {run} at step {step} within 2 minutes");
+}
+
+const TIMING: [&str; 4] = ["wall_seconds", "images_per_second", "step_ms", "metrics_ms"];
+
+fn without_timing(df: DataFrame) -> DataFrame {
+    let keep: Vec<PlSmallStr> = df
+        .get_column_names()
+        .into_iter()
+        .filter(|c| !TIMING.contains(&c.as_str()))
+        .cloned()
+        .collect();
+    df.select(keep).expect("columns")
+}
+
+/// Every table of two grid folders is equal, timing columns aside.
+fn assert_same_tables(a: &Path, b: &Path) {
+    let mut files = vec![PathBuf::from("summary.parquet")];
+    for run in ["byol-s0", "moco-s0", "random-s0"] {
+        for t in [
+            "steps.parquet",
+            "evals.parquet",
+            "spectrum.parquet",
+            "embeddings.parquet",
+        ] {
+            if a.join(run).join(t).exists() {
+                files.push(Path::new(run).join(t));
+            }
+        }
+    }
+    assert!(files.len() > 8, "{files:?}");
+    for f in &files {
+        let (x, y) = (
+            without_timing(read(&a.join(f))),
+            without_timing(read(&b.join(f))),
+        );
+        assert!(x.equals_missing(&y), "{} differs:\n{x}\n{y}", f.display());
+    }
+    for run in ["byol-s0", "moco-s0"] {
+        let w = |d: &Path| std::fs::read(d.join(run).join("encoder.safetensors")).expect("weights");
+        assert_eq!(w(a), w(b), "{run}: encoder weights differ");
+    }
+}
+
+fn uninterrupted(root: &Path) -> PathBuf {
+    let (code, err) = finish(start(root, &[]));
+    assert_eq!(code, Some(0), "{err}");
+    root.join("smoke")
+}
+
+#[test]
+fn killed_at_several_points_then_resumed_equals_uninterrupted() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let reference = uninterrupted(&d.path().join("a"));
+    let root = d.path().join("b");
+    let grid = root.join("smoke");
+    // SIGKILL mid-way through the first run, twice more in it, then in the second run.
+    let mut kills = 0;
+    for (run, step) in [
+        ("byol-s0", 8),
+        ("byol-s0", 30),
+        ("byol-s0", 60),
+        ("moco-s0", 20),
+    ] {
+        let mut child = start(&root, &[]);
+        if wait_for_checkpoint(&mut child, &grid, run, step) {
+            child.kill().expect("SIGKILL");
+            kills += 1;
+        }
+        let (code, err) = finish(child);
+        assert!(code.is_none() || code == Some(0), "{code:?}: {err}");
+    }
+    assert!(kills >= 3, "only {kills} kills landed");
+    let (code, err) = finish(start(&root, &[]));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("resumed at step"), "{err}");
+    assert!(!grid.join(".staging/byol-s0").exists() && !grid.join(".staging/moco-s0").exists());
+    assert!(
+        !grid.join("byol-s0/checkpoint").exists(),
+        "checkpoints are not published"
+    );
+    assert_same_tables(&reference, &grid);
+}
+
+#[test]
+fn sigint_checkpoints_marks_interrupted_and_exits_130() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let reference = uninterrupted(&d.path().join("a"));
+    let root = d.path().join("b");
+    let grid = root.join("smoke");
+    let mut child = start(&root, &[]);
+    assert!(wait_for_checkpoint(&mut child, &grid, "byol-s0", 14));
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let (code, err) = finish(child);
+    assert_eq!(code, Some(130), "{err}");
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("interrupted:") && last.contains("byol-s0") && last.contains("again"),
+        "{err}"
+    );
+    let summary = read(&grid.join("summary.parquet"));
+    let (ids, status) = (strs(&summary, "run_id"), strs(&summary, "status"));
+    let byol = ids.iter().position(|r| r == "byol-s0").expect("byol row");
+    assert_eq!(status[byol], "interrupted");
+    assert!(
+        !ids.contains(&"moco-s0".to_string()),
+        "not started: {ids:?}"
+    );
+    assert!(
+        !grid.join("byol-s0").exists(),
+        "an interrupted run is not published"
+    );
+    assert!(!grid.join(".lock").exists(), "lock released");
+
+    let (code, err) = finish(start(&root, &[]));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("byol-s0") && err.contains("resumed at step"),
+        "{err}"
+    );
+    assert_same_tables(&reference, &grid);
+}
+
+#[test]
+fn a_second_run_keeps_finished_runs_reruns_changed_ones_and_leaves_no_stale_files() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let root = d.path();
+    let grid = uninterrupted(root);
+    let modified = |run: &str| {
+        std::fs::metadata(grid.join(run).join("steps.parquet"))
+            .and_then(|m| m.modified())
+            .expect("mtime")
+    };
+    let before = modified("byol-s0");
+
+    let (code, err) = finish(start(root, &[]));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        err.matches("kept (finished with the same config)").count(),
+        2,
+        "{err}"
+    );
+    assert_eq!(modified("byol-s0"), before, "a kept run is not rewritten");
+
+    // Settings that do not change numbers keep runs too.
+    let (code, err) = finish(start(root, &["--set", "train.prefetch=1"]));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(err.matches("kept").count(), 2, "{err}");
+
+    // Now without embeddings: the runs are re-run and their old embeddings do not remain.
+    assert!(grid.join("byol-s0/embeddings.parquet").exists());
+    let (code, err) = finish(start(root, &["--set", "log.embeddings_every=0"]));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(err.matches("re-run (config changed)").count(), 2, "{err}");
+    for run in ["byol-s0", "moco-s0"] {
+        assert!(grid.join(run).join("steps.parquet").exists());
+        assert!(
+            !grid.join(run).join("embeddings.parquet").exists(),
+            "{run}: stale embeddings left"
+        );
+    }
+
+    let (code, err) = finish(start(root, &["--set", "log.embeddings_every=0", "--fresh"]));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(err.matches("re-run (--fresh)").count(), 2, "{err}");
+    assert!(modified("byol-s0") > before);
+}
+
+#[test]
+fn a_failed_run_is_tried_again_and_its_files_replaced() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let root = d.path();
+    let grid = uninterrupted(root);
+    // Damage what the kept run's record says: an unreadable record means "not finished".
+    std::fs::write(grid.join("byol-s0/run.toml"), "config_hash = 3").expect("write");
+    std::fs::write(grid.join("byol-s0/stale.txt"), "from an earlier run").expect("write");
+    let (code, err) = finish(start(root, &[]));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("byol-s0") && err.contains("re-run"), "{err}");
+    assert!(!grid.join("byol-s0/stale.txt").exists(), "published whole");
+    assert!(grid.join("byol-s0/run.toml").exists());
+}
