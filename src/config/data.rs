@@ -137,9 +137,10 @@ impl AugmentConfig {
         prob("flip_p", self.flip_p)?;
         prob("blur_p", self.blur_p)?;
         range("blur_sigma", self.blur_sigma)?;
-        if !(self.blur_kernel_frac.is_finite() && self.blur_kernel_frac > 0.0) {
+        // A kernel wider than the image blurs nothing more and costs its square.
+        if !(self.blur_kernel_frac > 0.0 && self.blur_kernel_frac <= 1.0) {
             return Err(format!(
-                "augment.blur_kernel_frac must be positive, got {}",
+                "augment.blur_kernel_frac must be in (0, 1] (a fraction of the image side), got {}",
                 self.blur_kernel_frac
             ));
         }

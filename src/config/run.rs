@@ -327,6 +327,13 @@ pub struct RunConfig {
     pub log: LogConfig,
 }
 
+/// Upper bound of `train.prefetch` and `train.loader_threads`.
+const MAX_THREADS_OR_BATCHES: usize = 1024;
+/// Upper bound of `model.depth` (convnet stages; each doubles the channels).
+const MAX_DEPTH: usize = 32;
+/// Upper bound of `dataset.objects` (copies of the class shape per synthetic image).
+const MAX_OBJECTS: usize = 64;
+
 impl RunConfig {
     /// Checks what serde cannot: ranges and combinations. The message names the field.
     pub fn validate(&self) -> Result<(), String> {
@@ -342,6 +349,13 @@ impl RunConfig {
                 Ok(())
             } else {
                 Err(format!("{name} must be ≥ 0, got {v}"))
+            }
+        }
+        fn at_most(name: &str, v: usize, max: usize) -> Result<(), String> {
+            if v <= max {
+                Ok(())
+            } else {
+                Err(format!("{name} must be ≤ {max}, got {v}"))
             }
         }
         fn at_least_one(name: &str, v: usize) -> Result<(), String> {
@@ -379,6 +393,8 @@ impl RunConfig {
         let md = &self.model;
         at_least_one("model.width", md.width)?;
         at_least_one("model.depth", md.depth)?;
+        // Channels double per stage: beyond this the widths overflow any machine.
+        at_most("model.depth", md.depth, MAX_DEPTH)?;
         at_least_one("model.gn_groups", md.gn_groups)?;
         for (name, h) in [("projector", &md.projector), ("predictor", &md.predictor)] {
             at_least_one(&format!("model.{name}.hidden"), h.hidden)?;
@@ -416,6 +432,23 @@ impl RunConfig {
         at_least_one("train.epochs", t.epochs as usize)?;
         at_least_one("train.prefetch", t.prefetch)?;
         at_least_one("train.loader_threads", t.loader_threads)?;
+        // Threads and queued batches are real allocations: a typo of a few zeros would
+        // exhaust the machine before the first step.
+        at_most("train.prefetch", t.prefetch, MAX_THREADS_OR_BATCHES)?;
+        at_most(
+            "train.loader_threads",
+            t.loader_threads,
+            MAX_THREADS_OR_BATCHES,
+        )?;
+        for (name, seed) in [
+            ("train.seed", t.seed),
+            ("dataset.seed", self.dataset.seed),
+            ("dataset.split_seed", self.dataset.split_seed),
+        ] {
+            if seed > i64::MAX as u64 {
+                return Err(format!("{name} must be ≤ {} (configs are TOML, whose integers are signed 64-bit), got {seed}", i64::MAX));
+            }
+        }
         if t.stop_on_collapse == Some(0) {
             return Err("train.stop_on_collapse must be ≥ 1 (or absent), got 0".into());
         }
@@ -430,6 +463,14 @@ impl RunConfig {
         self.augment.validate()?;
         if d.name == "synthetic" {
             at_least_one("dataset.objects", d.objects)?;
+            // Each object is drawn over every pixel of every image.
+            at_most("dataset.objects", d.objects, MAX_OBJECTS)?;
+            let [lo, hi] = d.object_scale;
+            if !(lo > 0.0 && lo <= hi && hi <= 0.5) {
+                return Err(format!(
+                    "dataset.object_scale must be an ordered range within (0, 0.5], got [{lo}, {hi}]"
+                ));
+            }
             at_least_one("dataset.eval_size", d.eval_size)?;
         }
         if t.max_steps == Some(0) {

@@ -46,9 +46,12 @@ impl DatasetPair {
 pub fn open_dataset(cfg: &DatasetConfig) -> Result<DatasetPair, InputError> {
     let name = cfg.name.as_str();
     if name == "synthetic" {
+        let split = |s| {
+            synthetic::try_generate(cfg, s).map_err(|e| InputError::new("dataset", e.to_string()))
+        };
         return Ok(DatasetPair {
-            train: Arc::new(synthetic::generate(cfg, synthetic::Split::Train)),
-            eval: Arc::new(synthetic::generate(cfg, synthetic::Split::Eval)),
+            train: Arc::new(split(synthetic::Split::Train)?),
+            eval: Arc::new(split(synthetic::Split::Eval)?),
         });
     }
     if !DATASET_NAMES.contains(&name) {

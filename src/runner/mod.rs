@@ -6,6 +6,7 @@ pub mod cpu;
 mod final_metrics;
 pub mod lock;
 mod recorder;
+pub mod resources;
 pub mod staging;
 
 use std::collections::HashMap;
@@ -57,6 +58,19 @@ pub struct GridOutcome {
 /// Trains every run of `grid` under `opts.out/<grid name>/`, `opts.jobs` runs at a time.
 pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
     let runs = grid.expand()?;
+    if let Some(available) = resources::available_memory() {
+        // The untrained baselines build the base config's networks too.
+        let mut all = runs.clone();
+        for &seed in &grid.seeds {
+            all.push(RunSpec {
+                run_id: format!("{BASELINE_VARIANT}-s{seed}"),
+                variant: BASELINE_VARIANT.into(),
+                seed,
+                config: grid.base_run(seed)?,
+            });
+        }
+        resources::check(&all, opts.jobs, opts.device.is_cpu(), available)?;
+    }
     let dir = opts.out.join(&grid.name);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let _lock = lock::GridLock::acquire(&dir)?;
