@@ -9,6 +9,10 @@ run grid="experiments/bn-ablation.toml" *args="":
 test:
     cargo test --release
 
+# Soak test: a 12-run grid killed (SIGKILL) at 20 random moments, resumed, compared bit for bit
+soak:
+    cargo test --release --test soak -- --ignored --nocapture
+
 # Formatting, lints, tests and the pandas check, as CI runs them
 ci:
     bash .ci/run

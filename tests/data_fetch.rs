@@ -276,3 +276,74 @@ fn unknown_set_is_bad_input() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("fashion-mnist"), "{}", stderr(&o));
 }
+
+/// A server that answers with headers and a few bytes, then sends nothing more: every attempt
+/// ends at the read timeout, the download stops with one line saying so, and nothing is lost
+/// (the `.part` keeps what arrived, for the next run to resume).
+#[test]
+fn a_stalled_server_ends_at_the_read_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let base = format!("http://{}/", listener.local_addr().expect("addr"));
+    let server = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline && held.len() < 5 {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    stream.set_nonblocking(false).expect("blocking");
+                    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap_or(0) > 0 && line.trim() != "" {
+                        line.clear();
+                    }
+                    let mut out = stream;
+                    let _ = out.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n0123456789",
+                    );
+                    let _ = out.flush();
+                    held.push(out); // Open, silent.
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = Instant::now();
+    let o = bin()
+        .args(["data", "fetch", "mnist", "--quiet", "--dir"])
+        .arg(dir.path())
+        .args(["--base-url", &base])
+        .env("COLLAPSE_LAB_FETCH_TIMEOUT", "1")
+        .output()
+        .expect("runs");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "bounded by the timeout"
+    );
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("sent nothing") && last.contains("COLLAPSE_LAB_FETCH_TIMEOUT"),
+        "{err}"
+    );
+    let part = part_path(&dir.path().join("train-images-idx3-ubyte.gz"));
+    assert!(
+        std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) >= 10,
+        "{err}"
+    );
+    let _ = server.join();
+
+    // A timeout that is not a number is bad input naming the variable.
+    let o = bin()
+        .args(["data", "fetch", "mnist", "--quiet", "--dir"])
+        .arg(dir.path())
+        .args(["--base-url", "http://127.0.0.1:9/"])
+        .env("COLLAPSE_LAB_FETCH_TIMEOUT", "soon")
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("COLLAPSE_LAB_FETCH_TIMEOUT"));
+}

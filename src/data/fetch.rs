@@ -161,7 +161,7 @@ pub enum Outcome {
 /// Returns one line per file for the user.
 pub fn fetch(set: &FetchSet, dir: &Path, base_url: &str, progress: bool) -> Result<Vec<String>> {
     std::fs::create_dir_all(dir).map_err(|e| file_error(dir, format!("cannot create: {e}")))?;
-    let agent = agent();
+    let agent = agent(stall_timeout()?);
     let mut lines = Vec::new();
     for file in set.files {
         let url = format!("{}/{}", base_url.trim_end_matches('/'), file.name);
@@ -191,14 +191,37 @@ pub fn fetch(set: &FetchSet, dir: &Path, base_url: &str, progress: bool) -> Resu
 /// is information, not an error); timeouts bound connecting, waiting for headers and each read
 /// of the body (a stalled server ends the attempt, which is then resumed), but not the whole
 /// body, which for STL-10 is 2.6 GB.
-fn agent() -> ureq::Agent {
+fn agent(stall: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .timeout_per_read(Some(Duration::from_secs(60)))
+        .timeout_recv_response(Some(stall))
+        .timeout_per_read(Some(stall))
         .build()
         .into()
+}
+
+/// The environment variable that sets how long a server may send nothing (seconds).
+pub const STALL_TIMEOUT_VAR: &str = "COLLAPSE_LAB_FETCH_TIMEOUT";
+
+/// How long a server may send nothing before the attempt ends: 60 s, or
+/// `COLLAPSE_LAB_FETCH_TIMEOUT` seconds.
+fn stall_timeout() -> Result<Duration, InputError> {
+    match std::env::var(STALL_TIMEOUT_VAR) {
+        Err(_) => Ok(Duration::from_secs(60)),
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|&s| s > 0)
+            .map(Duration::from_secs)
+            .ok_or_else(|| {
+                InputError::new(
+                    STALL_TIMEOUT_VAR,
+                    format!("expected whole seconds ≥ 1, got `{v}`"),
+                )
+            }),
+    }
 }
 
 /// The `.part` file a download of `path` goes to.
@@ -320,6 +343,9 @@ fn download_once(agent: &ureq::Agent, url: &str, part: &Path, progress: bool) ->
                 bar.inc(n as u64);
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.to_string().contains("timeout") => {
+                break Some(format!("the server sent nothing for the read timeout ({e}; set {STALL_TIMEOUT_VAR} to wait longer)"))
+            }
             Err(e) => break Some(e.to_string()),
         }
     };

@@ -1,0 +1,126 @@
+//! Soak test (a command, not part of CI: `just soak`): a grid of 12 short runs, two at a time,
+//! is killed with SIGKILL at 20 random moments and restarted after each; when it finally
+//! completes, every table equals an uninterrupted run's, timing columns aside.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use polars::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const KILLS: usize = 20;
+
+fn start(out: &Path) -> Child {
+    bin()
+        .args([
+            "run",
+            "experiments/smoke.toml",
+            "--quiet",
+            "--only",
+            "byol,no-norm,simsiam,moco",
+            "--seeds",
+            "0,1,2",
+            "--jobs",
+            "2",
+            "--set",
+            "train.epochs=40",
+            "--set",
+            "train.checkpoint_every=10",
+            "--out",
+        ])
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts")
+}
+
+fn without_timing(df: DataFrame) -> DataFrame {
+    let keep: Vec<PlSmallStr> = df
+        .get_column_names()
+        .into_iter()
+        .filter(|c| {
+            !["wall_seconds", "images_per_second", "step_ms", "metrics_ms"].contains(&c.as_str())
+        })
+        .cloned()
+        .collect();
+    df.select(keep).expect("columns")
+}
+
+#[test]
+#[ignore = "soak test, a minute or more: run with `just soak`"]
+fn twenty_sigkills_then_the_same_summary() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let t0 = Instant::now();
+    let o = start(&d.path().join("a")).wait_with_output().expect("runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let uninterrupted = t0.elapsed();
+
+    let out = d.path().join("b");
+    let mut rng = ChaCha8Rng::seed_from_u64(20_261_202);
+    let (mut landed, mut attempts, mut resumed) = (0, 0, 0);
+    let t1 = Instant::now();
+    // Kill moments uniform in (0.05 s, a tenth of the uninterrupted time): 20 of them cover
+    // about the first half of the grid, and the last start finishes it.
+    let window = uninterrupted.as_secs_f64() / 10.0;
+    while landed < KILLS && attempts < 10 * KILLS {
+        attempts += 1;
+        let mut child = start(&out);
+        std::thread::sleep(Duration::from_secs_f64(
+            rng.random_range(0.05..window.max(0.1)),
+        ));
+        if child.try_wait().expect("poll").is_none() {
+            child.kill().expect("SIGKILL");
+            landed += 1;
+        }
+        let o = child.wait_with_output().expect("ends");
+        resumed += String::from_utf8_lossy(&o.stderr)
+            .matches("resumed at step")
+            .count();
+        if o.status.success() {
+            break; // Finished before the kill: nothing left to interrupt.
+        }
+    }
+    let o = start(&out).wait_with_output().expect("runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    resumed += String::from_utf8_lossy(&o.stderr)
+        .matches("resumed at step")
+        .count();
+    let with_kills = t1.elapsed();
+
+    let (a, b) = (d.path().join("a/smoke"), out.join("smoke"));
+    let summary_a = read(&a.join("summary.parquet"));
+    let summary_b = read(&b.join("summary.parquet"));
+    assert_eq!(summary_a.height(), 15, "12 runs and 3 baselines");
+    assert!(
+        without_timing(summary_a.clone()).equals_missing(&without_timing(summary_b)),
+        "summaries differ"
+    );
+    let mut tables = 1;
+    for run in strs(&summary_a, "run_id") {
+        for t in ["steps.parquet", "evals.parquet", "embeddings.parquet"] {
+            let (x, y) = (a.join(&run).join(t), b.join(&run).join(t));
+            if x.exists() {
+                assert!(
+                    without_timing(read(&x)).equals_missing(&without_timing(read(&y))),
+                    "{run}/{t} differs"
+                );
+                tables += 1;
+            }
+        }
+    }
+    println!(
+        "soak: 12 runs + 3 baselines, {landed} SIGKILLs landed in {attempts} starts, {resumed} resumptions from checkpoints; summary and {tables} tables bit-identical to the uninterrupted grid (uninterrupted {:.1} s, with kills {:.1} s)",
+        uninterrupted.as_secs_f64(),
+        with_kills.as_secs_f64()
+    );
+    assert_eq!(
+        landed, KILLS,
+        "only {landed} kills landed before the grid finished"
+    );
+}
