@@ -10,7 +10,7 @@ use crate::analysis::offline::{
     analyze_run, reevaluate_run, run_dirs, write_analysis, write_eval_analysis, LiveComparison,
     LIVE_TOLERANCE,
 };
-use crate::config::{load_run_config, Grid, InputError};
+use crate::config::{load_run_config, Grid, InputError, BASELINE_VARIANT};
 use crate::data::{fetch, inspect};
 use crate::report::render;
 use crate::runner::bench::{bench, BenchWhat};
@@ -366,9 +366,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .filter(|r| r.status == INTERRUPTED)
             .map(|r| r.run_id.as_str())
             .collect();
-        let finished = outcome.rows.len() - ids.len();
+        let trained = outcome
+            .rows
+            .iter()
+            .filter(|r| r.variant != BASELINE_VARIANT)
+            .count();
+        let finished = trained - ids.len();
         return Err(Interrupted(format!(
-            "{finished} runs finished, {} checkpointed ({}), {} not started → {}; run the same command again to resume",
+            "{finished} of {} runs finished, {} checkpointed ({}), {} not started → {}; run the same command again to resume",
+            trained + outcome.not_started,
             ids.len(),
             ids.join(", "),
             outcome.not_started,
@@ -379,7 +385,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let trained: Vec<_> = outcome
         .rows
         .iter()
-        .filter(|r| r.variant != "random")
+        .filter(|r| r.variant != BASELINE_VARIANT)
         .collect();
     let failed = trained.iter().filter(|r| r.status == "failed").count();
     let diverged = trained.iter().filter(|r| r.status == "diverged").count();
