@@ -14,6 +14,7 @@ use crate::config::{load_run_config, Grid, InputError, BASELINE_VARIANT};
 use crate::data::{fetch, inspect};
 use crate::report::render;
 use crate::runner::bench::{bench, BenchWhat};
+use crate::runner::export::export_torch;
 use crate::runner::{run_grid, RunOptions, INTERRUPTED};
 use crate::train::parse_device;
 
@@ -42,6 +43,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Render a grid's report: charts, the claims table (F1–F7), Markdown and HTML.
     Report(ReportArgs),
+    /// Write a run's weights in PyTorch's names and layouts (encoder.torch.safetensors,
+    /// heads.torch.safetensors): torchvision's resnet18 loads the encoder as it is.
+    Export(ExportArgs),
     /// Download a public data set (`data fetch`) or summarise one on disk (`data inspect`).
     #[command(subcommand)]
     Data(DataCommand),
@@ -112,6 +116,15 @@ pub struct BenchArgs {
     pub set: Vec<String>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// A run folder (runs/<grid>/<run>).
+    pub run_dir: PathBuf,
+    /// The only format so far: torch.
+    #[arg(long, default_value = "torch")]
+    pub format: String,
 }
 
 #[derive(Args, Debug)]
@@ -198,6 +211,19 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => {
             let out = render(&args.dir, args.out.as_deref())?;
             eprintln!("report → {}", out.join("index.md").display());
+            Ok(())
+        }
+        Command::Export(args) => {
+            if args.format != "torch" {
+                return Err(InputError::new(
+                    "--format",
+                    format!("unknown format `{}`, expected torch", args.format),
+                )
+                .into());
+            }
+            for path in export_torch(&args.run_dir)? {
+                println!("{}", path.display());
+            }
             Ok(())
         }
         Command::Data(DataCommand::Fetch(args)) => {

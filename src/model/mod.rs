@@ -18,6 +18,7 @@ mod params;
 mod pool;
 mod residual_op;
 mod resnet;
+pub mod torch_names;
 
 pub use convnet::ConvNet;
 pub use encoder::Encoder;

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod cpu;
+pub mod export;
 mod final_metrics;
 pub mod lock;
 mod recorder;
