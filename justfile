@@ -9,6 +9,10 @@ run grid="experiments/bn-ablation.toml" *args="":
 test:
     cargo test --release
 
+# Step parity with PyTorch over bench/parity.toml (STEPS=10 by default)
+parity *args="":
+    bash bench/parity.sh {{args}}
+
 # Soak test: a 12-run grid killed (SIGKILL) at 20 random moments, resumed, compared bit for bit
 soak:
     cargo test --release --test soak -- --ignored --nocapture

@@ -10,11 +10,7 @@ cd "$(dirname "$0")/.."
 pairs=${PAIRS:-5} threads=${THREADS:-2} encoder=${ENCODER:-convnet} width=${WIDTH:-32}
 depth=${DEPTH:-4} size=${SIZE:-32} batch=${BATCH:-256} steps=${STEPS:-10} warmup=${WARMUP:-3}
 what=${WHAT:-byol-step}
-venv="$HOME/.cache/collapse-lab/torch-venv"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet torch numpy
-fi
+python=$(bash bench/torch-venv.sh)
 bin="${CARGO_TARGET_DIR:-$HOME/.cache/collapse-lab/target}/release/collapse-lab"
 [ -x "$bin" ] || cargo build --release
 log=$(mktemp)
@@ -24,7 +20,7 @@ for _ in $(seq "$pairs"); do
     --set model.resnet_stem=cifar --set dataset.image_size="$size" --set train.batch_size="$batch" \
     --set model.projector.hidden=256 --set model.projector.out=64 \
     --set model.predictor.hidden=256 --set model.predictor.out=64 | tail -n 1 | sed 's/^/ours /' | tee -a "$log"
-  "$venv/bin/python" bench/torch_reference.py --encoder "$encoder" --width "$width" --depth "$depth" \
+  "$python" bench/torch_reference.py --encoder "$encoder" --width "$width" --depth "$depth" \
     --what "$what" --image-size "$size" --batch "$batch" --threads "$threads" --warmup "$warmup" --steps "$steps" \
     | sed 's/^/torch /' | tee -a "$log"
 done

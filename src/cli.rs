@@ -1,6 +1,6 @@
 //! The command line: parses flags and wires the stages together; computes nothing itself.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -10,11 +10,12 @@ use crate::analysis::offline::{
     analyze_run, reevaluate_run, run_dirs, write_analysis, write_eval_analysis, LiveComparison,
     LIVE_TOLERANCE,
 };
-use crate::config::{load_run_config, Grid, InputError, BASELINE_VARIANT};
+use crate::config::{load_run_config, Grid, InputError, RunSpec, BASELINE_VARIANT};
 use crate::data::{fetch, inspect};
 use crate::report::render;
 use crate::runner::bench::{bench, BenchWhat};
 use crate::runner::export::export_torch;
+use crate::runner::parity::parity_dump;
 use crate::runner::{run_grid, RunOptions, INTERRUPTED};
 use crate::train::parse_device;
 
@@ -43,6 +44,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Render a grid's report: charts, the claims table (F1–F7), Markdown and HTML.
     Report(ReportArgs),
+    /// Train the first K steps of a run config (or of every run of a grid) and write what
+    /// bench/torch_parity.py needs to replay them in PyTorch and compare.
+    ParityDump(ParityDumpArgs),
     /// Write a run's weights in PyTorch's names and layouts (encoder.torch.safetensors,
     /// heads.torch.safetensors): torchvision's resnet18 loads the encoder as it is.
     Export(ExportArgs),
@@ -112,6 +116,21 @@ pub struct BenchArgs {
     /// Compute threads per op: 1 is how `run` trains (one run per core).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ParityDumpArgs {
+    /// A run's config.toml, or a grid (every run is dumped into OUT/<run id>).
+    pub config: PathBuf,
+    /// Steps to train and record.
+    #[arg(long, default_value_t = 10)]
+    pub steps: u64,
+    #[arg(long)]
+    pub out: PathBuf,
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     #[arg(long, default_value = "cpu")]
@@ -213,6 +232,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
             eprintln!("report → {}", out.join("index.md").display());
             Ok(())
         }
+        Command::ParityDump(args) => parity_dump_command(args),
         Command::Export(args) => {
             if args.format != "torch" {
                 return Err(InputError::new(
@@ -258,8 +278,23 @@ fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     let device = parse_device(&args.device)?;
-    let src = args.config.display().to_string();
-    let text = std::fs::read_to_string(&args.config)
+    let only: Vec<String> = args.variant.into_iter().collect();
+    let config = runs_of(&args.config, &args.set, &only)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| InputError::new(args.config.display().to_string(), "the grid has no runs"))?
+        .config;
+    let report = bench(&config, args.what, &device, args.warmup, args.steps.max(1))?;
+    println!("{}", report.human);
+    println!("{}", report.json);
+    Ok(())
+}
+
+/// The runs of a grid file (with `--set` overrides and `--only`), or the one run of a run's
+/// `config.toml` (named `run`).
+fn runs_of(path: &Path, set: &[String], only: &[String]) -> anyhow::Result<Vec<RunSpec>> {
+    let src = path.display().to_string();
+    let text = std::fs::read_to_string(path)
         .map_err(|e| InputError::new(&src, format!("cannot read: {e}")))?;
     // A run's config.toml has only tables at its top level ([method] name = …); a grid has
     // `name`, `seeds`, `[base]` or `[[variant]]` there. Unparsable text goes to the grid
@@ -270,25 +305,36 @@ fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
             || t.contains_key("seeds")
             || t.get("name").is_some_and(toml::Value::is_str)
     });
-    let config = if is_grid {
-        let only: Vec<String> = args.variant.into_iter().collect();
-        let grid = Grid::load(&args.config)?
-            .with_overrides(&args.set)?
-            .only(&only)?;
-        grid.expand()?
-            .into_iter()
-            .next()
-            .ok_or_else(|| InputError::new(&src, "the grid has no runs"))?
-            .config
-    } else {
-        if !args.set.is_empty() {
-            return Err(InputError::new("--set", "only applies to a grid file").into());
-        }
-        load_run_config(&args.config)?
-    };
-    let report = bench(&config, args.what, &device, args.warmup, args.steps.max(1))?;
-    println!("{}", report.human);
-    println!("{}", report.json);
+    if is_grid {
+        return Ok(Grid::load(path)?
+            .with_overrides(set)?
+            .only(only)?
+            .expand()?);
+    }
+    if !set.is_empty() {
+        return Err(InputError::new("--set", "only applies to a grid file").into());
+    }
+    let config = load_run_config(path)?;
+    Ok(vec![RunSpec {
+        run_id: "run".into(),
+        variant: "run".into(),
+        seed: config.train.seed,
+        config,
+    }])
+}
+
+fn parity_dump_command(args: ParityDumpArgs) -> anyhow::Result<()> {
+    // Each op on one thread, as `run` trains: the numbers of a dump are the grid's.
+    single_threaded_kernels();
+    if args.steps == 0 {
+        return Err(InputError::new("--steps", "expected at least 1").into());
+    }
+    let device = parse_device(&args.device)?;
+    for spec in runs_of(&args.config, &args.set, &[])? {
+        let dir = args.out.join(&spec.run_id);
+        let k = parity_dump(&spec.config, args.steps, &dir, &device)?;
+        println!("{} steps → {}", k, dir.display());
+    }
     Ok(())
 }
 

@@ -20,6 +20,11 @@ pub fn global_average_pool(x: &Tensor) -> Result<Tensor> {
 /// 3×3 max pooling with stride 2 and padding 1 on channels-last input with non-negative
 /// values (after a ReLU zero padding equals −∞ padding): the maximum over each im2col row's
 /// nine taps. candle's own max_pool2d has no gradient when the kernel differs from the stride.
+///
+/// The maximum is taken by index (the first of equal taps, in window order, as PyTorch does)
+/// and gathered, so its gradient goes to that one tap: a reduction's `max` would hand the full
+/// gradient to every tap that ties — found by the PyTorch parity check (`bench/parity.sh`),
+/// where the ImageNet stem's gradient differed by 2 %.
 pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
     let (n, h, w, c) = x.dims4()?;
     let patch = Patch {
@@ -28,9 +33,10 @@ pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
         padding: 1,
     };
     let (ho, wo) = (patch.out_size(h), patch.out_size(w));
-    im2col(x, patch)?
-        .reshape((n * ho * wo, 9, c))?
-        .max(1)?
+    let taps = im2col(x, patch)?.reshape((n * ho * wo, 9, c))?;
+    let first_max = taps.argmax_keepdim(1)?;
+    taps.contiguous()?
+        .gather(&first_max, 1)?
         .reshape((n, ho, wo, c))
 }
 
@@ -65,5 +71,25 @@ mod tests {
         crate::model::gradcheck::check_gradients("max pool", &[1, 5, 4, 2], &store, |x| {
             max_pool_3x3_s2(&(x.abs()? + 0.1)?)
         })
+    }
+
+    /// Ties (a flat region after a ReLU): one tap per window receives the gradient, as in
+    /// PyTorch, not every tap equal to the maximum.
+    #[test]
+    fn tied_maxima_pass_the_gradient_once() -> Result<()> {
+        let x = candle_core::Var::from_vec(vec![1f64; 16], (1, 4, 4, 1), &Device::Cpu)?;
+        let y = max_pool_3x3_s2(x.as_tensor())?;
+        assert_eq!(y.dims(), [1, 2, 2, 1]);
+        let grads = y.sum_all()?.backward()?;
+        let g = grads
+            .get(x.as_tensor())
+            .expect("gradient")
+            .flatten_all()?
+            .to_vec1::<f64>()?;
+        // Four windows, one unit of gradient each, to the first input of each window:
+        // (0,0) for the first window (the padding taps come first but hold 0 < 1).
+        assert_eq!(g.iter().sum::<f64>(), 4.0);
+        assert_eq!(g.iter().filter(|&&v| v > 0.0).count(), 4, "{g:?}");
+        Ok(())
     }
 }

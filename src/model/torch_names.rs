@@ -55,6 +55,35 @@ pub fn to_torch(
     tensors: &[(String, Tensor)],
     batches_tracked: u64,
 ) -> Result<Vec<(String, Tensor)>> {
+    convert(tensors, batches_tracked, |torch, _| torch.to_string())
+}
+
+/// [`to_torch`] for the tensors of `tensors` whose names start with `prefix` (a checkpoint's
+/// `online.`, `target.`, `velocity.`): named `<prefix><torch name>`, the encoder's under
+/// `<prefix>encoder.`.
+pub fn to_torch_under(
+    prefix: &str,
+    tensors: &[(String, Tensor)],
+    batches_tracked: u64,
+) -> Result<Vec<(String, Tensor)>> {
+    let mine: Vec<(String, Tensor)> = tensors
+        .iter()
+        .filter_map(|(n, t)| Some((n.strip_prefix(prefix)?.to_string(), t.clone())))
+        .collect();
+    convert(&mine, batches_tracked, |torch, ours| {
+        if ours.starts_with("encoder.") {
+            format!("{prefix}encoder.{torch}")
+        } else {
+            format!("{prefix}{torch}")
+        }
+    })
+}
+
+fn convert(
+    tensors: &[(String, Tensor)],
+    batches_tracked: u64,
+    full_name: impl Fn(&str, &str) -> String,
+) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let value = if t.rank() == 4 {
@@ -62,7 +91,7 @@ pub fn to_torch(
         } else {
             t.clone()
         };
-        let torch = torch_name(name);
+        let torch = full_name(&torch_name(name), name);
         if let Some(prefix) = torch.strip_suffix("running_var") {
             let count = i64::try_from(batches_tracked).unwrap_or(i64::MAX);
             out.push((

@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod export;
 mod final_metrics;
 pub mod lock;
+pub mod parity;
 mod recorder;
 pub mod resources;
 pub mod staging;
@@ -368,6 +369,7 @@ fn run_one(
                 Some(c) => Some(read_checkpoint(c, &opts.device)?),
                 None => None,
             },
+            stop_after: None,
         };
         let train_set: Arc<dyn Dataset> = pair.train.clone();
         let (summary, method) = train_with(

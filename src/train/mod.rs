@@ -7,8 +7,9 @@ mod schedule;
 mod trainer;
 
 pub use device::parse_device;
-pub use optim::{grad_norm, Optimizer};
+pub use optim::{grad_norm, Optimizer, VELOCITY_PREFIX};
 pub use schedule::{lr_at, tau_at};
 pub use trainer::{
-    train, train_with, RunControl, RunStatus, StepObserver, StepRecord, TrainSummary,
+    checkpoint_state, train, train_with, RunControl, RunStatus, StepObserver, StepRecord,
+    TrainSummary, ONLINE_PREFIX,
 };

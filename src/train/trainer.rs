@@ -72,6 +72,9 @@ pub struct TrainSummary {
     pub images_per_second: f64,
     /// Dimension of the projections z.
     pub projection_dim: usize,
+    /// Every tensor training changed, as a checkpoint names them (`online.*`, `target.*`,
+    /// `queue.keys`, `velocity.*`), at the end: what parity checks compare.
+    pub final_state: Vec<(String, Tensor)>,
 }
 
 /// Receives every step (and may keep the batch's embeddings), and is called at every
@@ -124,10 +127,13 @@ fn step_diagnostics(
 pub struct RunControl {
     pub checkpointing: Option<Checkpointing>,
     pub resume: Option<Resume>,
+    /// End after this many steps, with the schedules (lr, τ) still those of the whole run:
+    /// the state part-way through a run (parity dumps).
+    pub stop_after: Option<u64>,
 }
 
 /// Prefix of the online network's tensors in a checkpoint.
-const ONLINE_PREFIX: &str = "online.";
+pub const ONLINE_PREFIX: &str = "online.";
 
 /// Trains one run from its first step. Returns how it ended and the trained method.
 pub fn train(
@@ -306,6 +312,9 @@ pub fn train_with(
                 break;
             }
         }
+        if control.stop_after.is_some_and(|s| done >= s) {
+            break;
+        }
         t_step = Instant::now();
     }
     let wall_seconds = start.elapsed().as_secs_f64();
@@ -316,6 +325,7 @@ pub fn train_with(
             wall_seconds,
             images_per_second: (steps * batch_size as u64) as f64 / wall_seconds.max(1e-9),
             projection_dim: cfg.model.projector.out,
+            final_state: checkpoint_state(method.as_ref(), &optimizer),
         },
         method,
     ))
@@ -368,7 +378,7 @@ fn divergence(loss: f64, gnorm: f64, step: u64) -> Option<RunStatus> {
 
 /// Every tensor training changes: the online network, the method's own state and the
 /// optimizer's buffers.
-fn checkpoint_state(method: &dyn Method, optimizer: &Optimizer) -> Vec<(String, Tensor)> {
+pub fn checkpoint_state(method: &dyn Method, optimizer: &Optimizer) -> Vec<(String, Tensor)> {
     let online = method.online();
     let mut state: Vec<(String, Tensor)> = online
         .store
