@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::analysis::offline::{
-    analyze_run, reevaluate_run, run_dirs, write_analysis, write_eval_analysis, LiveComparison,
-    LIVE_TOLERANCE,
-};
 use crate::config::{load_run_config, Grid, InputError, RunSpec, BASELINE_VARIANT};
 use crate::data::{fetch, inspect};
 use crate::report::render;
+use crate::runner::analyze::{
+    analyze_run, reevaluate_run, run_dirs, write_analysis, write_eval_analysis, LiveComparison,
+    LIVE_TOLERANCE,
+};
 use crate::runner::bench::{bench, BenchWhat};
 use crate::runner::export::export_torch;
 use crate::runner::parity::parity_dump;

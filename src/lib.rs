@@ -7,15 +7,16 @@
 //! and `cli` only wires.
 //! The study and the metric definitions: `../shared/science.md`.
 
-pub mod analysis;
 pub mod block_cache;
 pub mod cli;
 pub mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod data;
+pub mod eval;
 pub mod log;
 pub mod method;
+pub mod metrics;
 pub mod model;
 pub mod report;
 pub mod runner;

@@ -8,9 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::Device;
-use collapse_lab::analysis::{evaluate, EvalSetup, EvalSplit};
 use collapse_lab::config::{DatasetConfig, RunConfig};
 use collapse_lab::data::{open_dataset, Augmenter, Dataset, Subset};
+use collapse_lab::eval::{evaluate, EvalSetup, EvalSplit};
 use common::*;
 use image::{Rgb, RgbImage};
 

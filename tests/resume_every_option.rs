@@ -9,9 +9,10 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use collapse_lab::config::Grid;
 use collapse_lab::data::{open_dataset, Dataset, TwoViewBatch};
+use collapse_lab::log::StepRecord;
 use collapse_lab::method::Embeddings;
 use collapse_lab::train::checkpoint::{find_checkpoint, read_checkpoint, Checkpointing};
-use collapse_lab::train::{train_with, RunControl, StepObserver, StepRecord};
+use collapse_lab::train::{train_with, RunControl, StepObserver};
 
 struct NoLog;
 

@@ -74,7 +74,7 @@ pub fn step_diagnostics(z: &[Tensor; 2], z_target: &[Tensor; 2]) -> Result<(f64,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::{symmetric_pos_neg_cos, z_std};
+    use crate::metrics::{symmetric_pos_neg_cos, z_std};
     use candle_core::Device;
 
     fn batch(seed: u64, b: usize, d: usize, dev: &Device) -> Result<Tensor> {

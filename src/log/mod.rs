@@ -2,12 +2,14 @@
 
 mod atomic;
 mod embeddings;
+mod evals;
 mod parquet;
 mod steps;
 mod summary;
 
 pub use atomic::{remove_dir_if_present, write_atomic, write_text};
 pub use embeddings::{EmbeddingBlock, EmbeddingsWriter, LoggedStep};
+pub use evals::{metric_columns, write_evals, write_spectrum, EvalRecord};
 pub use parquet::{read_parquet, write_parquet, ColumnReader, TableBuilder};
-pub use steps::StepsLog;
+pub use steps::{StepRecord, StepsLog};
 pub use summary::{write_summary, SummaryRow};

@@ -3,7 +3,30 @@
 use std::path::Path;
 
 use super::parquet::{read_parquet, write_parquet, ColumnReader, TableBuilder};
-use crate::train::StepRecord;
+
+/// One optimizer step, as logged in `steps.parquet`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    pub epoch: u32,
+    pub step: u64,
+    pub loss: f64,
+    /// Mean cosine between the two views of the same image (z vs z′, both view orders).
+    pub pos_cos: f64,
+    /// Mean cosine between different images (z vs z′).
+    pub neg_cos: f64,
+    /// Std of l2-normalised online projections of view 0.
+    pub z_std: f64,
+    /// RankMe of the (uncentred) online projections of view 0.
+    pub effective_rank: f64,
+    pub lr: f64,
+    /// EMA coefficient used this step (None for methods without an EMA target).
+    pub tau: Option<f64>,
+    pub grad_norm: f64,
+    /// Wall time of the training step (data wait, forward, backward, update), ms.
+    pub step_ms: f64,
+    /// Wall time of the per-step diagnostics, ms.
+    pub metrics_ms: f64,
+}
 
 /// The steps of one run, kept in memory and written at the end of the run (also when it
 /// diverged or failed part-way: nothing is lost).

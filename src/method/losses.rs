@@ -3,15 +3,7 @@
 
 use candle_core::{Result, Tensor, D};
 
-/// Row-wise l2 normalization, as `F.normalize` (norm floored at 1e-12).
-pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x
-        .sqr()?
-        .sum_keepdim(D::Minus1)?
-        .sqrt()?
-        .clamp(1e-12, f64::INFINITY)?;
-    x.broadcast_div(&norm)
-}
+pub use crate::metrics::l2_normalize;
 
 /// Cosine similarity of matching rows, (B,).
 pub fn row_cosine(a: &Tensor, b: &Tensor) -> Result<Tensor> {

@@ -6,7 +6,7 @@ use super::tables::GridTables;
 
 /// Cosines above this mean "all embeddings point the same way" (the study's 0.9999 at scale):
 /// the verdict's threshold, defined once.
-const COLLAPSED: f64 = crate::analysis::verdict::COSINE_THRESHOLD;
+const COLLAPSED: f64 = crate::metrics::verdict::COSINE_THRESHOLD;
 /// pos − neg above this separates positives from negatives (../shared/science.md).
 const SEPARATED: f64 = 0.3;
 

@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::analysis::{effective_rank, symmetric_pos_neg_cos, z_std};
 use crate::config::RunConfig;
 use crate::data::{open_dataset, Augmenter, TwoViewLoader};
+use crate::metrics::{effective_rank, symmetric_pos_neg_cos, z_std};
 use candle_nn::ModuleT;
 
 use crate::method::OnlineNetwork;

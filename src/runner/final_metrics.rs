@@ -1,6 +1,6 @@
 //! A run's final metrics: means over the steps of its last epoch (finite values only).
 
-use crate::train::StepRecord;
+use crate::log::StepRecord;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinalMetrics {

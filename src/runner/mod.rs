@@ -1,6 +1,7 @@
 //! Runs a grid: every variant × seed is trained, logged and summarised. A run that fails or
 //! diverges is recorded as such and the grid goes on.
 
+pub mod analyze;
 pub mod bench;
 pub mod cpu;
 pub mod export;
@@ -20,14 +21,15 @@ use anyhow::Context;
 use candle_core::Device;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::analysis::{
-    collapse_step, is_collapsed, verdict, write_evals, write_spectrum, EvalRecord,
-};
 use crate::config::{Grid, RunConfig, RunSpec, BASELINE_VARIANT};
 use crate::data::{open_dataset, Dataset, DatasetPair};
-use crate::log::{remove_dir_if_present, write_summary, write_text, StepsLog, SummaryRow};
+use crate::log::{
+    remove_dir_if_present, write_evals, write_spectrum, write_summary, write_text, EvalRecord,
+    StepRecord, StepsLog, SummaryRow,
+};
+use crate::metrics::{collapse_step, is_collapsed, verdict};
 use crate::train::checkpoint::{read_checkpoint, remove_checkpoint, Checkpointing};
-use crate::train::{train_with, RunControl, RunStatus, StepRecord, TrainSummary};
+use crate::train::{train_with, RunControl, RunStatus, TrainSummary};
 use recorder::{EvalPlan, Recorder};
 
 pub use final_metrics::FinalMetrics;

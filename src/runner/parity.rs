@@ -14,11 +14,11 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::RunConfig;
 use crate::data::{open_dataset, Dataset, TwoViewBatch};
-use crate::log::write_text;
+use crate::log::{write_text, StepRecord};
 use crate::method::{build, Embeddings, Method, QUEUE_KEYS};
 use crate::model::torch_names::to_torch_under;
 use crate::train::{
-    checkpoint_state, train_with, RunControl, RunStatus, StepObserver, StepRecord, ONLINE_PREFIX,
+    checkpoint_state, train_with, RunControl, RunStatus, StepObserver, ONLINE_PREFIX,
 };
 
 /// Training-mode passes per batch norm per step (one per view), for `num_batches_tracked`.

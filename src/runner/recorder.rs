@@ -8,12 +8,12 @@ use anyhow::Context;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{evaluate, EvalRecord, EvalSetup, EvalSplit};
 use crate::config::{InputError, RunConfig, RunSpec};
 use crate::data::{Augmenter, Dataset, TwoViewBatch};
-use crate::log::{EmbeddingBlock, EmbeddingsWriter, LoggedStep, StepsLog};
+use crate::eval::{evaluate, EvalSetup, EvalSplit, NonFiniteEmbeddings};
+use crate::log::{EmbeddingBlock, EmbeddingsWriter, EvalRecord, LoggedStep, StepRecord, StepsLog};
 use crate::method::{Embeddings, Method};
-use crate::train::{StepObserver, StepRecord};
+use crate::train::{EpochEnd, StepObserver};
 
 /// Where and how often to evaluate.
 pub struct EvalPlan {
@@ -187,11 +187,17 @@ impl StepObserver for Recorder {
         step: u64,
         last: bool,
         method: &dyn Method,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<EpochEnd> {
         if epoch % self.eval.config.log.eval_every_epochs == 0 || last {
-            self.evals.push(self.eval.run(method, epoch, step)?);
+            match self.eval.run(method, epoch, step) {
+                Ok(record) => self.evals.push(record),
+                Err(e) if e.downcast_ref::<NonFiniteEmbeddings>().is_some() => {
+                    return Ok(EpochEnd::Diverged(e.to_string()));
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
+        Ok(EpochEnd::Continue)
     }
 
     fn save(&mut self, dir: &Path) -> anyhow::Result<()> {

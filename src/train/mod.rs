@@ -10,6 +10,6 @@ pub use device::parse_device;
 pub use optim::{grad_norm, Optimizer, VELOCITY_PREFIX};
 pub use schedule::{lr_at, tau_at};
 pub use trainer::{
-    checkpoint_state, train, train_with, RunControl, RunStatus, StepObserver, StepRecord,
+    checkpoint_state, train, train_with, EpochEnd, RunControl, RunStatus, StepObserver,
     TrainSummary, ONLINE_PREFIX,
 };

@@ -13,36 +13,11 @@ use indicatif::ProgressBar;
 use super::checkpoint::{Checkpointing, Progress, Resume};
 use super::optim::{grad_norm, Optimizer};
 use super::schedule::{lr_at, tau_at};
-use crate::analysis::{
-    effective_rank, is_collapsed, symmetric_pos_neg_cos, z_std, NonFiniteEmbeddings,
-};
 use crate::config::RunConfig;
 use crate::data::{Augmenter, Dataset, LoaderPlan, TwoViewBatch, TwoViewLoader};
+use crate::log::StepRecord;
 use crate::method::{build, Embeddings, Method};
-
-/// One optimizer step, as logged in `steps.parquet`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepRecord {
-    pub epoch: u32,
-    pub step: u64,
-    pub loss: f64,
-    /// Mean cosine between the two views of the same image (z vs z′, both view orders).
-    pub pos_cos: f64,
-    /// Mean cosine between different images (z vs z′).
-    pub neg_cos: f64,
-    /// Std of l2-normalised online projections of view 0.
-    pub z_std: f64,
-    /// RankMe of the (uncentred) online projections of view 0.
-    pub effective_rank: f64,
-    pub lr: f64,
-    /// EMA coefficient used this step (None for methods without an EMA target).
-    pub tau: Option<f64>,
-    pub grad_norm: f64,
-    /// Wall time of the training step (data wait, forward, backward, update), ms.
-    pub step_ms: f64,
-    /// Wall time of the per-step diagnostics, ms.
-    pub metrics_ms: f64,
-}
+use crate::metrics::{effective_rank, is_collapsed, symmetric_pos_neg_cos, z_std};
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +52,15 @@ pub struct TrainSummary {
     pub final_state: Vec<(String, Tensor)>,
 }
 
+/// What an observer found at an epoch end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EpochEnd {
+    Continue,
+    /// The network's outputs are no longer finite (weights a step's update made NaN or ∞
+    /// show up here first): the run diverged, for this reason.
+    Diverged(String),
+}
+
 /// Receives every step (and may keep the batch's embeddings), and is called at every
 /// evaluation point: before training (epoch 0) and after each completed epoch.
 pub trait StepObserver {
@@ -95,8 +79,8 @@ pub trait StepObserver {
         _step: u64,
         _last: bool,
         _method: &dyn Method,
-    ) -> anyhow::Result<()> {
-        Ok(())
+    ) -> anyhow::Result<EpochEnd> {
+        Ok(EpochEnd::Continue)
     }
 
     /// Writes what has been logged so far into `dir`, a checkpoint being written, so that a
@@ -202,7 +186,9 @@ pub fn train_with(
         pb.set_position(start_step.min(total));
     }
     if control.resume.is_none() {
-        observer.on_epoch_end(0, 0, total == 0, method.as_ref())?;
+        if let EpochEnd::Diverged(why) = observer.on_epoch_end(0, 0, total == 0, method.as_ref())? {
+            anyhow::bail!(why);
+        }
     }
     let start = Instant::now();
     let mut status = RunStatus::Ok;
@@ -267,21 +253,18 @@ pub fn train_with(
         let done = batch.step + 1;
         if done % steps_per_epoch == 0 || done == total || stop {
             let epoch = done.div_ceil(steps_per_epoch) as u32;
-            if let Err(e) =
-                observer.on_epoch_end(epoch, done, done == total || stop, method.as_ref())
+            let last = done == total || stop;
+            if let EpochEnd::Diverged(why) =
+                observer.on_epoch_end(epoch, done, last, method.as_ref())?
             {
-                // Weights that turned non-finite in this step's update show up here first.
-                if e.downcast_ref::<NonFiniteEmbeddings>().is_some() {
-                    status = RunStatus::Diverged {
-                        step: batch.step,
-                        reason: format!(
-                            "embeddings became non-finite after step {} ({e})",
-                            batch.step
-                        ),
-                    };
-                    break;
-                }
-                return Err(e);
+                status = RunStatus::Diverged {
+                    step: batch.step,
+                    reason: format!(
+                        "embeddings became non-finite after step {} ({why})",
+                        batch.step
+                    ),
+                };
+                break;
             }
         }
         if stop {

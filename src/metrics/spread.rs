@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use crate::method::losses::l2_normalize;
+use super::normalize::l2_normalize;
 
 /// Normalise rows, take each column's standard deviation over the batch (unbiased, as
 /// `torch.std`), average over columns. Collapse → 0; isotropic → ≈ 1/√d.

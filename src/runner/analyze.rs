@@ -8,15 +8,15 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use polars::prelude::*;
 
-use super::cosine::symmetric_pos_neg_cos;
-use super::eval_split::EvalSplit;
-use super::eval_table::metric_columns;
-use super::evaluate::{evaluate, EvalRecord, EvalSetup};
-use super::rank::effective_rank;
-use super::spread::z_std;
 use crate::config::{load_run_config, InputError};
 use crate::data::{open_dataset, Augmenter};
+use crate::eval::EvalSplit;
+use crate::eval::{evaluate, EvalSetup};
+use crate::log::{metric_columns, EvalRecord};
 use crate::log::{read_parquet, write_parquet, TableBuilder};
+use crate::metrics::cosine::symmetric_pos_neg_cos;
+use crate::metrics::rank::effective_rank;
+use crate::metrics::spread::z_std;
 
 /// Metrics recomputed for one logged step.
 #[derive(Debug, Clone, PartialEq)]

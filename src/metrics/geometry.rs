@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use crate::method::losses::l2_normalize;
+use super::normalize::l2_normalize;
 
 /// E‖f(x) − f(x′)‖² over positive pairs (rows of `a` and `b`), on l2-normalised rows.
 pub fn alignment(a: &Tensor, b: &Tensor) -> Result<f64> {

@@ -5,7 +5,7 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::method::losses::l2_normalize;
+use super::normalize::l2_normalize;
 
 /// (pos_cos, neg_cos) of one pair of (B, d) batches. One small host copy.
 pub fn pos_neg_cos(z: &Tensor, z_other: &Tensor) -> Result<(f64, f64)> {

@@ -162,7 +162,7 @@ pub fn probe_accuracy(train: &Labelled, test: &Labelled, classes: usize) -> f64 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::knn::tests::clusters;
+    use crate::metrics::knn::tests::clusters;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 

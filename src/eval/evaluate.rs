@@ -8,47 +8,17 @@ use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::eval_split::EvalSplit;
-use super::geometry::{alignment, dimension_variance, uniformity};
-use super::knn::{knn_accuracy, Labelled};
-use super::probe::probe_accuracy;
-use super::rank::effective_rank;
-use super::spectrum::{alpha_req, covariance_spectrum};
-use super::spread::z_std;
+use super::split::EvalSplit;
 use crate::config::RunConfig;
 use crate::data::{eval_batches, mix_seeds, Augmenter, Dataset};
+use crate::log::EvalRecord;
 use crate::method::OnlineNetwork;
-
-/// One row of `evals.parquet` plus the spectra for `spectrum.parquet`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EvalRecord {
-    /// 0 = before training, then the number of epochs completed.
-    pub epoch: u32,
-    pub step: u64,
-    pub knn_acc: Option<f64>,
-    pub probe_acc: Option<f64>,
-    pub y_std: f64,
-    pub y_effective_rank: f64,
-    pub z_std: f64,
-    pub z_effective_rank: f64,
-    /// α-ReQ of the covariance spectrum of y.
-    pub alpha_req: f64,
-    /// Alignment of y over two augmented views of each evaluation image.
-    pub align: f64,
-    /// Uniformity of y (first view).
-    pub uniform: f64,
-    pub z_var_min: f64,
-    pub z_var_median: f64,
-    pub z_var_max: f64,
-    /// `dataset.split_seed` of the fit/score halves.
-    pub split_seed: u64,
-    /// Images the probe was fitted on (and the kNN memory holds).
-    pub fit_size: u64,
-    /// Images the probe and kNN were scored on.
-    pub score_size: u64,
-    pub y_spectrum: Vec<f64>,
-    pub z_spectrum: Vec<f64>,
-}
+use crate::metrics::geometry::{alignment, dimension_variance, uniformity};
+use crate::metrics::knn::{knn_accuracy, Labelled};
+use crate::metrics::probe::probe_accuracy;
+use crate::metrics::rank::effective_rank;
+use crate::metrics::spectrum::{alpha_req, covariance_spectrum};
+use crate::metrics::spread::z_std;
 
 /// The network's outputs on the evaluation split are NaN or infinite: the run diverged.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,8 +4,38 @@
 
 use std::path::Path;
 
-use super::evaluate::EvalRecord;
-use crate::log::{write_parquet, TableBuilder};
+use super::parquet::{write_parquet, TableBuilder};
+
+/// One row of `evals.parquet` plus the spectra for `spectrum.parquet`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EvalRecord {
+    /// 0 = before training, then the number of epochs completed.
+    pub epoch: u32,
+    pub step: u64,
+    pub knn_acc: Option<f64>,
+    pub probe_acc: Option<f64>,
+    pub y_std: f64,
+    pub y_effective_rank: f64,
+    pub z_std: f64,
+    pub z_effective_rank: f64,
+    /// α-ReQ of the covariance spectrum of y.
+    pub alpha_req: f64,
+    /// Alignment of y over two augmented views of each evaluation image.
+    pub align: f64,
+    /// Uniformity of y (first view).
+    pub uniform: f64,
+    pub z_var_min: f64,
+    pub z_var_median: f64,
+    pub z_var_max: f64,
+    /// `dataset.split_seed` of the fit/score halves.
+    pub split_seed: u64,
+    /// Images the probe was fitted on (and the kNN memory holds).
+    pub fit_size: u64,
+    /// Images the probe and kNN were scored on.
+    pub score_size: u64,
+    pub y_spectrum: Vec<f64>,
+    pub z_spectrum: Vec<f64>,
+}
 
 /// Adds `epoch`, `step` and every evaluation metric, one row per record.
 pub fn metric_columns(table: TableBuilder, rows: &[&EvalRecord]) -> TableBuilder {
