@@ -22,4 +22,4 @@ pub use probe::{probe_accuracy, LinearProbe};
 pub use rank::{effective_rank, effective_rank_from_singular_values, singular_values};
 pub use spectrum::{alpha_req, covariance_spectrum};
 pub use spread::z_std;
-pub use verdict::{collapse_step, is_collapsed, verdict, Verdict};
+pub use verdict::{is_collapsed, verdict, CollapseMonitor, Verdict};

@@ -2,7 +2,8 @@
 //!
 //! A step shows the collapse signature when pos_cos and neg_cos both exceed 0.99 (every image
 //! maps to the same direction) or z_std falls below 0.1/√d (a tenth of the isotropic value).
-//! `collapse_step` is the first step of the first run of `STREAK` consecutive such steps.
+//! `collapse_step` is the first step of the first run of `STREAK` consecutive such steps
+//! ([`CollapseMonitor`]).
 //!
 //! The run's verdict reads the collapse signature from the means over its last epoch's steps,
 //! and *dimensional* collapse (`partial`) from the effective rank of z over the whole
@@ -60,24 +61,64 @@ pub fn verdict(pos_cos: f64, neg_cos: f64, z_std: f64, eval_z_rank: f64, dim: us
     }
 }
 
-/// First step of the first streak of `STREAK` consecutive collapsed steps, if any.
-pub fn collapse_step(steps: &[(u64, bool)]) -> Option<u64> {
-    let mut run = 0usize;
-    let mut start = 0u64;
-    for &(step, collapsed) in steps {
-        if collapsed {
-            if run == 0 {
-                start = step;
-            }
-            run += 1;
-            if run >= STREAK {
-                return Some(start);
-            }
-        } else {
-            run = 0;
+/// The collapse signature followed step by step, the one owner of the streak rule: the current
+/// streak of collapsed steps (what `train.stop_on_collapse` reads) and `collapse_step`, the
+/// first step of the first run of `STREAK` consecutive collapsed steps (the summary's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollapseMonitor {
+    dim: usize,
+    streak: u64,
+    start: u64,
+    collapse_step: Option<u64>,
+}
+
+impl CollapseMonitor {
+    /// A monitor for projections of dimension `dim`, before any step.
+    pub fn new(dim: usize) -> Self {
+        Self {
+            dim,
+            streak: 0,
+            start: 0,
+            collapse_step: None,
         }
     }
-    None
+
+    /// A monitor continuing a streak of `streak` collapsed steps that ends just before
+    /// `next_step` (a resumed run).
+    pub fn resumed(dim: usize, streak: u64, next_step: u64) -> Self {
+        Self {
+            streak,
+            start: next_step.saturating_sub(streak),
+            ..Self::new(dim)
+        }
+    }
+
+    /// Adds step `step`'s metrics; returns whether the step is collapsed.
+    pub fn observe(&mut self, step: u64, pos_cos: f64, neg_cos: f64, z_std: f64) -> bool {
+        let collapsed = is_collapsed(pos_cos, neg_cos, z_std, self.dim);
+        if collapsed {
+            if self.streak == 0 {
+                self.start = step;
+            }
+            self.streak += 1;
+            if self.streak >= STREAK as u64 && self.collapse_step.is_none() {
+                self.collapse_step = Some(self.start);
+            }
+        } else {
+            self.streak = 0;
+        }
+        collapsed
+    }
+
+    /// Consecutive collapsed steps up to the last one observed.
+    pub fn streak(&self) -> u64 {
+        self.streak
+    }
+
+    /// The first step of the first streak of `STREAK` collapsed steps, if there was one.
+    pub fn collapse_step(&self) -> Option<u64> {
+        self.collapse_step
+    }
 }
 
 #[cfg(test)]
@@ -100,9 +141,28 @@ mod tests {
         );
         assert_eq!(verdict(0.9, 0.3, 0.05, 6.5, 128), Verdict::Healthy);
         assert_eq!(verdict(1.0, 1.0, 0.0, 1.0, 128), Verdict::Collapsed);
-        let mut steps: Vec<(u64, bool)> = (0..30).map(|s| (s, (5..20).contains(&s))).collect();
-        assert_eq!(collapse_step(&steps), None, "15 steps is not a streak");
-        steps.extend((30..60).map(|s| (s, s >= 33)));
-        assert_eq!(collapse_step(&steps), Some(33));
+        let mut monitor = CollapseMonitor::new(128);
+        let feed = |m: &mut CollapseMonitor, step: u64, collapsed: bool| {
+            let c = if collapsed { 1.0 } else { 0.5 };
+            assert_eq!(m.observe(step, c, c, 0.05), collapsed);
+        };
+        for s in 0..30 {
+            feed(&mut monitor, s, (5..20).contains(&s));
+        }
+        assert_eq!(monitor.collapse_step(), None, "15 steps is not a streak");
+        assert_eq!(monitor.streak(), 0);
+        for s in 30..60 {
+            feed(&mut monitor, s, s >= 33);
+        }
+        assert_eq!(monitor.collapse_step(), Some(33));
+        assert_eq!(monitor.streak(), 27);
+        // A later streak does not move it; a resumed monitor continues its streak.
+        for s in 60..100 {
+            feed(&mut monitor, s, s >= 70);
+        }
+        assert_eq!(monitor.collapse_step(), Some(33));
+        let mut resumed = CollapseMonitor::resumed(128, 19, 52);
+        feed(&mut resumed, 52, true);
+        assert_eq!(resumed.collapse_step(), Some(33));
     }
 }

@@ -10,11 +10,10 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::RunConfig;
 use crate::data::{open_dataset, Augmenter, TwoViewLoader};
-use crate::metrics::{effective_rank, symmetric_pos_neg_cos, z_std};
 use candle_nn::ModuleT;
 
 use crate::method::OnlineNetwork;
-use crate::train::{grad_norm, Optimizer};
+use crate::train::{step_metrics, training_step, Optimizer};
 
 /// What to time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -114,14 +113,6 @@ fn sync(t: &Tensor) -> candle_core::Result<f64> {
     t.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()
 }
 
-fn diagnostics(out: &crate::method::StepOutput) -> candle_core::Result<()> {
-    let e = &out.embeddings;
-    symmetric_pos_neg_cos(&e.z, &e.z_target)?;
-    z_std(&e.z[0])?;
-    effective_rank(&e.z[0])?;
-    Ok(())
-}
-
 /// Times `steps` steps after `warmup` untimed ones.
 pub fn bench(
     cfg: &RunConfig,
@@ -190,7 +181,7 @@ pub fn bench(
         let t0 = Instant::now();
         let v0 = Tensor::from_slice(&b.view0, shape, device)?;
         let v1 = Tensor::from_slice(&b.view1, shape, device)?;
-        let (t1, t2, t3, t4) = match what {
+        let (forward, backward, update, metrics) = match what {
             BenchWhat::Step => {
                 let online = method.online();
                 let y = online.encoder.forward_t(&v0, true)?;
@@ -203,34 +194,38 @@ pub fn bench(
                 optimizer.step(&params, &grads, cfg.optim.lr)?;
                 sync(params[0].var.as_tensor())?;
                 let t3 = Instant::now();
-                (t1, t2, t3, t3)
+                (ms(t0, t1), ms(t1, t2), ms(t2, t3), 0.0)
             }
             _ => {
-                let out = method.forward([&v0, &v1])?;
-                sync(&out.loss)?;
-                let t1 = Instant::now();
-                let grads = out.loss.backward()?;
-                let params = method.online().store.params().to_vec();
-                grad_norm(&params, &grads)?;
-                let t2 = Instant::now();
-                optimizer.step(&params, &grads, cfg.optim.lr)?;
-                method.after_step(tau, &out)?;
-                sync(params[0].var.as_tensor())?;
-                let t3 = Instant::now();
+                let upload = ms(t0, Instant::now());
+                let step = training_step(
+                    method.as_mut(),
+                    &mut optimizer,
+                    [&v0, &v1],
+                    cfg.optim.lr,
+                    tau,
+                )?;
                 if what == BenchWhat::Metrics {
-                    metrics_batch = Some(out);
+                    metrics_batch = Some(step.out);
                     break;
                 }
-                diagnostics(&out)?;
-                (t1, t2, t3, Instant::now())
+                let tm = Instant::now();
+                step_metrics(&step.out.embeddings)?;
+                let metrics = ms(tm, Instant::now());
+                (
+                    upload + step.forward_ms,
+                    step.backward_ms,
+                    step.update_ms,
+                    metrics,
+                )
             }
         };
         if i >= warmup {
-            t.forward.push(ms(t0, t1));
-            t.backward.push(ms(t1, t2));
-            t.update.push(ms(t2, t3));
-            t.metrics.push(ms(t3, t4));
-            t.total.push(ms(t0, t3));
+            t.forward.push(forward);
+            t.backward.push(backward);
+            t.update.push(update);
+            t.metrics.push(metrics);
+            t.total.push(forward + backward + update);
         }
     }
     let method_name = cfg.method.name.as_str();
@@ -240,7 +235,7 @@ pub fn bench(
         let mut times = Vec::with_capacity(steps);
         for i in 0..warmup + steps {
             let t0 = Instant::now();
-            diagnostics(&out)?;
+            step_metrics(&out.embeddings)?;
             if i >= warmup {
                 times.push(ms(t0, Instant::now()));
             }

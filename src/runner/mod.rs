@@ -27,7 +27,7 @@ use crate::log::{
     remove_dir_if_present, write_evals, write_spectrum, write_summary, write_text, EvalRecord,
     StepRecord, StepsLog, SummaryRow,
 };
-use crate::metrics::{collapse_step, is_collapsed, verdict};
+use crate::metrics::{verdict, CollapseMonitor};
 use crate::train::checkpoint::{read_checkpoint, remove_checkpoint, Checkpointing};
 use crate::train::{train_with, RunControl, RunStatus, TrainSummary};
 use recorder::{EvalPlan, Recorder};
@@ -474,10 +474,10 @@ fn run_one(
 fn row_from_logs(spec: &RunSpec, records: &[StepRecord], evals: &[EvalRecord]) -> SummaryRow {
     let dim = spec.config.model.projector.out;
     let fin = FinalMetrics::from_steps(records);
-    let streak: Vec<(u64, bool)> = records
-        .iter()
-        .map(|r| (r.step, is_collapsed(r.pos_cos, r.neg_cos, r.z_std, dim)))
-        .collect();
+    let mut monitor = CollapseMonitor::new(dim);
+    for r in records {
+        monitor.observe(r.step, r.pos_cos, r.neg_cos, r.z_std);
+    }
     let last_eval = evals.last();
     SummaryRow {
         final_pos_cos: fin.as_ref().map(|f| f.pos_cos),
@@ -492,7 +492,7 @@ fn row_from_logs(spec: &RunSpec, records: &[StepRecord], evals: &[EvalRecord]) -
                 .as_str()
                 .to_string()
         }),
-        collapse_step: collapse_step(&streak),
+        collapse_step: monitor.collapse_step(),
         steps: records.len() as u64,
         ..empty_row(&spec.run_id, &spec.variant, spec.seed, &spec.config)
     }

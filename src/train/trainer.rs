@@ -11,13 +11,14 @@ use candle_core::{Device, Tensor};
 use indicatif::ProgressBar;
 
 use super::checkpoint::{Checkpointing, Progress, Resume};
-use super::optim::{grad_norm, Optimizer};
+use super::optim::Optimizer;
 use super::schedule::{lr_at, tau_at};
+use super::step::{step_metrics, training_step};
 use crate::config::RunConfig;
 use crate::data::{Augmenter, Dataset, LoaderPlan, TwoViewBatch, TwoViewLoader};
 use crate::log::StepRecord;
 use crate::method::{build, Embeddings, Method};
-use crate::metrics::{effective_rank, is_collapsed, symmetric_pos_neg_cos, z_std};
+use crate::metrics::CollapseMonitor;
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,21 +91,6 @@ pub trait StepObserver {
     }
 }
 
-/// pos_cos, neg_cos and z_std of a step: on a CUDA device one kernel launch and one small
-/// host copy (collapse-lab's kernel, tested against these functions); elsewhere the
-/// analysis functions.
-fn step_diagnostics(
-    z: &[Tensor; 2],
-    z_target: &[Tensor; 2],
-) -> candle_core::Result<(f64, f64, f64)> {
-    #[cfg(feature = "cuda")]
-    if z[0].device().is_cuda() {
-        return crate::cuda::diagnostics::step_diagnostics(z, z_target);
-    }
-    let (pos, neg) = symmetric_pos_neg_cos(z, z_target)?;
-    Ok((pos, neg, z_std(&z[0])?))
-}
-
 /// How a run continues and is saved: where to checkpoint (and whether it was asked to
 /// stop), and a checkpoint to resume from.
 #[derive(Default)]
@@ -153,7 +139,8 @@ pub fn train_with(
     let batch_size = cfg.train.batch_size;
     let mut method = build(cfg, channels, device).context("building the networks")?;
     let mut optimizer = Optimizer::new(&cfg.optim, method.online().store.params().len());
-    let (start_step, mut collapsed_streak) = match &control.resume {
+    let dim = cfg.model.projector.out;
+    let (start_step, streak) = match &control.resume {
         Some(r) => {
             method.online().store.load(&r.with_prefix(ONLINE_PREFIX))?;
             method.load_state(&r.tensors)?;
@@ -162,6 +149,7 @@ pub fn train_with(
         }
         None => (0, 0),
     };
+    let mut monitor = CollapseMonitor::resumed(dim, streak, start_step);
     let augmenter = Augmenter::new(&cfg.augment, size, channels).context("augment")?;
     let loader = TwoViewLoader::spawn_from(
         dataset,
@@ -201,24 +189,11 @@ pub fn train_with(
         let shape = (batch.image_ids.len(), channels, size, size);
         let v0 = Tensor::from_slice(&batch.view0, shape, device)?;
         let v1 = Tensor::from_slice(&batch.view1, shape, device)?;
-        let out = method.forward([&v0, &v1])?;
-        let loss = out
-            .loss
-            .to_dtype(candle_core::DType::F64)?
-            .to_scalar::<f64>()?;
         let lr = lr_at(&cfg.optim, batch.step, total);
         let tau =
             has_ema.then(|| tau_at(cfg.method.tau, cfg.method.tau_schedule, batch.step, total));
-        let mut gnorm = f64::NAN;
-        if loss.is_finite() {
-            let grads = out.loss.backward()?;
-            let params = method.online().store.params().to_vec();
-            gnorm = grad_norm(&params, &grads)?;
-            if gnorm.is_finite() {
-                optimizer.step(&params, &grads, lr)?;
-                method.after_step(tau, &out)?;
-            }
-        }
+        let step = training_step(method.as_mut(), &mut optimizer, [&v0, &v1], lr, tau)?;
+        let (loss, gnorm, out) = (step.loss, step.grad_norm, step.out);
         let step_ms = t_step.elapsed().as_secs_f64() * 1e3;
         let record = step_record(&batch, &out.embeddings, loss, lr, tau, gnorm, step_ms)?;
         observer.on_step(&record, &out.embeddings, &batch)?;
@@ -236,16 +211,8 @@ pub fn train_with(
             status = diverged;
             break;
         }
-        if is_collapsed(
-            record.pos_cos,
-            record.neg_cos,
-            record.z_std,
-            cfg.model.projector.out,
-        ) {
-            collapsed_streak += 1;
-        } else {
-            collapsed_streak = 0;
-        }
+        monitor.observe(record.step, record.pos_cos, record.neg_cos, record.z_std);
+        let collapsed_streak = monitor.streak();
         let stop = cfg
             .train
             .stop_on_collapse
@@ -326,8 +293,7 @@ fn step_record(
     step_ms: f64,
 ) -> anyhow::Result<StepRecord> {
     let t_metrics = Instant::now();
-    let (pos_cos, neg_cos, z_std_value) = step_diagnostics(&emb.z, &emb.z_target)?;
-    let effective_rank = effective_rank(&emb.z[0])?;
+    let (pos_cos, neg_cos, z_std_value, effective_rank) = step_metrics(emb)?;
     Ok(StepRecord {
         epoch: batch.epoch,
         step: batch.step,
