@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{load_run_config, Grid, InputError, RunSpec, BASELINE_VARIANT};
 use crate::data::{fetch, inspect};
+use crate::log::Status;
 use crate::report::render;
 use crate::runner::analyze::{
     analyze_run, reevaluate_run, run_dirs, write_analysis, write_eval_analysis, LiveComparison,
@@ -16,7 +17,7 @@ use crate::runner::analyze::{
 use crate::runner::bench::{bench, BenchWhat};
 use crate::runner::export::export_torch;
 use crate::runner::parity::parity_dump;
-use crate::runner::{run_grid, RunOptions, INTERRUPTED};
+use crate::runner::{run_grid, RunOptions};
 use crate::train::parse_device;
 
 /// The grid `collapse-lab run` uses when none is named.
@@ -435,7 +436,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let ids: Vec<&str> = outcome
             .rows
             .iter()
-            .filter(|r| r.status == INTERRUPTED)
+            .filter(|r| r.status == Status::Interrupted)
             .map(|r| r.run_id.as_str())
             .collect();
         let trained = outcome
@@ -459,8 +460,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .iter()
         .filter(|r| r.variant != BASELINE_VARIANT)
         .collect();
-    let failed = trained.iter().filter(|r| r.status == "failed").count();
-    let diverged = trained.iter().filter(|r| r.status == "diverged").count();
+    let failed = trained
+        .iter()
+        .filter(|r| r.status == Status::Failed)
+        .count();
+    let diverged = trained
+        .iter()
+        .filter(|r| r.status == Status::Diverged)
+        .count();
     let report = render(&outcome.dir, None)?;
     eprintln!("report → {}", report.join("index.md").display());
     eprintln!(

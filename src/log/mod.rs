@@ -12,4 +12,4 @@ pub use embeddings::{EmbeddingBlock, EmbeddingsWriter, LoggedStep};
 pub use evals::{metric_columns, write_evals, write_spectrum, EvalRecord};
 pub use parquet::{read_parquet, write_parquet, ColumnReader, TableBuilder};
 pub use steps::{StepRecord, StepsLog};
-pub use summary::{write_summary, SummaryRow};
+pub use summary::{write_summary, Status, SummaryRow};

@@ -5,6 +5,38 @@ use std::path::Path;
 
 use super::parquet::{write_parquet, TableBuilder};
 use crate::config::RunConfig;
+use crate::metrics::Verdict;
+
+/// How a run ended, as `summary.parquet`'s `status` column spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    /// Loss, gradient or embeddings became NaN/∞.
+    Diverged,
+    /// An error stopped it (recorded in `error`).
+    Failed,
+    /// SIGINT/SIGTERM: checkpointed, resumed by the next `run`.
+    Interrupted,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Diverged => "diverged",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// The status a table spells `s` (None for anything else).
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Ok, Self::Diverged, Self::Failed, Self::Interrupted]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
 
 /// Also written per run (`run.toml`, without the config, which sits beside it as
 /// `config.toml`) so that a re-run can keep a finished run's row as it was.
@@ -18,8 +50,7 @@ pub struct SummaryRow {
     /// The CPU model and its widest vector instruction set: same seed ⇒ same numbers holds
     /// per instruction set, not across them.
     pub cpu: String,
-    /// `ok` | `diverged` | `failed` | `interrupted` (checkpointed; the next `run` resumes it)
-    pub status: String,
+    pub status: Status,
     pub error: Option<String>,
     /// Why a run stopped before its last step without failing (early stop on collapse).
     pub stop_reason: Option<String>,
@@ -32,7 +63,7 @@ pub struct SummaryRow {
     pub eval_z_effective_rank: Option<f64>,
     pub final_knn_acc: Option<f64>,
     pub final_probe_acc: Option<f64>,
-    pub collapse_verdict: Option<String>,
+    pub collapse_verdict: Option<Verdict>,
     pub collapse_step: Option<u64>,
     pub steps: u64,
     pub wall_seconds: f64,
@@ -102,7 +133,7 @@ pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> anyhow::Result<()> {
                 .collect(),
         )
         .str("cpu", s(|r| r.cpu.clone()))
-        .str("status", s(|r| r.status.clone()))
+        .str("status", s(|r| r.status.as_str().into()))
         .opt_str("error", rows.iter().map(|r| r.error.clone()).collect())
         .opt_str(
             "stop_reason",
@@ -117,7 +148,9 @@ pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> anyhow::Result<()> {
         .opt_f64("final_probe_acc", of(|r| r.final_probe_acc))
         .opt_str(
             "collapse_verdict",
-            rows.iter().map(|r| r.collapse_verdict.clone()).collect(),
+            rows.iter()
+                .map(|r| r.collapse_verdict.map(|v| v.as_str().to_string()))
+                .collect(),
         )
         .opt_u64(
             "collapse_step",

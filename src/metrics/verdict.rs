@@ -34,6 +34,13 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The verdict a table spells `s` (None for anything else).
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Healthy, Self::Collapsed, Self::Partial]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Healthy => "healthy",

@@ -9,6 +9,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::tables::{mean_sd, GridTables};
+use crate::config::BASELINE_VARIANT;
 use crate::log::write_text;
 
 const W: u32 = 960;
@@ -265,7 +266,7 @@ impl Chart for ProbeCurves<'_> {
                 .collect();
             curves.push((v.clone(), pts));
         }
-        let random = t.variant_stat("random", |r| r.final_probe_acc.map(|p| 100.0 * p));
+        let random = t.variant_stat(BASELINE_VARIANT, |r| r.final_probe_acc.map(|p| 100.0 * p));
         let top = curves
             .iter()
             .flat_map(|c| c.1.iter().map(|p| p.1))

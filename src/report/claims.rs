@@ -3,6 +3,8 @@
 //! twice the pooled standard deviation over seeds (at least 0.01).
 
 use super::tables::GridTables;
+use crate::config::BASELINE_VARIANT;
+use crate::log::Status;
 
 /// Cosines above this mean "all embeddings point the same way" (the study's 0.9999 at scale):
 /// the verdict's threshold, defined once.
@@ -45,9 +47,12 @@ struct Stats {
 }
 
 fn stats(t: &GridTables, variant: &str) -> Option<Stats> {
-    let seeds = t.runs_of(variant).filter(|r| r.status == "ok").count();
+    let seeds = t
+        .runs_of(variant)
+        .filter(|r| r.status == Status::Ok)
+        .count();
     let probe = t.variant_stat(variant, |r| r.final_probe_acc);
-    if variant == "random" {
+    if variant == BASELINE_VARIANT {
         return probe.map(|p| Stats {
             pos: (f64::NAN, 0.0),
             neg: (f64::NAN, 0.0),
@@ -127,7 +132,7 @@ fn gap_by_epoch(t: &GridTables, variant: &str) -> Vec<(u32, f64)> {
 }
 
 pub fn evaluate_claims(t: &GridTables) -> Vec<Claim> {
-    let random = stats(t, "random").and_then(|s| s.probe);
+    let random = stats(t, BASELINE_VARIANT).and_then(|s| s.probe);
     let get = |v: &str| stats(t, v);
     let mut out = Vec::new();
 
@@ -300,10 +305,10 @@ mod tests {
             method: "byol".into(),
             projector_norm: "bn".into(),
             predictor_norm: Some("bn".into()),
-            status: "ok".into(),
+            status: Status::Ok,
             error: None,
-            final_pos_cos: (variant != "random").then_some(pos),
-            final_neg_cos: (variant != "random").then_some(neg),
+            final_pos_cos: (variant != BASELINE_VARIANT).then_some(pos),
+            final_neg_cos: (variant != BASELINE_VARIANT).then_some(neg),
             final_z_std: None,
             final_effective_rank: None,
             eval_z_effective_rank: None,
@@ -335,7 +340,7 @@ mod tests {
         let mut runs = Vec::new();
         for s in 0..3 {
             let j = s as f64 * 0.005;
-            runs.push(run("random", s, 0.0, 0.0, 0.20 + j));
+            runs.push(run(BASELINE_VARIANT, s, 0.0, 0.0, 0.20 + j));
             runs.push(run("no-norm", s, 0.999, 0.999, 0.20 - j));
             runs.push(run("byol", s, 0.8, 0.3 + j, 0.35 + j));
             runs.push(run("layer-norm", s, 0.995, 0.995, 0.2));
@@ -372,7 +377,7 @@ mod tests {
         // byol beats random by 3 points on average but seeds scatter by ±5: not "above".
         let mut runs = Vec::new();
         for (s, p) in [0.25, 0.35, 0.30].into_iter().enumerate() {
-            runs.push(run("random", s as u64, 0.0, 0.0, 0.27));
+            runs.push(run(BASELINE_VARIANT, s as u64, 0.0, 0.0, 0.27));
             runs.push(run("byol", s as u64, 0.8, 0.3, p));
         }
         let c = &evaluate_claims(&tables(runs))[1];

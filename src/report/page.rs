@@ -6,7 +6,8 @@ use std::path::Path;
 
 use super::claims::Claim;
 use super::tables::GridTables;
-use crate::log::{write_parquet, write_text, TableBuilder};
+use crate::config::BASELINE_VARIANT;
+use crate::log::{write_parquet, write_text, Status, TableBuilder};
 
 /// The study's published numbers (STL-10, ResNet-18, 10 epochs): probe accuracy %, pos, neg.
 fn study(variant: &str) -> Option<(f64, Option<(f64, f64)>)> {
@@ -17,7 +18,7 @@ fn study(variant: &str) -> Option<(f64, Option<(f64, f64)>)> {
         "predictor-bn" => (48.0, Some((0.96, 0.73))),
         "no-norm" => (28.3, Some((1.0, 1.0))),
         "layer-norm" => (29.4, Some((1.0, 1.0))),
-        "random" => (28.8, None),
+        BASELINE_VARIANT => (28.8, None),
         _ => return None,
     })
 }
@@ -94,7 +95,7 @@ fn html_escape(s: &str) -> String {
 fn variant_table(t: &GridTables) -> Table {
     let mut rows = Vec::new();
     let mut variants = t.variants();
-    variants.push("random".into());
+    variants.push(BASELINE_VARIANT.into());
     for v in &variants {
         let runs: Vec<_> = t.runs_of(v).collect();
         let Some(first) = runs.first() else { continue };
@@ -103,10 +104,10 @@ fn variant_table(t: &GridTables) -> Table {
         let neg = t.variant_stat(v, |r| r.final_neg_cos);
         let mut verdicts: BTreeMap<String, usize> = BTreeMap::new();
         for r in &runs {
-            let key = if r.status == "ok" {
-                r.collapse_verdict.clone().unwrap_or_else(|| "—".into())
+            let key = if r.status == Status::Ok {
+                r.collapse_verdict.map_or("—", |v| v.as_str()).to_string()
             } else {
-                r.status.clone()
+                r.status.as_str().to_string()
             };
             *verdicts.entry(key).or_default() += 1;
         }
@@ -116,7 +117,7 @@ fn variant_table(t: &GridTables) -> Table {
             .collect::<Vec<_>>()
             .join(", ");
         let published = study(v);
-        let random = v == "random";
+        let random = v == BASELINE_VARIANT;
         rows.push(vec![
             v.clone(),
             if random {
@@ -204,10 +205,10 @@ fn runs_table(t: &GridTables) -> Table {
             .map(|r| {
                 vec![
                     r.run_id.clone(),
-                    if r.status == "ok" {
+                    if r.status == Status::Ok {
                         "ok".into()
                     } else {
-                        format!("**{}**", r.status)
+                        format!("**{}**", r.status.as_str())
                     },
                     f(r.final_pos_cos),
                     f(r.final_neg_cos),
@@ -216,7 +217,7 @@ fn runs_table(t: &GridTables) -> Table {
                     f(r.eval_z_effective_rank),
                     f(r.final_probe_acc),
                     f(r.final_knn_acc),
-                    r.collapse_verdict.clone().unwrap_or_else(|| "—".into()),
+                    r.collapse_verdict.map_or("—", |v| v.as_str()).to_string(),
                     r.error.clone().unwrap_or_default(),
                 ]
             })

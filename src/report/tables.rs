@@ -5,8 +5,9 @@ use std::path::Path;
 
 use polars::prelude::*;
 
-use crate::config::InputError;
-use crate::log::{read_parquet, ColumnReader};
+use crate::config::{InputError, BASELINE_VARIANT};
+use crate::log::{read_parquet, ColumnReader, Status};
+use crate::metrics::Verdict;
 
 /// One row of `summary.parquet` (the columns the report uses).
 #[derive(Debug, Clone)]
@@ -17,7 +18,7 @@ pub struct RunRow {
     pub method: String,
     pub projector_norm: String,
     pub predictor_norm: Option<String>,
-    pub status: String,
+    pub status: Status,
     pub error: Option<String>,
     pub final_pos_cos: Option<f64>,
     pub final_neg_cos: Option<f64>,
@@ -26,7 +27,7 @@ pub struct RunRow {
     pub eval_z_effective_rank: Option<f64>,
     pub final_knn_acc: Option<f64>,
     pub final_probe_acc: Option<f64>,
-    pub collapse_verdict: Option<String>,
+    pub collapse_verdict: Option<Verdict>,
     /// CPU model and instruction set (empty in summaries written before it was recorded).
     pub cpu: String,
     /// `dataset` and, for a data set on disk, ` at <dataset_path>`.
@@ -117,6 +118,26 @@ impl GridTables {
         let dataset_path = c.strs("dataset_path").unwrap_or_else(|_| vec![None; n]);
         let mut runs = Vec::with_capacity(df.height());
         for i in 0..df.height() {
+            let record = |what: String| {
+                InputError::new(
+                    summary_path.display().to_string(),
+                    format!("record {i}: {what}"),
+                )
+            };
+            let spelled = status[i].as_deref().unwrap_or_default();
+            let status = Status::parse(spelled).ok_or_else(|| {
+                record(format!(
+                    "unknown status `{spelled}`, expected ok, diverged, failed or interrupted"
+                ))
+            })?;
+            let collapse_verdict = match verdict[i].as_deref() {
+                None => None,
+                Some(v) => Some(Verdict::parse(v).ok_or_else(|| {
+                    record(format!(
+                        "unknown collapse_verdict `{v}`, expected healthy, collapsed or partial"
+                    ))
+                })?),
+            };
             runs.push(RunRow {
                 run_id: ids[i].clone().unwrap_or_default(),
                 variant: variants[i].clone().unwrap_or_default(),
@@ -124,7 +145,7 @@ impl GridTables {
                 method: methods[i].clone().unwrap_or_default(),
                 projector_norm: proj[i].clone().unwrap_or_default(),
                 predictor_norm: pred[i].clone(),
-                status: status[i].clone().unwrap_or_default(),
+                status,
                 error: error[i].clone(),
                 final_pos_cos: pos[i],
                 final_neg_cos: neg[i],
@@ -133,7 +154,7 @@ impl GridTables {
                 eval_z_effective_rank: eval_rank[i],
                 final_knn_acc: knn[i],
                 final_probe_acc: probe[i],
-                collapse_verdict: verdict[i].clone(),
+                collapse_verdict,
                 cpu: cpu[i].clone().unwrap_or_default(),
                 data: match &dataset_path[i] {
                     Some(p) => format!("{} at {p}", dataset[i].clone().unwrap_or_default()),
@@ -223,7 +244,7 @@ impl GridTables {
     pub fn variants(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for r in &self.runs {
-            if r.variant != "random" && !out.contains(&r.variant) {
+            if r.variant != BASELINE_VARIANT && !out.contains(&r.variant) {
                 out.push(r.variant.clone());
             }
         }
@@ -242,7 +263,7 @@ impl GridTables {
     ) -> Option<(f64, f64)> {
         let values: Vec<f64> = self
             .runs_of(variant)
-            .filter(|r| r.status == "ok")
+            .filter(|r| r.status == Status::Ok)
             .filter_map(metric)
             .collect();
         mean_sd(&values)

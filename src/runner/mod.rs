@@ -25,9 +25,9 @@ use crate::config::{Grid, RunConfig, RunSpec, BASELINE_VARIANT};
 use crate::data::{open_dataset, Dataset, DatasetPair};
 use crate::log::{
     remove_dir_if_present, write_evals, write_spectrum, write_summary, write_text, EvalRecord,
-    StepRecord, StepsLog, SummaryRow,
+    Status, StepRecord, StepsLog, SummaryRow,
 };
-use crate::metrics::{verdict, CollapseMonitor};
+use crate::metrics::{verdict, CollapseMonitor, Verdict};
 use crate::train::checkpoint::{read_checkpoint, remove_checkpoint, Checkpointing};
 use crate::train::{train_with, RunControl, RunStatus, TrainSummary};
 use recorder::{EvalPlan, Recorder};
@@ -189,7 +189,7 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
         .chain(baselines.iter().cloned())
         .collect();
     let not_started = runs.len() + baselines.len() - rows.len();
-    let interrupted = not_started > 0 || rows.iter().any(|r| r.status == INTERRUPTED);
+    let interrupted = not_started > 0 || rows.iter().any(|r| r.status == Status::Interrupted);
     Ok(GridOutcome {
         dir,
         rows,
@@ -197,9 +197,6 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
         not_started,
     })
 }
-
-/// Status of a run stopped by SIGINT/SIGTERM (checkpointed, resumed by the next `run`).
-pub const INTERRUPTED: &str = "interrupted";
 
 fn dataset_key(spec: &RunSpec) -> anyhow::Result<String> {
     Ok(toml::to_string(&spec.config.dataset)?)
@@ -210,12 +207,12 @@ fn describe(row: &SummaryRow) -> String {
     format!(
         "{:<22} {:<9} pos {} neg {} z_std {} rank {} {:<9} {:.1}s",
         row.run_id,
-        row.status,
+        row.status.as_str(),
         f(row.final_pos_cos),
         f(row.final_neg_cos),
         f(row.final_z_std),
         f(row.final_effective_rank),
-        row.collapse_verdict.as_deref().unwrap_or("–"),
+        row.collapse_verdict.map_or("–", |v| v.as_str()),
         row.wall_seconds
     )
 }
@@ -279,7 +276,7 @@ fn random_baseline(
         },
         Ok(None) => row,
         Err(e) => {
-            row.status = "failed".into();
+            row.status = Status::Failed;
             row.error = Some(format!("{e:#}"));
             row.wall_seconds = started.elapsed().as_secs_f64();
             row
@@ -295,7 +292,7 @@ fn empty_row(run_id: &str, variant: &str, seed: u64, config: &RunConfig) -> Summ
         seed,
         config: config.clone(),
         cpu: cpu::cpu_description().to_string(),
-        status: "ok".into(),
+        status: Status::Ok,
         error: None,
         stop_reason: None,
         final_pos_cos: None,
@@ -328,7 +325,7 @@ fn run_one(
         Ok(p) => p,
         Err(e) => {
             let mut row = empty_row(&spec.run_id, &spec.variant, spec.seed, &spec.config);
-            row.status = "failed".into();
+            row.status = Status::Failed;
             row.error = Some(format!("{e:#}"));
             return (row, "not started".into());
         }
@@ -396,7 +393,7 @@ fn run_one(
         // dropped unfinished, so it writes no file.
         let steps = recorder.map(|r| r.steps.rows).unwrap_or_default();
         let mut row = row_from_logs(spec, &steps, &[]);
-        row.status = INTERRUPTED.into();
+        row.status = Status::Interrupted;
         row.stop_reason = Some(format!(
             "interrupted: checkpointed at step {next_step}; run the same command again to resume"
         ));
@@ -439,18 +436,18 @@ fn run_one(
             match summary.status {
                 RunStatus::Ok | RunStatus::Interrupted { .. } => {}
                 RunStatus::Diverged { reason, .. } => {
-                    row.status = "diverged".into();
+                    row.status = Status::Diverged;
                     row.error = Some(reason);
                     row.collapse_verdict = None;
                 }
                 RunStatus::StoppedCollapsed { reason, .. } => {
                     row.stop_reason = Some(reason);
-                    row.collapse_verdict = Some("collapsed".into());
+                    row.collapse_verdict = Some(Verdict::Collapsed);
                 }
             }
         }
         (Err(e), _) | (Ok(_), Err(e)) => {
-            row.status = "failed".into();
+            row.status = Status::Failed;
             row.error = Some(format!("{e:#}"));
         }
     }
@@ -463,7 +460,7 @@ fn run_one(
         .and_then(|()| remove_dir_if_present(&dir.join(recorder::PARTS_DIR)))
         .and_then(|()| staging::finish(grid_dir, &spec.run_id, &record));
     if let Err(e) = published {
-        row.status = "failed".into();
+        row.status = Status::Failed;
         row.error = Some(format!("publishing the run folder: {e:#}"));
     }
     (row, how)
@@ -487,11 +484,10 @@ fn row_from_logs(spec: &RunSpec, records: &[StepRecord], evals: &[EvalRecord]) -
         final_knn_acc: last_eval.and_then(|e| e.knn_acc),
         final_probe_acc: last_eval.and_then(|e| e.probe_acc),
         eval_z_effective_rank: last_eval.map(|e| e.z_effective_rank),
-        collapse_verdict: fin.as_ref().zip(last_eval).map(|(f, e)| {
-            verdict(f.pos_cos, f.neg_cos, f.z_std, e.z_effective_rank, dim)
-                .as_str()
-                .to_string()
-        }),
+        collapse_verdict: fin
+            .as_ref()
+            .zip(last_eval)
+            .map(|(f, e)| verdict(f.pos_cos, f.neg_cos, f.z_std, e.z_effective_rank, dim)),
         collapse_step: monitor.collapse_step(),
         steps: records.len() as u64,
         ..empty_row(&spec.run_id, &spec.variant, spec.seed, &spec.config)

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::log::{remove_dir_if_present, write_text, SummaryRow};
+use crate::log::{remove_dir_if_present, write_text, Status, SummaryRow};
 use crate::train::checkpoint::{find_checkpoint, read_progress};
 
 /// The staging folder of a grid folder.
@@ -68,8 +68,8 @@ pub fn staging_dir(grid_dir: &Path, run_id: &str) -> PathBuf {
 }
 
 /// Statuses a run keeps across invocations: the outcome is a property of the config.
-fn is_final(status: &str) -> bool {
-    matches!(status, "ok" | "diverged")
+fn is_final(status: Status) -> bool {
+    matches!(status, Status::Ok | Status::Diverged)
 }
 
 /// The record of a published run folder, if it has a readable one.
@@ -90,7 +90,7 @@ pub fn plan(grid_dir: &Path, run_id: &str, hash: &str, fresh: bool) -> anyhow::R
         Plan::Start(StartReason::Fresh)
     } else if let Some(rec) = published
         .as_ref()
-        .filter(|r| r.config_hash == hash && is_final(&r.summary.status))
+        .filter(|r| r.config_hash == hash && is_final(r.summary.status))
     {
         Plan::Keep(Box::new(rec.summary.clone()))
     } else if let Some((checkpoint, next_step)) = find_checkpoint(&staging)?
