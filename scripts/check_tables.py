@@ -5,17 +5,19 @@ import sys
 
 import pandas as pd
 
+# The tables' columns, in order; tests/table_contract.rs holds these lists equal to the Rust
+# definitions (src/log/).
 STEPS = ["run_id", "variant", "seed", "epoch", "step", "loss", "pos_cos", "neg_cos", "z_std",
-         "effective_rank", "lr", "tau", "grad_norm", "step_ms"]
+         "effective_rank", "lr", "tau", "grad_norm", "step_ms", "metrics_ms"]
 SUMMARY = ["run_id", "variant", "seed", "method", "encoder", "encoder_norm", "projector_norm",
            "predictor_norm", "optimizer", "lr", "weight_decay", "tau", "batch_size", "epochs",
-           "dataset", "dataset_path", "cpu", "status", "error", "final_pos_cos", "final_neg_cos", "final_z_std",
-           "final_effective_rank", "eval_z_effective_rank", "final_knn_acc", "final_probe_acc", "collapse_verdict",
-           "collapse_step", "wall_seconds", "images_per_second"]
-
+           "dataset", "dataset_path", "image_size", "cpu", "status", "error", "stop_reason",
+           "final_pos_cos", "final_neg_cos", "final_z_std", "final_effective_rank",
+           "eval_z_effective_rank", "final_knn_acc", "final_probe_acc", "collapse_verdict",
+           "collapse_step", "steps", "wall_seconds", "images_per_second"]
 EVALS = ["run_id", "variant", "seed", "epoch", "step", "knn_acc", "probe_acc", "y_std",
          "y_effective_rank", "z_std", "z_effective_rank", "alpha_req", "align", "uniform",
-         "split_seed", "fit_size", "score_size"]
+         "z_var_min", "z_var_median", "z_var_max", "split_seed", "fit_size", "score_size"]
 SPECTRUM = ["run_id", "epoch", "space", "index", "singular_value"]
 EMBEDDINGS = ["run_id", "step", "epoch", "sample", "image_id", "label", "view", "kind", "vector"]
 

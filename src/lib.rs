@@ -1,10 +1,15 @@
 //! collapse-lab: diagnose representation collapse in self-supervised learning.
 //!
-//! The data flows one way — config/data → model → method → train → log → analysis → report —
-//! and each stage is a module that imports only from those before it. `analysis` holds pure
-//! functions of embeddings that `train` also calls live, so there is one implementation of
-//! every metric; `report` renders a grid's tables; `runner` runs a grid on top of all of them,
-//! and `cli` only wires.
+//! Layers, each importing only from the ones before it (`../shared/architecture.md`):
+//! - ground floor: `config` (serde structs, validation), `metrics` (pure functions of
+//!   embeddings: cosines, spread, rank, spectra, geometry, kNN, probe, the verdict rules and
+//!   `CollapseMonitor`), `log` (every table: row types, column lists, writers and readers);
+//! - `data` (formats, augmentation, loaders), `model` (networks and their CPU kernels);
+//! - `method` (BYOL, SimSiam, SimCLR, MoCo, contrastive: forward → loss + embeddings);
+//! - `train` (one `Step`, the loop, checkpoints) and `eval` (a network on the evaluation split);
+//! - `runner` (grids, resume, analyze, bench, export, parity dumps); `report`; `cli` wires.
+//!
+//! `cuda` holds the CUDA kernels (feature `cuda`) beside `model`.
 //! The study and the metric definitions: `../shared/science.md`.
 
 pub mod block_cache;

@@ -2,24 +2,9 @@
 
 mod common;
 
-use common::*;
+use collapse_lab::log::STEPS_COLUMNS;
 
-const STEPS_COLUMNS: [&str; 14] = [
-    "run_id",
-    "variant",
-    "seed",
-    "epoch",
-    "step",
-    "loss",
-    "pos_cos",
-    "neg_cos",
-    "z_std",
-    "effective_rank",
-    "lr",
-    "tau",
-    "grad_norm",
-    "step_ms",
-];
+use common::*;
 
 #[test]
 fn smoke_grid_trains_every_method_and_writes_tables() {

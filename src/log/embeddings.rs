@@ -11,6 +11,11 @@ use polars::prelude::*;
 
 use super::parquet::{read_parquet, write_parquet};
 
+/// `embeddings.parquet`'s columns, in order.
+pub const EMBEDDINGS_COLUMNS: [&str; 9] = [
+    "run_id", "step", "epoch", "sample", "image_id", "label", "view", "kind", "vector",
+];
+
 /// One embedding matrix of a logged step: `kind` (`y`, `z`, `z_target`, `p`) of one view.
 pub struct EmbeddingBlock {
     pub kind: &'static str,
@@ -62,8 +67,10 @@ impl Columns {
 
     fn into_frame(self, run_id: &str) -> anyhow::Result<DataFrame> {
         let n = self.step.len();
+        let [c_run_id, c_step, c_epoch, c_sample, c_image_id, c_label, c_view, c_kind, c_vector] =
+            EMBEDDINGS_COLUMNS;
         let mut vectors = ListPrimitiveChunkedBuilder::<Float32Type>::new(
-            "vector".into(),
+            c_vector.into(),
             n,
             self.values.len(),
             DataType::Float32,
@@ -74,15 +81,15 @@ impl Columns {
             at += d;
         }
         let columns = vec![
-            Column::new("run_id".into(), vec![run_id.to_string(); n]),
-            Column::new("step".into(), self.step),
-            Column::new("epoch".into(), self.epoch),
-            Column::new("sample".into(), self.sample),
-            Column::new("image_id".into(), self.image_id),
-            Column::new("label".into(), self.label),
-            Column::new("view".into(), self.view),
+            Column::new(c_run_id.into(), vec![run_id.to_string(); n]),
+            Column::new(c_step.into(), self.step),
+            Column::new(c_epoch.into(), self.epoch),
+            Column::new(c_sample.into(), self.sample),
+            Column::new(c_image_id.into(), self.image_id),
+            Column::new(c_label.into(), self.label),
+            Column::new(c_view.into(), self.view),
             Column::new(
-                "kind".into(),
+                c_kind.into(),
                 self.kind.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
             ),
             vectors.finish().into_series().into_column(),

@@ -60,6 +60,33 @@ pub fn metric_columns(table: TableBuilder, rows: &[&EvalRecord]) -> TableBuilder
         .u64("score_size", rows.iter().map(|r| r.score_size).collect())
 }
 
+/// `evals.parquet`'s columns, in order (the run's identity, then [`metric_columns`]).
+pub const EVALS_COLUMNS: [&str; 20] = [
+    "run_id",
+    "variant",
+    "seed",
+    "epoch",
+    "step",
+    "knn_acc",
+    "probe_acc",
+    "y_std",
+    "y_effective_rank",
+    "z_std",
+    "z_effective_rank",
+    "alpha_req",
+    "align",
+    "uniform",
+    "z_var_min",
+    "z_var_median",
+    "z_var_max",
+    "split_seed",
+    "fit_size",
+    "score_size",
+];
+
+/// `spectrum.parquet`'s columns, in order.
+pub const SPECTRUM_COLUMNS: [&str; 5] = ["run_id", "epoch", "space", "index", "singular_value"];
+
 pub fn write_evals(
     path: &Path,
     run_id: &str,
@@ -68,10 +95,11 @@ pub fn write_evals(
     rows: &[EvalRecord],
 ) -> anyhow::Result<()> {
     let n = rows.len();
+    let [c_run_id, c_variant, c_seed, ..] = EVALS_COLUMNS;
     let base = TableBuilder::new()
-        .str("run_id", vec![run_id.to_string(); n])
-        .str("variant", vec![variant.to_string(); n])
-        .u64("seed", vec![seed; n]);
+        .str(c_run_id, vec![run_id.to_string(); n])
+        .str(c_variant, vec![variant.to_string(); n])
+        .u64(c_seed, vec![seed; n]);
     let mut df = metric_columns(base, &rows.iter().collect::<Vec<_>>()).build()?;
     write_parquet(path, &mut df)
 }
@@ -90,12 +118,59 @@ pub fn write_spectrum(path: &Path, run_id: &str, rows: &[EvalRecord]) -> anyhow:
         }
     }
     let n = value.len();
+    let [c_run_id, c_epoch, c_space, c_index, c_value] = SPECTRUM_COLUMNS;
     let mut df = TableBuilder::new()
-        .str("run_id", vec![run_id.to_string(); n])
-        .u32("epoch", epoch)
-        .str("space", space)
-        .u32("index", index)
-        .f64("singular_value", value)
+        .str(c_run_id, vec![run_id.to_string(); n])
+        .u32(c_epoch, epoch)
+        .str(c_space, space)
+        .u32(c_index, index)
+        .f64(c_value, value)
         .build()?;
     write_parquet(path, &mut df)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(path: &Path) -> Vec<String> {
+        super::super::read_parquet(path)
+            .expect("readable")
+            .get_column_names()
+            .iter()
+            .map(|c| c.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn written_columns_are_the_declared_ones() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let record = EvalRecord {
+            epoch: 1,
+            step: 8,
+            knn_acc: Some(0.5),
+            probe_acc: None,
+            y_std: 0.1,
+            y_effective_rank: 3.0,
+            z_std: 0.2,
+            z_effective_rank: 2.0,
+            alpha_req: 1.1,
+            align: 0.3,
+            uniform: -1.0,
+            z_var_min: 0.0,
+            z_var_median: 0.1,
+            z_var_max: 0.2,
+            split_seed: 0,
+            fit_size: 10,
+            score_size: 10,
+            y_spectrum: vec![2.0, 1.0],
+            z_spectrum: vec![1.0],
+        };
+        let (evals, spectrum) = (dir.path().join("e.parquet"), dir.path().join("s.parquet"));
+        write_evals(&evals, "r", "v", 0, std::slice::from_ref(&record))?;
+        write_spectrum(&spectrum, "r", std::slice::from_ref(&record))?;
+        assert_eq!(names(&evals), EVALS_COLUMNS);
+        assert_eq!(names(&spectrum), SPECTRUM_COLUMNS);
+        Ok(())
+    }
 }

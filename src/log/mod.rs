@@ -8,8 +8,10 @@ mod steps;
 mod summary;
 
 pub use atomic::{remove_dir_if_present, write_atomic, write_text};
-pub use embeddings::{EmbeddingBlock, EmbeddingsWriter, LoggedStep};
-pub use evals::{metric_columns, write_evals, write_spectrum, EvalRecord};
+pub use embeddings::{EmbeddingBlock, EmbeddingsWriter, LoggedStep, EMBEDDINGS_COLUMNS};
+pub use evals::{
+    metric_columns, write_evals, write_spectrum, EvalRecord, EVALS_COLUMNS, SPECTRUM_COLUMNS,
+};
 pub use parquet::{read_parquet, write_parquet, ColumnReader, TableBuilder};
-pub use steps::{StepRecord, StepsLog};
-pub use summary::{write_summary, Status, SummaryRow};
+pub use steps::{StepRecord, StepsLog, STEPS_COLUMNS};
+pub use summary::{write_summary, Status, SummaryRow, SUMMARY_COLUMNS};

@@ -28,6 +28,26 @@ pub struct StepRecord {
     pub metrics_ms: f64,
 }
 
+/// `steps.parquet`'s columns, in order: the one definition (the writer names its columns from
+/// it; tests hold the Python check and the readers to it).
+pub const STEPS_COLUMNS: [&str; 15] = [
+    "run_id",
+    "variant",
+    "seed",
+    "epoch",
+    "step",
+    "loss",
+    "pos_cos",
+    "neg_cos",
+    "z_std",
+    "effective_rank",
+    "lr",
+    "tau",
+    "grad_norm",
+    "step_ms",
+    "metrics_ms",
+];
+
 /// The steps of one run, kept in memory and written at the end of the run (also when it
 /// diverged or failed part-way: nothing is lost).
 pub struct StepsLog {
@@ -50,22 +70,24 @@ impl StepsLog {
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
         let n = self.rows.len();
         let col = |f: fn(&StepRecord) -> f64| self.rows.iter().map(f).collect::<Vec<f64>>();
+        let [run_id, variant, seed, epoch, step, loss, pos_cos, neg_cos, z_std, effective_rank, lr, tau, grad_norm, step_ms, metrics_ms] =
+            STEPS_COLUMNS;
         let mut df = TableBuilder::new()
-            .str("run_id", vec![self.run_id.clone(); n])
-            .str("variant", vec![self.variant.clone(); n])
-            .u64("seed", vec![self.seed; n])
-            .u32("epoch", self.rows.iter().map(|r| r.epoch).collect())
-            .u64("step", self.rows.iter().map(|r| r.step).collect())
-            .f64("loss", col(|r| r.loss))
-            .f64("pos_cos", col(|r| r.pos_cos))
-            .f64("neg_cos", col(|r| r.neg_cos))
-            .f64("z_std", col(|r| r.z_std))
-            .f64("effective_rank", col(|r| r.effective_rank))
-            .f64("lr", col(|r| r.lr))
-            .opt_f64("tau", self.rows.iter().map(|r| r.tau).collect())
-            .f64("grad_norm", col(|r| r.grad_norm))
-            .f64("step_ms", col(|r| r.step_ms))
-            .f64("metrics_ms", col(|r| r.metrics_ms))
+            .str(run_id, vec![self.run_id.clone(); n])
+            .str(variant, vec![self.variant.clone(); n])
+            .u64(seed, vec![self.seed; n])
+            .u32(epoch, self.rows.iter().map(|r| r.epoch).collect())
+            .u64(step, self.rows.iter().map(|r| r.step).collect())
+            .f64(loss, col(|r| r.loss))
+            .f64(pos_cos, col(|r| r.pos_cos))
+            .f64(neg_cos, col(|r| r.neg_cos))
+            .f64(z_std, col(|r| r.z_std))
+            .f64(effective_rank, col(|r| r.effective_rank))
+            .f64(lr, col(|r| r.lr))
+            .opt_f64(tau, self.rows.iter().map(|r| r.tau).collect())
+            .f64(grad_norm, col(|r| r.grad_norm))
+            .f64(step_ms, col(|r| r.step_ms))
+            .f64(metrics_ms, col(|r| r.metrics_ms))
             .build()?;
         write_parquet(path, &mut df)
     }
@@ -149,6 +171,12 @@ mod tests {
             });
         }
         log.write(&path)?;
+        let names: Vec<String> = super::super::read_parquet(&path)?
+            .get_column_names()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(names, STEPS_COLUMNS);
         let back = StepsLog::read(&path)?;
         assert_eq!(
             (back.run_id.as_str(), back.variant.as_str(), back.seed),

@@ -70,37 +70,77 @@ pub struct SummaryRow {
     pub images_per_second: f64,
 }
 
+/// `summary.parquet`'s columns, in order: the one definition (the writer names its columns
+/// from it; tests hold the Python check and the report's reader to it).
+pub const SUMMARY_COLUMNS: [&str; 33] = [
+    "run_id",
+    "variant",
+    "seed",
+    "method",
+    "encoder",
+    "encoder_norm",
+    "projector_norm",
+    "predictor_norm",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "tau",
+    "batch_size",
+    "epochs",
+    "dataset",
+    "dataset_path",
+    "image_size",
+    "cpu",
+    "status",
+    "error",
+    "stop_reason",
+    "final_pos_cos",
+    "final_neg_cos",
+    "final_z_std",
+    "final_effective_rank",
+    "eval_z_effective_rank",
+    "final_knn_acc",
+    "final_probe_acc",
+    "collapse_verdict",
+    "collapse_step",
+    "steps",
+    "wall_seconds",
+    "images_per_second",
+];
+
 pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> anyhow::Result<()> {
     let s = |f: fn(&SummaryRow) -> String| rows.iter().map(f).collect::<Vec<_>>();
     let of = |f: fn(&SummaryRow) -> Option<f64>| rows.iter().map(f).collect::<Vec<_>>();
+    let [run_id, variant, seed, method, encoder, encoder_norm, projector_norm, predictor_norm, optimizer, lr, weight_decay, tau, batch_size, epochs, dataset, dataset_path, image_size, cpu, status, error, stop_reason, final_pos_cos, final_neg_cos, final_z_std, final_effective_rank, eval_z_effective_rank, final_knn_acc, final_probe_acc, collapse_verdict, collapse_step, steps, wall_seconds, images_per_second] =
+        SUMMARY_COLUMNS;
     let mut df = TableBuilder::new()
-        .str("run_id", s(|r| r.run_id.clone()))
-        .str("variant", s(|r| r.variant.clone()))
-        .u64("seed", rows.iter().map(|r| r.seed).collect())
-        .str("method", s(|r| r.config.method.name.as_str().into()))
-        .str("encoder", s(|r| r.config.model.encoder.as_str().into()))
+        .str(run_id, s(|r| r.run_id.clone()))
+        .str(variant, s(|r| r.variant.clone()))
+        .u64(seed, rows.iter().map(|r| r.seed).collect())
+        .str(method, s(|r| r.config.method.name.as_str().into()))
+        .str(encoder, s(|r| r.config.model.encoder.as_str().into()))
         .str(
-            "encoder_norm",
+            encoder_norm,
             s(|r| r.config.model.encoder_norm.as_str().into()),
         )
         .str(
-            "projector_norm",
+            projector_norm,
             s(|r| r.config.model.projector.norm.as_str().into()),
         )
         .opt_str(
-            "predictor_norm",
+            predictor_norm,
             rows.iter()
                 .map(|r| r.config.head_norms().1.map(|n| n.as_str().to_string()))
                 .collect(),
         )
-        .str("optimizer", s(|r| r.config.optim.name.as_str().into()))
-        .f64("lr", rows.iter().map(|r| r.config.optim.lr).collect())
+        .str(optimizer, s(|r| r.config.optim.name.as_str().into()))
+        .f64(lr, rows.iter().map(|r| r.config.optim.lr).collect())
         .f64(
-            "weight_decay",
+            weight_decay,
             rows.iter().map(|r| r.config.optim.weight_decay).collect(),
         )
         .opt_f64(
-            "tau",
+            tau,
             rows.iter()
                 .map(|r| {
                     r.config
@@ -112,57 +152,51 @@ pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> anyhow::Result<()> {
                 .collect(),
         )
         .u64(
-            "batch_size",
+            batch_size,
             rows.iter()
                 .map(|r| r.config.train.batch_size as u64)
                 .collect(),
         )
-        .u32(
-            "epochs",
-            rows.iter().map(|r| r.config.train.epochs).collect(),
-        )
-        .str("dataset", s(|r| r.config.dataset.name.clone()))
+        .u32(epochs, rows.iter().map(|r| r.config.train.epochs).collect())
+        .str(dataset, s(|r| r.config.dataset.name.clone()))
         .opt_str(
-            "dataset_path",
+            dataset_path,
             rows.iter().map(|r| r.config.dataset.path.clone()).collect(),
         )
         .u64(
-            "image_size",
+            image_size,
             rows.iter()
                 .map(|r| r.config.dataset.image_size as u64)
                 .collect(),
         )
-        .str("cpu", s(|r| r.cpu.clone()))
-        .str("status", s(|r| r.status.as_str().into()))
-        .opt_str("error", rows.iter().map(|r| r.error.clone()).collect())
+        .str(cpu, s(|r| r.cpu.clone()))
+        .str(status, s(|r| r.status.as_str().into()))
+        .opt_str(error, rows.iter().map(|r| r.error.clone()).collect())
         .opt_str(
-            "stop_reason",
+            stop_reason,
             rows.iter().map(|r| r.stop_reason.clone()).collect(),
         )
-        .opt_f64("final_pos_cos", of(|r| r.final_pos_cos))
-        .opt_f64("final_neg_cos", of(|r| r.final_neg_cos))
-        .opt_f64("final_z_std", of(|r| r.final_z_std))
-        .opt_f64("final_effective_rank", of(|r| r.final_effective_rank))
-        .opt_f64("eval_z_effective_rank", of(|r| r.eval_z_effective_rank))
-        .opt_f64("final_knn_acc", of(|r| r.final_knn_acc))
-        .opt_f64("final_probe_acc", of(|r| r.final_probe_acc))
+        .opt_f64(final_pos_cos, of(|r| r.final_pos_cos))
+        .opt_f64(final_neg_cos, of(|r| r.final_neg_cos))
+        .opt_f64(final_z_std, of(|r| r.final_z_std))
+        .opt_f64(final_effective_rank, of(|r| r.final_effective_rank))
+        .opt_f64(eval_z_effective_rank, of(|r| r.eval_z_effective_rank))
+        .opt_f64(final_knn_acc, of(|r| r.final_knn_acc))
+        .opt_f64(final_probe_acc, of(|r| r.final_probe_acc))
         .opt_str(
-            "collapse_verdict",
+            collapse_verdict,
             rows.iter()
                 .map(|r| r.collapse_verdict.map(|v| v.as_str().to_string()))
                 .collect(),
         )
         .opt_u64(
-            "collapse_step",
+            collapse_step,
             rows.iter().map(|r| r.collapse_step).collect(),
         )
-        .u64("steps", rows.iter().map(|r| r.steps).collect())
+        .u64(steps, rows.iter().map(|r| r.steps).collect())
+        .f64(wall_seconds, rows.iter().map(|r| r.wall_seconds).collect())
         .f64(
-            "wall_seconds",
-            rows.iter().map(|r| r.wall_seconds).collect(),
-        )
-        .f64(
-            "images_per_second",
+            images_per_second,
             rows.iter().map(|r| r.images_per_second).collect(),
         )
         .build()?;
