@@ -2,7 +2,7 @@
 
 mod common;
 
-use collapse_lab::log::STEPS_COLUMNS;
+use collapse_lab::log::{EVALS_COLUMNS, STEPS_COLUMNS};
 
 use common::*;
 
@@ -79,17 +79,7 @@ fn smoke_grid_trains_every_method_and_writes_tables() {
             .into_no_null_iter()
             .collect();
         assert_eq!(epochs, [0, 1, 2], "{id}");
-        for c in [
-            "knn_acc",
-            "probe_acc",
-            "y_std",
-            "y_effective_rank",
-            "z_std",
-            "z_effective_rank",
-            "alpha_req",
-            "align",
-            "uniform",
-        ] {
+        for c in EVALS_COLUMNS {
             assert!(evals.column(c).is_ok(), "{id}: evals lacks {c}");
         }
         let spectrum = read(&dir.join("spectrum.parquet"));
@@ -135,15 +125,8 @@ fn same_seed_gives_identical_steps() {
     for id in ["byol-s0", "moco-s0"] {
         let x = read(&a.path().join("smoke").join(id).join("steps.parquet"));
         let y = read(&b.path().join("smoke").join(id).join("steps.parquet"));
-        for c in [
-            "loss",
-            "pos_cos",
-            "neg_cos",
-            "z_std",
-            "effective_rank",
-            "lr",
-            "grad_norm",
-        ] {
+        // Every number; the two timing columns (wall time) aside.
+        for c in STEPS_COLUMNS[5..13].iter().filter(|c| **c != "tau") {
             assert_eq!(
                 f64s(&x, c),
                 f64s(&y, c),
