@@ -4,7 +4,7 @@
 //! - ground floor: `config` (serde structs, validation), `metrics` (pure functions of
 //!   embeddings: cosines, spread, rank, spectra, geometry, kNN, probe, the verdict rules and
 //!   `CollapseMonitor`), `log` (every table: row types, column lists, writers and readers);
-//! - `data` (formats, augmentation, loaders), `model` (networks and their CPU kernels);
+//! - `data` (formats, augmentation, loaders), `ops` (CPU kernels), `model` (networks);
 //! - `method` (BYOL, SimSiam, SimCLR, MoCo, contrastive: forward → loss + embeddings);
 //! - `train` (one `Step`, the loop, checkpoints) and `eval` (a network on the evaluation split);
 //! - `runner` (grids, resume, analyze, bench, export, parity dumps); `report`; `cli` wires.
@@ -23,6 +23,7 @@ pub mod log;
 pub mod method;
 pub mod metrics;
 pub mod model;
+pub mod ops;
 pub mod report;
 pub mod runner;
 pub mod train;

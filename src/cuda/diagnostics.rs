@@ -1,7 +1,7 @@
 //! The per-step collapse diagnostics of a batch on the GPU — pos/neg cosine from the B×B
 //! similarity of l2-normalised online and target projections (both view orders), and the
 //! column std of the normalised online rows — in one launch and one 40-byte host copy. CPU
-//! reference: `analysis::symmetric_pos_neg_cos` and `analysis::z_std`, which the tests
+//! reference: `metrics::symmetric_pos_neg_cos` and `metrics::z_std`, which the tests
 //! compare against.
 
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};

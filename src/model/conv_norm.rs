@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 use candle_core::{Result, Tensor};
 use candle_nn::{Module, ModuleT};
 
-use super::conv_bn_op::{lock_state, ConvBnState, ConvBnTrain};
 use super::layers::{Conv2d, ConvSpec};
 use super::norm::{Norm, NormKind};
 use super::params::ParamStore;
+use crate::ops::conv_bn_op::{lock_state, ConvBnState, ConvBnTrain};
 
 #[derive(Debug, Clone)]
 pub struct ConvNorm {

@@ -3,9 +3,9 @@
 use candle_core::{Result, Tensor};
 use candle_nn::Module;
 
-use super::im2col::{im2col, Patch};
 use super::norm::weight_standardize;
 use super::params::ParamStore;
+use crate::ops::im2col::{im2col, Patch};
 
 /// y = x·Wᵀ + b, input (N, in).
 #[derive(Debug, Clone)]

@@ -1,22 +1,16 @@
 //! Networks: encoders (small conv net, ResNet-18), MLP heads, normalization layers, and the
 //! seeded parameter store they draw their weights from.
 
-mod batch_norm_op;
-mod columns;
-mod conv_bn_op;
 mod conv_norm;
 mod convnet;
 mod encoder;
 #[cfg(test)]
 pub(crate) mod gradcheck;
 mod head;
-pub mod im2col;
 mod layers;
 pub mod norm;
-mod parallel;
 mod params;
 mod pool;
-mod residual_op;
 mod resnet;
 pub mod torch_names;
 

@@ -8,9 +8,9 @@
 use candle_core::{Result, Tensor, Var};
 use candle_nn::ModuleT;
 
-use super::batch_norm_op::{BatchNormTrain, ColumnMoments};
-use super::columns::EPS;
 use super::params::ParamStore;
+use crate::ops::batch_norm_op::{BatchNormTrain, ColumnMoments};
+use crate::ops::columns::EPS;
 
 /// Which normalization a layer applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 
 use candle_core::{Result, Tensor};
 
-use super::im2col::{im2col, Patch};
+use crate::ops::im2col::{im2col, Patch};
 
 /// (N, C, H, W) images → (N, H, W, C) activations.
 pub fn to_channels_last(x: &Tensor) -> Result<Tensor> {

@@ -8,8 +8,8 @@ use super::layers::ConvSpec;
 use super::norm::NormKind;
 use super::params::ParamStore;
 use super::pool::{global_average_pool, max_pool_3x3_s2, to_channels_last};
-use super::residual_op::residual_relu;
 use crate::config::ResnetStem;
+use crate::ops::residual_op::residual_relu;
 
 #[derive(Debug, Clone)]
 struct BasicBlock {

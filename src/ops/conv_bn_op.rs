@@ -524,7 +524,7 @@ impl CustomOp3 for ConvBnTrain {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::im2col::col2im_cpu;
+    use crate::ops::im2col::col2im_cpu;
 
     fn values(len: usize, salt: usize) -> Vec<f32> {
         (0..len)

@@ -14,14 +14,14 @@ use super::columns::{
     apply_affine, gradient_sums, input_gradient, input_gradient_coefficients, moments, Affine, EPS,
 };
 
-pub(super) fn slice<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> Result<&'a [T]> {
+pub(crate) fn slice<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> Result<&'a [T]> {
     match layout.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
         None => candle_core::bail!("fused batch norm: {what} must be contiguous"),
     }
 }
 
-pub(super) fn to_f64<T: WithDType>(v: &[T]) -> Vec<f64> {
+pub(crate) fn to_f64<T: WithDType>(v: &[T]) -> Vec<f64> {
     v.iter().map(|x| x.to_f64()).collect()
 }
 

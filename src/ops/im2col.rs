@@ -155,7 +155,7 @@ impl Channels for Any {
     }
 }
 
-pub(super) fn im2col_cpu<T: WithDType>(
+pub(crate) fn im2col_cpu<T: WithDType>(
     src: &[T],
     dims: (usize, usize, usize, usize),
     patch: Patch,
@@ -179,7 +179,7 @@ pub(super) fn im2col_cpu<T: WithDType>(
 }
 
 /// [`im2col_cpu`] of the images in `src` into `dst`, on this thread.
-pub(super) fn im2col_into<T: WithDType>(
+pub(crate) fn im2col_into<T: WithDType>(
     src: &[T],
     (n, h, w, c): (usize, usize, usize, usize),
     patch: Patch,
@@ -244,7 +244,7 @@ fn im2col_image<T: WithDType>(
     }
 }
 
-pub(super) fn col2im_cpu<T: WithDType>(
+pub(crate) fn col2im_cpu<T: WithDType>(
     cols: &[T],
     dims: (usize, usize, usize, usize),
     patch: Patch,
@@ -262,7 +262,7 @@ pub(super) fn col2im_cpu<T: WithDType>(
 
 /// Adds [`col2im_cpu`] of `cols` (the rows of the images in `dims`) onto `dst`, on this
 /// thread.
-pub(super) fn col2im_add<T: WithDType>(
+pub(crate) fn col2im_add<T: WithDType>(
     cols: &[T],
     (n, h, w, c): (usize, usize, usize, usize),
     patch: Patch,

@@ -1,0 +1,11 @@
+//! CPU kernels behind the networks (what candle-core is to candle-nn): im2col/col2im, the
+//! fused convolution + batch-norm op, batch-norm column passes, the residual add + ReLU, and
+//! the thread helpers they share. Each op has a reference test against candle's own ops and a
+//! finite-difference gradient test.
+
+pub mod batch_norm_op;
+pub mod columns;
+pub mod conv_bn_op;
+pub mod im2col;
+mod parallel;
+pub mod residual_op;
