@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{load_run_config, Grid, InputError, RunSpec, BASELINE_VARIANT};
-use crate::data::{fetch, inspect};
+use crate::data::tools::{fetch, inspect};
 use crate::log::Status;
 use crate::report::render;
 use crate::runner::analyze::{

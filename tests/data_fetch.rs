@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use collapse_lab::data::fetch::{fetch, part_path, FetchSet, RemoteFile};
+use collapse_lab::data::tools::fetch::{fetch, part_path, FetchSet, RemoteFile};
 use common::{bin, stderr};
 
 /// A minimal HTTP/1.1 server on 127.0.0.1 serving `files` (path → body) with Range support.

@@ -11,8 +11,9 @@
 //!   on `dataset.name`.
 //! * [`split`]: class-stratified, seeded selection (limits, held-out images, evaluation
 //!   halves); [`subset`] reads a selection as a data set.
-//! * [`fetch`] downloads the public sets (`data fetch`); [`inspect`] summarises a set on disk
-//!   (`data inspect`) and draws its [`contact_sheet`].
+//! * [`tools`], apart from the formats and the pipeline: `fetch` downloads the public sets
+//!   (`data fetch`); `inspect` summarises a set on disk (`data inspect`) and draws its
+//!   `contact_sheet`.
 //! * [`augment`]: the study's BYOL / SimCLR augmentation pipeline with torchvision semantics.
 //! * [`loader`]: a background-thread two-view loader for training and a plain batcher for
 //!   evaluation.
@@ -25,13 +26,10 @@ mod alloc_probe;
 pub mod augment;
 pub mod cifar;
 pub mod concat;
-pub mod contact_sheet;
 pub mod dataset;
-pub mod fetch;
 mod files;
 pub mod folder;
 pub mod idx;
-pub mod inspect;
 pub mod loader;
 pub mod open;
 pub mod seeds;
@@ -39,6 +37,7 @@ pub mod split;
 pub mod stl10;
 pub mod subset;
 pub mod synthetic;
+pub mod tools;
 
 pub use augment::{sample_crop, Augmenter, CropBox};
 pub use concat::ConcatDataset;

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 
-use super::Dataset;
+use crate::data::Dataset;
 
 /// Images per row.
 pub const COLUMNS: usize = 8;

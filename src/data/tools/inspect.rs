@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use super::contact_sheet;
 use super::fetch::default_dir;
-use super::files::{file_error, find_file};
-use super::open::{DATASET_NAMES, FASHION_MNIST_DEFAULT_PATH};
-use super::{cifar, contact_sheet, folder, idx, stl10, Dataset};
 use crate::config::InputError;
+use crate::data::files::{file_error, find_file};
+use crate::data::open::{DATASET_NAMES, FASHION_MNIST_DEFAULT_PATH};
+use crate::data::{cifar, folder, idx, stl10, Dataset};
 
 /// Pixel statistics read at most this many images of a split (all of every labelled split of
 /// the supported sets; the first 60 000 of STL-10's 100 000 unlabeled images).
@@ -171,7 +172,7 @@ fn open_splits(path: &Path, hint: Option<&str>) -> Result<(String, Vec<Opened>),
     ))
 }
 
-fn opened(name: &str, data: super::InMemoryDataset) -> Opened {
+fn opened(name: &str, data: crate::data::InMemoryDataset) -> Opened {
     Opened {
         name: name.into(),
         class_names: data.class_names().to_vec(),

@@ -14,8 +14,8 @@ use anyhow::{bail, Result};
 use flate2::read::GzDecoder;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::files::file_error;
 use crate::config::InputError;
+use crate::data::files::file_error;
 
 /// Overrides every set's base URL (the `--base-url` flag wins over it): lets tests serve
 /// fixtures from a loopback server and users point at a mirror.
