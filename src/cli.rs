@@ -445,11 +445,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .filter(|r| r.variant != BASELINE_VARIANT)
             .count();
         let finished = trained - ids.len();
+        let checkpointed = if ids.is_empty() {
+            "none checkpointed".to_string()
+        } else {
+            format!("{} checkpointed ({})", ids.len(), ids.join(", "))
+        };
         return Err(Interrupted(format!(
-            "{finished} of {} runs finished, {} checkpointed ({}), {} not started → {}; run the same command again to resume",
+            "{finished} of {} runs finished, {checkpointed}, {} not started → {}; run the same command again to resume",
             trained + outcome.not_started,
-            ids.len(),
-            ids.join(", "),
             outcome.not_started,
             outcome.dir.join("summary.parquet").display()
         ))
