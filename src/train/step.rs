@@ -69,22 +69,18 @@ pub fn training_step(
 }
 
 /// The live diagnostics of a step's embeddings: (pos_cos, neg_cos, z_std, effective rank).
-/// pos/neg cosine and z_std run as one kernel launch on a CUDA device (collapse-lab's kernel,
-/// tested against the metrics functions).
 pub fn step_metrics(e: &Embeddings) -> Result<(f64, f64, f64, f64)> {
-    let (pos, neg, spread) = {
-        #[cfg(feature = "cuda")]
-        if e.z[0].device().is_cuda() {
-            crate::cuda::diagnostics::step_diagnostics(&e.z, &e.z_target)?
-        } else {
-            let (p, n) = symmetric_pos_neg_cos(&e.z, &e.z_target)?;
-            (p, n, z_std(&e.z[0])?)
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            let (p, n) = symmetric_pos_neg_cos(&e.z, &e.z_target)?;
-            (p, n, z_std(&e.z[0])?)
-        }
-    };
+    let (pos, neg, spread) = pos_neg_spread(e)?;
     Ok((pos, neg, spread, effective_rank(&e.z[0])?))
+}
+
+/// pos/neg cosine and z_std: on a CUDA device one kernel launch and one small host copy
+/// (collapse-lab's kernel, tested against the metrics functions); elsewhere those functions.
+fn pos_neg_spread(e: &Embeddings) -> Result<(f64, f64, f64)> {
+    #[cfg(feature = "cuda")]
+    if e.z[0].device().is_cuda() {
+        return crate::cuda::diagnostics::step_diagnostics(&e.z, &e.z_target);
+    }
+    let (pos, neg) = symmetric_pos_neg_cos(&e.z, &e.z_target)?;
+    Ok((pos, neg, z_std(&e.z[0])?))
 }
