@@ -137,32 +137,9 @@ pub fn train_with(
     let channels = dataset.channels();
     let size = cfg.dataset.image_size;
     let batch_size = cfg.train.batch_size;
-    let mut method = build(cfg, channels, device).context("building the networks")?;
-    let mut optimizer = Optimizer::new(&cfg.optim, method.online().store.params().len());
-    let dim = cfg.model.projector.out;
-    let (start_step, streak) = match &control.resume {
-        Some(r) => {
-            method.online().store.load(&r.with_prefix(ONLINE_PREFIX))?;
-            method.load_state(&r.tensors)?;
-            optimizer.load_state(method.online().store.params(), &r.tensors)?;
-            (r.progress.next_step, r.progress.collapsed_streak)
-        }
-        None => (0, 0),
-    };
-    let mut monitor = CollapseMonitor::resumed(dim, streak, start_step);
-    let augmenter = Augmenter::new(&cfg.augment, size, channels).context("augment")?;
-    let loader = TwoViewLoader::spawn_from(
-        dataset,
-        augmenter,
-        &LoaderPlan {
-            batch_size,
-            epochs: cfg.train.epochs,
-            seed: cfg.train.seed,
-            prefetch: cfg.train.prefetch,
-            workers: cfg.train.loader_threads,
-            start_step,
-        },
-    )?;
+    let (mut method, mut optimizer, start_step, mut monitor) =
+        start_state(cfg, channels, device, control.resume.as_ref())?;
+    let loader = loader_from(cfg, dataset, start_step)?;
     let total = match cfg.train.max_steps {
         Some(m) => m.min(loader.total_steps()),
         None => loader.total_steps(),
@@ -198,50 +175,21 @@ pub fn train_with(
         let record = step_record(&batch, &out.embeddings, loss, lr, tau, gnorm, step_ms)?;
         observer.on_step(&record, &out.embeddings, &batch)?;
         steps += 1;
-        if let Some(pb) = progress {
-            pb.inc(1);
-            if batch.step % 5 == 0 {
-                pb.set_message(format!(
-                    "loss {loss:.3} pos {:.3} neg {:.3}",
-                    record.pos_cos, record.neg_cos
-                ));
-            }
-        }
+        show_progress(progress, &record);
         if let Some(diverged) = divergence(loss, gnorm, batch.step) {
             status = diverged;
             break;
         }
         monitor.observe(record.step, record.pos_cos, record.neg_cos, record.z_std);
         let collapsed_streak = monitor.streak();
-        let stop = cfg
-            .train
-            .stop_on_collapse
-            .is_some_and(|n| collapsed_streak >= n);
         let done = batch.step + 1;
-        if done % steps_per_epoch == 0 || done == total || stop {
-            let epoch = done.div_ceil(steps_per_epoch) as u32;
-            let last = done == total || stop;
-            if let EpochEnd::Diverged(why) =
-                observer.on_epoch_end(epoch, done, last, method.as_ref())?
-            {
-                status = RunStatus::Diverged {
-                    step: batch.step,
-                    reason: format!(
-                        "embeddings became non-finite after step {} ({why})",
-                        batch.step
-                    ),
-                };
-                break;
-            }
-        }
-        if stop {
-            status = RunStatus::StoppedCollapsed {
-                step: batch.step,
-                reason: format!(
-                    "stopped at step {}: collapsed for {collapsed_streak} consecutive steps (train.stop_on_collapse)",
-                    batch.step
-                ),
-            };
+        let at = Position {
+            step: batch.step,
+            total,
+            steps_per_epoch,
+        };
+        if let Some(end) = end_of_step(cfg, observer, method.as_ref(), at, collapsed_streak)? {
+            status = end;
             break;
         }
         if let Some(ck) = control
@@ -249,14 +197,14 @@ pub fn train_with(
             .as_ref()
             .filter(|c| c.due(done, total))
         {
-            let state = checkpoint_state(method.as_ref(), &optimizer);
-            let at = Progress {
-                config_hash: ck.config_hash.clone(),
-                next_step: done,
+            write_checkpoint(
+                ck,
+                method.as_ref(),
+                &optimizer,
+                observer,
+                done,
                 collapsed_streak,
-            };
-            ck.write(&at, state, |dir| observer.save(dir))
-                .context("writing a checkpoint")?;
+            )?;
             if ck.interrupted() {
                 status = RunStatus::Interrupted { next_step: done };
                 break;
@@ -279,6 +227,128 @@ pub fn train_with(
         },
         method,
     ))
+}
+
+/// The training loader of a run, from `start_step` on.
+fn loader_from(
+    cfg: &RunConfig,
+    dataset: Arc<dyn Dataset>,
+    start_step: u64,
+) -> anyhow::Result<TwoViewLoader> {
+    let augmenter = Augmenter::new(&cfg.augment, cfg.dataset.image_size, dataset.channels())
+        .context("augment")?;
+    TwoViewLoader::spawn_from(
+        dataset,
+        augmenter,
+        &LoaderPlan {
+            batch_size: cfg.train.batch_size,
+            epochs: cfg.train.epochs,
+            seed: cfg.train.seed,
+            prefetch: cfg.train.prefetch,
+            workers: cfg.train.loader_threads,
+            start_step,
+        },
+    )
+}
+
+/// Where a finished step stands in its run.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    step: u64,
+    total: u64,
+    steps_per_epoch: u64,
+}
+
+/// After a step: evaluate at an epoch end (and at the last step), and stop early once the
+/// collapse signature has held for `train.stop_on_collapse` steps. Returns how the run ends,
+/// if it ends here.
+fn end_of_step(
+    cfg: &RunConfig,
+    observer: &mut dyn StepObserver,
+    method: &dyn Method,
+    at: Position,
+    collapsed_streak: u64,
+) -> anyhow::Result<Option<RunStatus>> {
+    let stop = cfg
+        .train
+        .stop_on_collapse
+        .is_some_and(|n| collapsed_streak >= n);
+    let done = at.step + 1;
+    if done % at.steps_per_epoch == 0 || done == at.total || stop {
+        let epoch = done.div_ceil(at.steps_per_epoch) as u32;
+        let last = done == at.total || stop;
+        if let EpochEnd::Diverged(why) = observer.on_epoch_end(epoch, done, last, method)? {
+            return Ok(Some(RunStatus::Diverged {
+                step: at.step,
+                reason: format!(
+                    "embeddings became non-finite after step {} ({why})",
+                    at.step
+                ),
+            }));
+        }
+    }
+    Ok(stop.then(|| RunStatus::StoppedCollapsed {
+        step: at.step,
+        reason: format!(
+            "stopped at step {}: collapsed for {collapsed_streak} consecutive steps (train.stop_on_collapse)",
+            at.step
+        ),
+    }))
+}
+
+/// The networks and optimizer a run starts from (built from the run seed, then loaded from
+/// `resume` if given), the first step to train and the collapse monitor.
+fn start_state(
+    cfg: &RunConfig,
+    channels: usize,
+    device: &Device,
+    resume: Option<&Resume>,
+) -> anyhow::Result<(Box<dyn Method>, Optimizer, u64, CollapseMonitor)> {
+    let mut method = build(cfg, channels, device).context("building the networks")?;
+    let mut optimizer = Optimizer::new(&cfg.optim, method.online().store.params().len());
+    let (start_step, streak) = match resume {
+        Some(r) => {
+            method.online().store.load(&r.with_prefix(ONLINE_PREFIX))?;
+            method.load_state(&r.tensors)?;
+            optimizer.load_state(method.online().store.params(), &r.tensors)?;
+            (r.progress.next_step, r.progress.collapsed_streak)
+        }
+        None => (0, 0),
+    };
+    let monitor = CollapseMonitor::resumed(cfg.model.projector.out, streak, start_step);
+    Ok((method, optimizer, start_step, monitor))
+}
+
+fn show_progress(progress: Option<&ProgressBar>, record: &StepRecord) {
+    if let Some(pb) = progress {
+        pb.inc(1);
+        if record.step % 5 == 0 {
+            pb.set_message(format!(
+                "loss {:.3} pos {:.3} neg {:.3}",
+                record.loss, record.pos_cos, record.neg_cos
+            ));
+        }
+    }
+}
+
+/// Saves everything training changed and the observer's logs after `done` steps.
+fn write_checkpoint(
+    ck: &Checkpointing,
+    method: &dyn Method,
+    optimizer: &Optimizer,
+    observer: &mut dyn StepObserver,
+    done: u64,
+    collapsed_streak: u64,
+) -> anyhow::Result<()> {
+    let at = Progress {
+        config_hash: ck.config_hash.clone(),
+        next_step: done,
+        collapsed_streak,
+    };
+    ck.write(&at, checkpoint_state(method, optimizer), |dir| {
+        observer.save(dir)
+    })
+    .context("writing a checkpoint")
 }
 
 /// The per-step record of a finished step: loss, schedule values and the live collapse
