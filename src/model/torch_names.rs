@@ -15,6 +15,10 @@
 
 use candle_core::{DType, Result, Tensor};
 
+/// Training-mode forward passes per batch norm per optimizer step (one per view): what
+/// `num_batches_tracked` counts.
+pub const BN_PASSES_PER_STEP: u64 = 2;
+
 /// The PyTorch name of one of our parameter or buffer names (with its `encoder.`,
 /// `projector.` or `predictor.` prefix; the encoder's prefix is dropped, as the encoder is a
 /// model of its own in PyTorch).

@@ -13,7 +13,7 @@ use crate::data::{open_dataset, Augmenter, TwoViewLoader};
 use candle_nn::ModuleT;
 
 use crate::method::OnlineNetwork;
-use crate::train::{step_metrics, training_step, Optimizer};
+use crate::train::{ms, step_metrics, training_step, Optimizer};
 
 /// What to time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -102,10 +102,6 @@ struct Timed {
     update: Vec<f64>,
     metrics: Vec<f64>,
     total: Vec<f64>,
-}
-
-fn ms(a: Instant, b: Instant) -> f64 {
-    (b - a).as_secs_f64() * 1e3
 }
 
 /// Waits for the device before the clock is read.

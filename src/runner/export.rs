@@ -11,10 +11,7 @@ use candle_core::{Device, Tensor};
 use super::staging::read_record;
 use crate::config::InputError;
 use crate::log::StepsLog;
-use crate::model::torch_names::to_torch;
-
-/// Training-mode forward passes per batch norm per step: one per view.
-const BN_PASSES_PER_STEP: u64 = 2;
+use crate::model::torch_names::{to_torch, BN_PASSES_PER_STEP};
 
 /// Writes the PyTorch copies of a run's weights; returns their paths.
 pub fn export_torch(run_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {

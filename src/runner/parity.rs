@@ -16,13 +16,10 @@ use crate::config::RunConfig;
 use crate::data::{open_dataset, Dataset, TwoViewBatch};
 use crate::log::{write_text, StepRecord};
 use crate::method::{build, Embeddings, Method, QUEUE_KEYS};
-use crate::model::torch_names::to_torch_under;
+use crate::model::torch_names::{to_torch_under, BN_PASSES_PER_STEP};
 use crate::train::{
     checkpoint_state, train_with, RunControl, RunStatus, StepObserver, ONLINE_PREFIX,
 };
-
-/// Training-mode passes per batch norm per step (one per view), for `num_batches_tracked`.
-const BN_PASSES_PER_STEP: u64 = 2;
 
 /// Views and records of every step.
 #[derive(Default)]

@@ -21,7 +21,8 @@ pub struct Step {
     pub update_ms: f64,
 }
 
-fn ms(a: Instant, b: Instant) -> f64 {
+/// Milliseconds from `a` to `b` (phase timings).
+pub fn ms(a: Instant, b: Instant) -> f64 {
     (b - a).as_secs_f64() * 1e3
 }
 
