@@ -1,22 +1,33 @@
 """Step parity with PyTorch: replays the steps `collapse-lab parity-dump` recorded, on a PyTorch
 twin of the run's networks, method and optimizer, and compares.
 
-    python bench/torch_parity.py DUMP_DIR... [--tolerance-first 1e-4] [--tolerance-last 1e-3]
+    python bench/torch_parity.py DUMP_DIR... [--tolerance-step 1e-4] [--tolerance-free 1e-3]
 
-Each DUMP_DIR holds config.toml (the resolved run config), init.safetensors (initial online and
-target weights and the queue, in PyTorch's names), views.safetensors (the exact two views of
-every step), steps.safetensors (collapse-lab's loss, pos/neg cosine, lr, τ and gradient norm per
-step) and final.safetensors (every tensor after the last step). The twin starts from the same
-weights and consumes the same views with the same lr and τ; compared are the loss, pos_cos,
-neg_cos and gradient norm at every step, and every parameter, batch-norm statistic, momentum
-buffer and queue entry of the online and target networks after the last step.
+Each DUMP_DIR holds config.toml (the resolved run config), views.safetensors (the exact two
+views of every step), steps.safetensors (collapse-lab's loss, pos/neg cosine, lr, τ and gradient
+norm per step) and state-k.safetensors (every tensor before step k, k = 0..K: online and target
+weights and batch-norm statistics, momentum buffers, queue; PyTorch's names).
+
+Two checks, float32 on both sides:
+- Each step: the twin takes step k from collapse-lab's state k; the loss, pos_cos, neg_cos and
+  gradient norm of step k and every tensor of state k + 1 must agree within --tolerance-step. A
+  difference that flipping one or two ReLU inputs within 1e-5 of the kink removes is reported as
+  such (float32 rounding may put such an input on either side).
+- Free run: the twin runs all K steps from state 0 on its own, taking collapse-lab's ReLU branch
+  decisions (so that one input within rounding of the kink does not send the runs apart), and
+  its per-step values and state K must agree within --tolerance-free, or within CONDITIONING ×
+  the distance PyTorch's own free run moves under float32 rounding alone, where that is larger:
+  the larger of its run with the weights perturbed by one rounding (×(1 + 2⁻²⁴·N(0,1))) and its
+  run on channels-last kernels (measured and printed per run: ResNet-18's batch norms over a
+  few pixels of a 16 px image are that sensitive). The free run on the twin's own branches is
+  printed too.
 
 Measured: for a per-step scalar |ours − torch| / max(|torch|, 1); for a tensor
 max |ours − torch| / max(max |torch|, 1e-3 · the largest entry of its group) — groups are the
 online weights, online batch-norm statistics, target, velocities and queue; the floor keeps a
 tensor whose true value is ~0 (a bias gradient a batch norm cancels) from being measured against
-its own rounding noise. The first step must agree within --tolerance-first, every
-later step and the final state within --tolerance-last. Exit 0 when every dump agrees.
+its own rounding noise. Parameters whose gradient is zero in exact arithmetic (found in float64)
+are not compared. Exit 0 when every dump agrees.
 
 Semantics are collapse-lab's, which follow the study's code: batch norm momentum 0.1 with the
 unbiased running variance (PyTorch's convention), ε = 1e-5 everywhere, weight decay added to the
@@ -37,14 +48,17 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 EPS = 1e-5
+# A free run may differ from PyTorch's by this many times the distance PyTorch's own run moves
+# under float32 rounding alone (see `replay`).
+CONDITIONING = 2.0
 # A ReLU input this close to 0 may land on either side of the kink in float32.
 KINK = 1e-5
 
 
 class _Relu(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, flip):
-        mask = x > 0
+    def forward(ctx, x, flip, branch):
+        mask = x > 0 if branch is None else branch
         if flip is not None:
             mask = mask ^ flip
         ctx.save_for_backward(mask)
@@ -53,23 +67,30 @@ class _Relu(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (mask,) = ctx.saved_tensors
-        return grad * mask.to(grad.dtype), None
+        return grad * mask.to(grad.dtype), None, None
 
 
 class KinkReLU(nn.Module):
     """ReLU that remembers its inputs, and whose gradient mask can be flipped at chosen
     elements: an input within float32 rounding of 0 may fall on either side of the kink in two
-    correct implementations, and flipping it tells whether that explains a difference."""
+    correct implementations, and flipping it tells whether that explains a difference. Given
+    `branches` (per call, which elements pass the gradient), it takes those decisions instead of
+    its own: a free run then follows collapse-lab's branches."""
 
     def __init__(self):
         super().__init__()
         self.inputs = []
         self.flips = {}
+        self.branches = {}
 
     def forward(self, x):
         call = len(self.inputs)
         self.inputs.append(x.detach())
-        return _Relu.apply(x, self.flips.get(call))
+        return _Relu.apply(x, self.flips.get(call), self.branches.get(call))
+
+    def branch_decisions(self):
+        """Per call, the elements whose gradient passes."""
+        return [(x > 0) ^ self.flips[c] if c in self.flips else x > 0 for c, x in enumerate(self.inputs)]
 
 
 class WSConv2d(nn.Conv2d):
@@ -299,15 +320,22 @@ def compare(a, b, floor):
 class Twin:
     """The PyTorch twin of a run: online and target networks, queue and optimizer."""
 
-    def __init__(self, cfg, cin):
+    def __init__(self, cfg, cin, dtype=torch.float32, channels_last=False):
         self.method = cfg["method"]["name"]
         self.temperature = cfg["method"]["temperature"]
-        self.online = Online(cfg, cin)
+        self.dtype = dtype
+        # Channels-last runs PyTorch's other convolution kernels: the same function, rounded
+        # differently.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.online = Online(cfg, cin).to(dtype=dtype, memory_format=self.memory_format)
         self.target = Target(self.online) if self.method in ("byol", "moco", "contrastive") else None
         self.queue = None
         self.opt = Optimizer(cfg["optim"], self.online)
 
     def load(self, state):
+        """Load a state (in its own precision) into this twin's precision."""
+        cast = lambda v: v.to(self.dtype) if v.is_floating_point() else v
+        state = {k: cast(v) for k, v in state.items()}
         strip = lambda prefix: {k[len(prefix):]: v.clone() for k, v in state.items() if k.startswith(prefix)}
         self.online.load_state_dict(strip("online."), strict=True)
         if self.target is not None:
@@ -350,6 +378,7 @@ class Twin:
     def step(self, v0, v1, lr, tau):
         """One training step; returns (loss, pos_cos, neg_cos, gradient norm)."""
         self.online.zero_grad(set_to_none=True)
+        v0, v1 = (v.to(self.dtype).contiguous(memory_format=self.memory_format) for v in (v0, v1))
         loss, z, zt = self.loss(v0, v1)
         pos, neg = pos_neg(z, zt)
         loss.backward()
@@ -417,13 +446,11 @@ def replay(dump, tol_step, tol_free):
     twin = Twin(cfg, cin)
     failures = []
 
-    def check_scalars(k, got, tol, worst):
-        for what, ours, theirs in zip(("loss", "pos_cos", "neg_cos", "grad_norm"), (steps[w][k].item() for w in ("loss", "pos_cos", "neg_cos", "grad_norm")), got):
-            err = abs(ours - theirs) / max(abs(theirs), 1.0)
-            worst = max(worst, err)
-            if not err <= tol:
-                failures.append(f"step {k} {what}: ours {ours:.8g} torch {theirs:.8g} (rel {err:.2e})")
-        return worst
+    names = ("loss", "pos_cos", "neg_cos", "grad_norm")
+    ours_scalars = [tuple(steps[w][k].item() for w in names) for k in range(k_steps)]
+
+    def step_views(model, k):
+        return model.step(views[f"view0.{k}"], views[f"view1.{k}"], steps["lr"][k].item(), steps["tau"][k].item())
 
     # Step parity: every step from collapse-lab's own state before it.
     twin.load(states[0])
@@ -435,13 +462,11 @@ def replay(dump, tol_step, tol_free):
         k + 1, and the messages of what exceeds the tolerance."""
         twin.load(states[k])
         for i, r in enumerate(relus):
-            r.inputs, r.flips = [], flips.get(i, {})
-        got = twin.step(views[f"view0.{k}"], views[f"view1.{k}"], steps["lr"][k].item(), steps["tau"][k].item())
+            r.inputs, r.flips, r.branches = [], flips.get(i, {}), {}
+        got = step_views(twin, k)
         errors, problems = state_errors(states[k + 1], twin.state(), skip)
         worst, messages = 0.0, [f"after step {k}: {p}" for p in problems]
-        names = ("loss", "pos_cos", "neg_cos", "grad_norm")
-        for what, theirs in zip(names, got):
-            ours = steps[what][k].item()
+        for what, ours, theirs in zip(names, ours_scalars[k], got):
             err = abs(ours - theirs) / max(abs(theirs), 1.0)
             worst = max(worst, err)
             if not err <= tol_step:
@@ -452,9 +477,10 @@ def replay(dump, tol_step, tol_free):
                 messages.append(f"after step {k}: {name} rel {err:.2e}")
         return worst, messages
 
-    worst_step, kinks = 0.0, []
+    worst_step, kinks, branches = 0.0, [], []
     for k in range(k_steps):
         worst, messages = forced(k, {})
+        chosen = {}
         if messages:
             # Inputs of a ReLU within float32 rounding of its kink: the two implementations may
             # put them on different sides. A difference one or two such flips explain is not a
@@ -475,26 +501,78 @@ def replay(dump, tol_step, tol_free):
                     mask.view(-1)[j] = True
                 w, m = forced(k, flips)
                 if best is None or w < best[0]:
-                    best = (w, m, flip)
+                    best = (w, m, flip, flips)
             if best is not None and not best[1]:
-                worst, messages = best[0], []
+                worst, messages, chosen = best[0], [], best[3]
                 kinks.append(f"step {k}: {len(best[2])} ReLU input(s) at {', '.join(f'{c[0]:.1e}' for c in best[2])} from the kink")
+            forced(k, chosen)
+        # collapse-lab's branch decisions at step k, as the forced step (with its flips) saw them.
+        branches.append([r.branch_decisions() for r in relus])
         worst_step = max(worst_step, worst)
         failures.extend(messages)
-    # K steps run freely from the first state.
-    twin.load(states[0])
-    worst_free = 0.0
-    for k in range(k_steps):
-        got = twin.step(views[f"view0.{k}"], views[f"view1.{k}"], steps["lr"][k].item(), steps["tau"][k].item())
-        worst_free = check_scalars(k, got, tol_free, worst_free)
-    errors, problems = state_errors(states[k_steps], twin.state(), skip)
+
+    # K steps run freely from the first state, following collapse-lab's ReLU branches: float32
+    # rounding moves two correct runs apart, and the ReLU kink turns an input within rounding of 0
+    # into a different gradient, which later steps amplify. With the branches shared, what is
+    # left is everything else a run accumulates (momentum, EMA target, running statistics,
+    # queue, schedules). The branches PyTorch would have taken differently are counted.
+    def free_run(follow, perturb=False, channels_last=False):
+        free = Twin(cfg, cin, channels_last=channels_last)
+        free.load(states[0])
+        if perturb:
+            # One rounding's worth of noise on every weight.
+            gen = torch.Generator().manual_seed(0)
+            with torch.no_grad():
+                for p in free.online.parameters():
+                    p.mul_(1 + 2.0**-24 * torch.randn(p.shape, generator=gen))
+        own = [m for m in free.online.modules() if isinstance(m, KinkReLU)]
+        got, overridden, nearest = [], 0, 0.0
+        for k in range(k_steps):
+            for i, r in enumerate(own):
+                r.inputs, r.branches = [], dict(enumerate(branches[k][i])) if follow else {}
+            got.append(step_views(free, k))
+            for i, r in enumerate(own):
+                for call, x in enumerate(r.inputs):
+                    differ = (x > 0) != branches[k][i][call]
+                    overridden += int(differ.sum())
+                    if differ.any():
+                        nearest = max(nearest, x[differ].abs().max().item())
+        worst = max((abs(x - y) / max(abs(y), 1.0) for sa, sb in zip(ours_scalars, got) for x, y in zip(sa, sb)), default=0.0)
+        errors, problems = state_errors(states[k_steps], free.state(), skip)
+        return max([worst, *errors.values()]), errors, problems, overridden, nearest, (free.state(), got)
+
+    worst_free, errors, problems, overridden, nearest, (state32, got32) = free_run(True)
+    worst_own, _, _, own_flips, _, _ = free_run(False)
+
+    def moved(other):
+        """How far PyTorch's own free run (on collapse-lab's branches) moves under `other`."""
+        *_, (state, got) = other
+        errors, _ = state_errors(state32, state, skip)
+        return max([*(abs(x - y) / max(abs(y), 1.0) for sa, sb in zip(got32, got) for x, y in zip(sa, sb)), *errors.values()])
+
+    # PyTorch against itself: how far float32 rounding alone carries this run in K steps.
+    perturbed = moved(free_run(True, perturb=True))
+    channels_last = moved(free_run(True, channels_last=True))
+    sensitivity = max(perturbed, channels_last)
     failures.extend(f"after {k_steps} free steps: {p}" for p in problems)
-    for name, err in errors.items():
-        worst_free = max(worst_free, err)
-        if not err <= tol_free:
+    # Where float32 rounding alone moves PyTorch farther than the tolerance (a ResNet-18's batch
+    # norms over a few pixels), no float32 implementation can do better: the bound is then that
+    # measured distance, with CONDITIONING's room for two independently rounded runs.
+    bound = max(tol_free, CONDITIONING * sensitivity)
+    if not worst_free <= bound:
+        failures.append(f"after {k_steps} free steps: {worst_free:.2e} > {bound:.2e}")
+        for name, err in sorted(errors.items(), key=lambda e: -e[1])[:5]:
             failures.append(f"after {k_steps} free steps: {name} rel {err:.2e}")
     label = f"{dump.name:<26} {twin.method:<12} {k_steps:>2} steps"
-    print(f"{label}  each step {worst_step:.1e}  {k_steps} free steps {worst_free:.1e}  " + ("ok" if not failures else "DIFFERS"))
+    print(
+        f"{label}  each step {worst_step:.1e}  {k_steps} free steps {worst_free:.1e}"
+        f" (PyTorch vs itself: one rounding on the weights {perturbed:.1e}, channels-last {channels_last:.1e})  "
+        + ("ok" if not failures else "DIFFERS")
+    )
+    print(
+        f"    free run on its own branches: {worst_own:.1e} ({own_flips} ReLU input(s) on the other side);"
+        f" on collapse-lab's: {overridden} input(s) overridden, the farthest {nearest:.1e} from the kink"
+    )
     if skip:
         print(f"    not compared (zero gradient in exact arithmetic): {', '.join(sorted(skip))}")
     for kink in kinks:
@@ -511,9 +589,9 @@ def main():
     ap.add_argument(
         "--tolerance-free",
         type=float,
-        default=math.inf,
-        help="also require the K free-running steps to agree this well (default: reported only; "
-        "a ReLU input within rounding of its kink, flipped in one step, grows over the next)",
+        default=1e-3,
+        help="the K free-running steps (on collapse-lab's ReLU branches) must agree this well, or "
+        "within CONDITIONING times what float32 rounding alone does to PyTorch's own run",
     )
     args = ap.parse_args()
     torch.set_num_threads(1)
