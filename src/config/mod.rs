@@ -3,13 +3,14 @@
 mod data;
 mod error;
 mod grid;
+mod method;
 mod run;
 
 pub use data::{AugmentConfig, DatasetConfig};
 pub use error::InputError;
 pub use grid::{load_run_config, Grid, Override, RunSpec, Variant, BASELINE_VARIANT};
+pub use method::{MethodConfig, MethodName, MethodSpec, TauSchedule};
 pub use run::{
-    EncoderName, EncoderNorm, HeadConfig, HeadNorm, LogConfig, LrSchedule, MethodConfig,
-    MethodName, ModelConfig, OptimConfig, OptimizerName, ResnetStem, RunConfig, TauSchedule,
-    TrainConfig,
+    EncoderName, EncoderNorm, HeadConfig, HeadNorm, LogConfig, LrSchedule, ModelConfig,
+    OptimConfig, OptimizerName, ResnetStem, RunConfig, TrainConfig,
 };

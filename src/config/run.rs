@@ -3,77 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::data::{AugmentConfig, DatasetConfig};
-
-/// The self-supervised method (see `src/method/`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MethodName {
-    /// Online encoder → projector → predictor regresses an EMA target; loss 2 − 2·cos.
-    Byol,
-    /// Like BYOL without the EMA: the target is the stop-gradient online projection.
-    Simsiam,
-    /// NT-Xent over in-batch negatives, no predictor, no target network.
-    Simclr,
-    /// MoCo v2: EMA key encoder, queue of negatives, InfoNCE on the projections.
-    Moco,
-    /// The study's "contrastive loss" row: the BYOL network trained with InfoNCE against
-    /// queue negatives of target projections.
-    Contrastive,
-}
-
-impl MethodName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Byol => "byol",
-            Self::Simsiam => "simsiam",
-            Self::Simclr => "simclr",
-            Self::Moco => "moco",
-            Self::Contrastive => "contrastive",
-        }
-    }
-    /// Methods whose target network is an exponential moving average of the online one.
-    pub fn has_ema_target(self) -> bool {
-        matches!(self, Self::Byol | Self::Moco | Self::Contrastive)
-    }
-    /// Methods with a predictor head on the online side.
-    pub fn has_predictor(self) -> bool {
-        matches!(self, Self::Byol | Self::Simsiam | Self::Contrastive)
-    }
-}
-
-/// How the EMA coefficient τ evolves over training.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TauSchedule {
-    Constant,
-    /// τ = 1 − (1 − τ₀)(cos(πk/K) + 1)/2 (BYOL paper).
-    Cosine,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MethodConfig {
-    pub name: MethodName,
-    /// EMA coefficient of the target network (BYOL, MoCo, contrastive).
-    pub tau: f64,
-    pub tau_schedule: TauSchedule,
-    /// Softmax temperature of InfoNCE / NT-Xent.
-    pub temperature: f64,
-    /// Negatives kept in the queue (MoCo, contrastive).
-    pub queue_size: usize,
-}
-
-impl Default for MethodConfig {
-    fn default() -> Self {
-        Self {
-            name: MethodName::Byol,
-            tau: 0.996,
-            tau_schedule: TauSchedule::Constant,
-            temperature: 0.2,
-            queue_size: 1024,
-        }
-    }
-}
+use super::method::MethodConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -387,7 +317,7 @@ impl RunConfig {
             return Err(format!("method.tau must be in [0, 1], got {}", m.tau));
         }
         positive("method.temperature", m.temperature)?;
-        if matches!(m.name, MethodName::Moco | MethodName::Contrastive) {
+        if m.name.spec().queue {
             at_least_one("method.queue_size", m.queue_size)?;
         }
         let md = &self.model;
@@ -414,7 +344,7 @@ impl RunConfig {
                 md.width, md.gn_groups
             ));
         }
-        if m.name.has_predictor() && md.predictor.out != md.projector.out {
+        if m.name.spec().predictor && md.predictor.out != md.projector.out {
             return Err(format!(
                 "model.predictor.out must equal model.projector.out ({}) for {}, got {}",
                 md.projector.out,
@@ -508,11 +438,7 @@ impl RunConfig {
 
     /// A short, stable run description for tables: `byol` with `projector=bn predictor=bn`.
     pub fn head_norms(&self) -> (HeadNorm, Option<HeadNorm>) {
-        let predictor = self
-            .method
-            .name
-            .has_predictor()
-            .then_some(self.model.predictor.norm);
+        let predictor = (self.method.name.spec().predictor).then_some(self.model.predictor.norm);
         (self.model.projector.norm, predictor)
     }
 }

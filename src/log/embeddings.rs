@@ -9,7 +9,11 @@ use std::thread::JoinHandle;
 
 use polars::prelude::*;
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use super::parquet::{read_parquet, write_parquet};
+use crate::config::InputError;
 
 /// `embeddings.parquet`'s columns, in order.
 pub const EMBEDDINGS_COLUMNS: [&str; 9] = [
@@ -230,4 +234,89 @@ impl Drop for EmbeddingsWriter {
             let _ = h.join();
         }
     }
+}
+fn column<'a>(df: &'a DataFrame, name: &str, file: &Path) -> Result<&'a Column, InputError> {
+    df.column(name).map_err(|_| {
+        InputError::new(
+            file.display().to_string(),
+            format!("missing column `{name}`"),
+        )
+    })
+}
+
+fn typed<T>(r: PolarsResult<T>, name: &str, want: &str, file: &Path) -> Result<T, InputError> {
+    r.map_err(|_| {
+        InputError::new(
+            file.display().to_string(),
+            format!("column `{name}` is not {want}"),
+        )
+    })
+}
+
+/// Embedding matrices of one step, keyed by (kind, view), rows in sample order.
+type StepBlocks = BTreeMap<(String, u8), Vec<(u32, Vec<f32>)>>;
+
+/// Logged steps of one run: step → (epoch, embedding blocks).
+pub type LoggedSteps = BTreeMap<u64, (u32, StepBlocks)>;
+
+/// Reads `embeddings.parquet` into per-step blocks, checking every record.
+pub fn read_embeddings(path: &Path) -> Result<(String, LoggedSteps), InputError> {
+    let df = read_parquet(path)?;
+    let src = path.display().to_string();
+    let run_ids = typed(
+        column(&df, "run_id", path)?.str(),
+        "run_id",
+        "a string",
+        path,
+    )?;
+    let steps = typed(column(&df, "step", path)?.u64(), "step", "u64", path)?;
+    let epochs = typed(column(&df, "epoch", path)?.u32(), "epoch", "u32", path)?;
+    let samples = typed(column(&df, "sample", path)?.u32(), "sample", "u32", path)?;
+    let views = typed(column(&df, "view", path)?.u8(), "view", "u8", path)?;
+    let kinds = typed(column(&df, "kind", path)?.str(), "kind", "a string", path)?;
+    let vectors = typed(
+        column(&df, "vector", path)?.list(),
+        "vector",
+        "a list of f32",
+        path,
+    )?;
+    let run_id = run_ids.get(0).unwrap_or_default().to_string();
+    let mut out: LoggedSteps = BTreeMap::new();
+    let mut dims: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..df.height() {
+        let record = |what: &str| InputError::new(&src, format!("record {i}: {what}"));
+        let (Some(step), Some(epoch), Some(sample), Some(view), Some(kind)) = (
+            steps.get(i),
+            epochs.get(i),
+            samples.get(i),
+            views.get(i),
+            kinds.get(i),
+        ) else {
+            return Err(record("null in step/epoch/sample/view/kind"));
+        };
+        let vector = vectors
+            .get_as_series(i)
+            .ok_or_else(|| record("null vector"))?;
+        let floats = vector
+            .f32()
+            .map_err(|_| record("vector is not a list of f32"))?;
+        if floats.null_count() > 0 {
+            return Err(record("null inside vector"));
+        }
+        let values: Vec<f32> = floats.into_no_null_iter().collect();
+        let expected = *dims.entry(kind.to_string()).or_insert(values.len());
+        if values.len() != expected || expected == 0 {
+            return Err(record(&format!(
+                "vector of kind `{kind}` has length {}, expected {expected} like the first `{kind}` record",
+                values.len()
+            )));
+        }
+        out.entry(step)
+            .or_insert_with(|| (epoch, BTreeMap::new()))
+            .1
+            .entry((kind.to_string(), view))
+            .or_default()
+            .push((sample, values));
+    }
+    Ok((run_id, out))
 }

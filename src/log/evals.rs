@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
-use super::parquet::{write_parquet, TableBuilder};
+use std::collections::BTreeMap;
+
+use super::parquet::{read_parquet, write_parquet, ColumnReader, TableBuilder};
+use crate::config::InputError;
 
 /// One row of `evals.parquet` plus the spectra for `spectrum.parquet`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -129,6 +132,77 @@ pub fn write_spectrum(path: &Path, run_id: &str, rows: &[EvalRecord]) -> anyhow:
     write_parquet(path, &mut df)
 }
 
+/// Reads what [`write_evals`] wrote, and, given `spectrum`, what [`write_spectrum`] wrote into
+/// each record's spectra (otherwise they are left empty). Every value exact.
+pub fn read_evals(path: &Path, spectrum: Option<&Path>) -> Result<Vec<EvalRecord>, InputError> {
+    let df = read_parquet(path)?;
+    let c = ColumnReader::new(&df, path);
+    let f = |name: &str| c.required(name, c.f64s(name)?);
+    let u = |name: &str| c.required(name, c.u64s(name)?);
+    let (epoch, step) = (c.required("epoch", c.u32s("epoch")?)?, u("step")?);
+    let (knn_acc, probe_acc) = (c.f64s("knn_acc")?, c.f64s("probe_acc")?);
+    let (y_std, y_effective_rank) = (f("y_std")?, f("y_effective_rank")?);
+    let (z_std, z_effective_rank) = (f("z_std")?, f("z_effective_rank")?);
+    let (alpha_req, align, uniform) = (f("alpha_req")?, f("align")?, f("uniform")?);
+    let (z_var_min, z_var_median, z_var_max) =
+        (f("z_var_min")?, f("z_var_median")?, f("z_var_max")?);
+    let (split_seed, fit_size, score_size) = (u("split_seed")?, u("fit_size")?, u("score_size")?);
+    let mut spectra = match spectrum {
+        Some(path) => read_spectrum(path)?,
+        None => BTreeMap::new(),
+    };
+    Ok((0..df.height())
+        .map(|i| {
+            let mut take = |space: &str| spectra.remove(&(epoch[i], space.to_string()));
+            EvalRecord {
+                epoch: epoch[i],
+                step: step[i],
+                knn_acc: knn_acc[i],
+                probe_acc: probe_acc[i],
+                y_std: y_std[i],
+                y_effective_rank: y_effective_rank[i],
+                z_std: z_std[i],
+                z_effective_rank: z_effective_rank[i],
+                alpha_req: alpha_req[i],
+                align: align[i],
+                uniform: uniform[i],
+                z_var_min: z_var_min[i],
+                z_var_median: z_var_median[i],
+                z_var_max: z_var_max[i],
+                split_seed: split_seed[i],
+                fit_size: fit_size[i],
+                score_size: score_size[i],
+                y_spectrum: take("y").unwrap_or_default(),
+                z_spectrum: take("z").unwrap_or_default(),
+            }
+        })
+        .collect())
+}
+
+/// `spectrum.parquet` by (epoch, space), each spectrum in index order.
+fn read_spectrum(path: &Path) -> Result<BTreeMap<(u32, String), Vec<f64>>, InputError> {
+    let df = read_parquet(path)?;
+    let c = ColumnReader::new(&df, path);
+    let [_, c_epoch, c_space, c_index, c_value] = SPECTRUM_COLUMNS;
+    let epoch = c.required(c_epoch, c.u32s(c_epoch)?)?;
+    let space = c.required(c_space, c.strs(c_space)?)?;
+    let index = c.required(c_index, c.u32s(c_index)?)?;
+    let value = c.required(c_value, c.f64s(c_value)?)?;
+    let mut out: BTreeMap<(u32, String), Vec<(u32, f64)>> = BTreeMap::new();
+    for i in 0..df.height() {
+        out.entry((epoch[i], space[i].clone()))
+            .or_default()
+            .push((index[i], value[i]));
+    }
+    Ok(out
+        .into_iter()
+        .map(|(key, mut values)| {
+            values.sort_by_key(|v| v.0);
+            (key, values.into_iter().map(|v| v.1).collect())
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +245,10 @@ mod tests {
         write_spectrum(&spectrum, "r", std::slice::from_ref(&record))?;
         assert_eq!(names(&evals), EVALS_COLUMNS);
         assert_eq!(names(&spectrum), SPECTRUM_COLUMNS);
+        // The readers give back what was written, spectra included.
+        assert_eq!(read_evals(&evals, Some(&spectrum))?, vec![record.clone()]);
+        let bare = read_evals(&evals, None)?;
+        assert!(bare[0].y_spectrum.is_empty() && bare[0].epoch == 1);
         Ok(())
     }
 }

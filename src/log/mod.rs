@@ -8,10 +8,15 @@ mod steps;
 mod summary;
 
 pub use atomic::{remove_dir_if_present, write_atomic, write_text};
-pub use embeddings::{EmbeddingBlock, EmbeddingsWriter, LoggedStep, EMBEDDINGS_COLUMNS};
+pub use embeddings::{
+    read_embeddings, EmbeddingBlock, EmbeddingsWriter, LoggedStep, LoggedSteps, EMBEDDINGS_COLUMNS,
+};
 pub use evals::{
-    metric_columns, write_evals, write_spectrum, EvalRecord, EVALS_COLUMNS, SPECTRUM_COLUMNS,
+    metric_columns, read_evals, write_evals, write_spectrum, EvalRecord, EVALS_COLUMNS,
+    SPECTRUM_COLUMNS,
 };
 pub use parquet::{read_parquet, write_parquet, ColumnReader, TableBuilder};
 pub use steps::{StepRecord, StepsLog, STEPS_COLUMNS};
-pub use summary::{write_summary, Status, SummaryRow, SUMMARY_COLUMNS};
+pub use summary::{
+    read_summary, write_summary, Status, SummaryRecord, SummaryRow, SUMMARY_COLUMNS,
+};

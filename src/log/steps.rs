@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::parquet::{read_parquet, write_parquet, ColumnReader, TableBuilder};
+use crate::config::InputError;
 
 /// One optimizer step, as logged in `steps.parquet`.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,7 +94,7 @@ impl StepsLog {
     }
 
     /// Reads back what [`StepsLog::write`] wrote (a checkpoint's log), every value exact.
-    pub fn read(path: &Path) -> anyhow::Result<Self> {
+    pub fn read(path: &Path) -> Result<Self, InputError> {
         let df = read_parquet(path)?;
         let c = ColumnReader::new(&df, path);
         let f = |name: &str| c.required(name, c.f64s(name)?);
@@ -121,7 +122,7 @@ impl StepsLog {
                 metrics_ms: metrics_ms[i],
             })
             .collect();
-        let first = |name: &str| -> anyhow::Result<Option<String>> {
+        let first = |name: &str| -> Result<Option<String>, InputError> {
             Ok(c.strs(name)?.into_iter().next().flatten())
         };
         Ok(Self {

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use super::parquet::{write_parquet, TableBuilder};
-use crate::config::RunConfig;
+use super::parquet::{read_parquet, write_parquet, ColumnReader, TableBuilder};
+use crate::config::{InputError, RunConfig};
 use crate::metrics::Verdict;
 
 /// How a run ended, as `summary.parquet`'s `status` column spells it.
@@ -142,13 +142,7 @@ pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> anyhow::Result<()> {
         .opt_f64(
             tau,
             rows.iter()
-                .map(|r| {
-                    r.config
-                        .method
-                        .name
-                        .has_ema_target()
-                        .then_some(r.config.method.tau)
-                })
+                .map(|r| (r.config.method.name.spec().ema_target).then_some(r.config.method.tau))
                 .collect(),
         )
         .u64(
@@ -201,4 +195,103 @@ pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> anyhow::Result<()> {
         )
         .build()?;
     write_parquet(path, &mut df)
+}
+/// One row of `summary.parquet` as read back: the columns the report and `finalize` use.
+#[derive(Debug, Clone)]
+pub struct SummaryRecord {
+    pub run_id: String,
+    pub variant: String,
+    pub seed: u64,
+    pub method: String,
+    pub projector_norm: String,
+    pub predictor_norm: Option<String>,
+    pub status: Status,
+    pub error: Option<String>,
+    pub final_pos_cos: Option<f64>,
+    pub final_neg_cos: Option<f64>,
+    pub final_z_std: Option<f64>,
+    pub final_effective_rank: Option<f64>,
+    pub eval_z_effective_rank: Option<f64>,
+    pub final_knn_acc: Option<f64>,
+    pub final_probe_acc: Option<f64>,
+    pub collapse_verdict: Option<Verdict>,
+    /// CPU model and instruction set (empty in summaries written before it was recorded).
+    pub cpu: String,
+    /// `dataset` and, for a data set on disk, ` at <dataset_path>`.
+    pub data: String,
+}
+
+/// Reads `summary.parquet`. Columns added after the first release (`eval_z_effective_rank`,
+/// `cpu`, `dataset_path`) may be absent; an unknown status or verdict is bad input naming its
+/// record.
+pub fn read_summary(path: &Path) -> Result<Vec<SummaryRecord>, InputError> {
+    let df = read_parquet(path)?;
+    let c = ColumnReader::new(&df, path);
+    let (ids, variants, seeds) = (c.strs("run_id")?, c.strs("variant")?, c.u64s("seed")?);
+    let (methods, proj, pred) = (
+        c.strs("method")?,
+        c.strs("projector_norm")?,
+        c.strs("predictor_norm")?,
+    );
+    let (status, error, verdict) = (
+        c.strs("status")?,
+        c.strs("error")?,
+        c.strs("collapse_verdict")?,
+    );
+    let (pos, neg, zstd, rank) = (
+        c.f64s("final_pos_cos")?,
+        c.f64s("final_neg_cos")?,
+        c.f64s("final_z_std")?,
+        c.f64s("final_effective_rank")?,
+    );
+    let (knn, probe) = (c.f64s("final_knn_acc")?, c.f64s("final_probe_acc")?);
+    let n = df.height();
+    let eval_rank = c
+        .f64s("eval_z_effective_rank")
+        .unwrap_or_else(|_| vec![None; n]);
+    let cpu = c.strs("cpu").unwrap_or_else(|_| vec![None; n]);
+    let dataset = c.strs("dataset")?;
+    let dataset_path = c.strs("dataset_path").unwrap_or_else(|_| vec![None; n]);
+    let mut runs = Vec::with_capacity(n);
+    for i in 0..n {
+        let record = |what: String| InputError::new(&c.file, format!("record {i}: {what}"));
+        let spelled = status[i].as_deref().unwrap_or_default();
+        let status = Status::parse(spelled).ok_or_else(|| {
+            record(format!(
+                "unknown status `{spelled}`, expected ok, diverged, failed or interrupted"
+            ))
+        })?;
+        let collapse_verdict = match verdict[i].as_deref() {
+            None => None,
+            Some(v) => Some(Verdict::parse(v).ok_or_else(|| {
+                record(format!(
+                    "unknown collapse_verdict `{v}`, expected healthy, collapsed or partial"
+                ))
+            })?),
+        };
+        runs.push(SummaryRecord {
+            run_id: ids[i].clone().unwrap_or_default(),
+            variant: variants[i].clone().unwrap_or_default(),
+            seed: seeds[i].unwrap_or(0),
+            method: methods[i].clone().unwrap_or_default(),
+            projector_norm: proj[i].clone().unwrap_or_default(),
+            predictor_norm: pred[i].clone(),
+            status,
+            error: error[i].clone(),
+            final_pos_cos: pos[i],
+            final_neg_cos: neg[i],
+            final_z_std: zstd[i],
+            final_effective_rank: rank[i],
+            eval_z_effective_rank: eval_rank[i],
+            final_knn_acc: knn[i],
+            final_probe_acc: probe[i],
+            collapse_verdict,
+            cpu: cpu[i].clone().unwrap_or_default(),
+            data: match &dataset_path[i] {
+                Some(p) => format!("{} at {p}", dataset[i].clone().unwrap_or_default()),
+                None => dataset[i].clone().unwrap_or_default(),
+            },
+        });
+    }
+    Ok(runs)
 }

@@ -7,12 +7,21 @@ use candle_core::{Result, Tensor};
 
 use super::losses::normalized_l2;
 use super::network::{EmaTarget, OnlineNetwork};
-use super::{Embeddings, Method, StepOutput};
+use super::{Embeddings, Method, Parts, StepOutput};
 use crate::config::MethodName;
 
 pub struct Byol {
     pub(super) online: OnlineNetwork,
     pub(super) target: EmaTarget,
+}
+
+impl Byol {
+    pub(super) fn new(mut parts: Parts) -> Result<Self> {
+        Ok(Self {
+            target: parts.target()?,
+            online: parts.online,
+        })
+    }
 }
 
 impl Method for Byol {

@@ -9,7 +9,7 @@ use candle_core::{Result, Tensor};
 use super::losses::info_nce;
 use super::network::{EmaTarget, OnlineNetwork};
 use super::queue::Queue;
-use super::{Embeddings, Method, StepOutput};
+use super::{Embeddings, Method, Parts, StepOutput};
 use crate::config::MethodName;
 
 pub struct Contrastive {
@@ -17,6 +17,17 @@ pub struct Contrastive {
     pub(super) target: EmaTarget,
     pub(super) queue: Queue,
     pub(super) temperature: f64,
+}
+
+impl Contrastive {
+    pub(super) fn new(mut parts: Parts) -> Result<Self> {
+        Ok(Self {
+            target: parts.target()?,
+            queue: parts.queue()?,
+            online: parts.online,
+            temperature: parts.temperature,
+        })
+    }
 }
 
 impl Method for Contrastive {

@@ -22,7 +22,7 @@ pub use queue::Queue;
 pub use simclr::SimClr;
 pub use simsiam::SimSiam;
 
-use crate::config::{MethodName, RunConfig};
+use crate::config::{MethodName, MethodSpec, RunConfig};
 use crate::model::ParamStore;
 
 /// Embeddings of both views of a batch. `z_target[i]` is what `z` of the *other* view is
@@ -87,6 +87,29 @@ fn load_target_and_queue(
     queue.set_keys(keys)
 }
 
+/// The networks and settings a method is built from, made as its [`MethodSpec`] declares:
+/// the target and the queue only where the method has them.
+pub(crate) struct Parts {
+    online: OnlineNetwork,
+    target: Option<EmaTarget>,
+    queue: Option<Queue>,
+    temperature: f64,
+}
+
+impl Parts {
+    fn target(&mut self) -> Result<EmaTarget> {
+        self.target.take().ok_or_else(|| {
+            candle_core::Error::Msg("the method's spec declares no EMA target".into())
+        })
+    }
+
+    fn queue(&mut self) -> Result<Queue> {
+        self.queue
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("the method's spec declares no queue".into()))
+    }
+}
+
 /// Builds the method a run asks for, with weights drawn from the run seed.
 pub fn build(
     cfg: &RunConfig,
@@ -96,43 +119,33 @@ pub fn build(
     let seed = cfg.train.seed;
     let store = ParamStore::new(device, seed);
     let name = cfg.method.name;
-    let online = OnlineNetwork::new(store, &cfg.model, in_channels, name.has_predictor())?;
-    let temperature = cfg.method.temperature;
-    let queue = || {
-        Queue::new(
+    let spec: &MethodSpec = name.spec();
+    let online = OnlineNetwork::new(store, &cfg.model, in_channels, spec.predictor)?;
+    let target = match spec.ema_target {
+        true => Some(EmaTarget::new(&online, &cfg.model, in_channels)?),
+        false => None,
+    };
+    let queue = match spec.queue {
+        true => Some(Queue::new(
             cfg.method.queue_size,
             cfg.model.projector.out,
             seed ^ 0x9E37_79B9_7F4A_7C15,
             device,
-        )
+        )?),
+        false => None,
     };
+    let parts = Parts {
+        online,
+        target,
+        queue,
+        temperature: cfg.method.temperature,
+    };
+    // The registry: one line per method.
     Ok(match name {
-        MethodName::Byol => {
-            let target = EmaTarget::new(&online, &cfg.model, in_channels)?;
-            Box::new(Byol { online, target })
-        }
-        MethodName::Simsiam => Box::new(SimSiam { online }),
-        MethodName::Simclr => Box::new(SimClr {
-            online,
-            temperature,
-        }),
-        MethodName::Moco => {
-            let target = EmaTarget::new(&online, &cfg.model, in_channels)?;
-            Box::new(Moco {
-                online,
-                target,
-                queue: queue()?,
-                temperature,
-            })
-        }
-        MethodName::Contrastive => {
-            let target = EmaTarget::new(&online, &cfg.model, in_channels)?;
-            Box::new(Contrastive {
-                online,
-                target,
-                queue: queue()?,
-                temperature,
-            })
-        }
+        MethodName::Byol => Box::new(Byol::new(parts)?),
+        MethodName::Simsiam => Box::new(SimSiam::new(parts)?),
+        MethodName::Simclr => Box::new(SimClr::new(parts)?),
+        MethodName::Moco => Box::new(Moco::new(parts)?),
+        MethodName::Contrastive => Box::new(Contrastive::new(parts)?),
     })
 }

@@ -4,12 +4,21 @@ use candle_core::{Result, Tensor};
 
 use super::losses::nt_xent;
 use super::network::OnlineNetwork;
-use super::{Embeddings, Method, StepOutput};
+use super::{Embeddings, Method, Parts, StepOutput};
 use crate::config::MethodName;
 
 pub struct SimClr {
     pub(super) online: OnlineNetwork,
     pub(super) temperature: f64,
+}
+
+impl SimClr {
+    pub(super) fn new(parts: Parts) -> Result<Self> {
+        Ok(Self {
+            online: parts.online,
+            temperature: parts.temperature,
+        })
+    }
 }
 
 impl Method for SimClr {

@@ -5,11 +5,19 @@ use candle_core::{Result, Tensor};
 
 use super::losses::negative_cosine;
 use super::network::OnlineNetwork;
-use super::{Embeddings, Method, StepOutput};
+use super::{Embeddings, Method, Parts, StepOutput};
 use crate::config::MethodName;
 
 pub struct SimSiam {
     pub(super) online: OnlineNetwork,
+}
+
+impl SimSiam {
+    pub(super) fn new(parts: Parts) -> Result<Self> {
+        Ok(Self {
+            online: parts.online,
+        })
+    }
 }
 
 impl Method for SimSiam {

@@ -110,7 +110,7 @@ where
 fn mean_series(
     t: &GridTables,
     variant: &str,
-    f: fn(&super::tables::StepRow) -> f64,
+    f: fn(&crate::log::StepRecord) -> f64,
 ) -> Vec<(f64, f64)> {
     let mut acc: BTreeMap<u64, (f64, usize)> = BTreeMap::new();
     for r in t.runs_of(variant) {
@@ -404,7 +404,7 @@ impl Chart for SpreadSteps<'_> {
             )
             .map_err(err)?;
         let (left, right) = body.split_horizontally(W / 2);
-        type Getter = fn(&super::tables::StepRow) -> f64;
+        type Getter = fn(&crate::log::StepRecord) -> f64;
         type Panel<'p, DB> = (
             &'p DrawingArea<DB, Shift>,
             &'static str,

@@ -295,10 +295,10 @@ pub fn evaluate_claims(t: &GridTables) -> Vec<Claim> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tables::RunRow;
+    use crate::log::SummaryRecord;
 
-    fn run(variant: &str, seed: u64, pos: f64, neg: f64, probe: f64) -> RunRow {
-        RunRow {
+    fn run(variant: &str, seed: u64, pos: f64, neg: f64, probe: f64) -> SummaryRecord {
+        SummaryRecord {
             run_id: format!("{variant}-s{seed}"),
             variant: variant.into(),
             seed,
@@ -320,7 +320,7 @@ mod tests {
         }
     }
 
-    fn tables(runs: Vec<RunRow>) -> GridTables {
+    fn tables(runs: Vec<SummaryRecord>) -> GridTables {
         GridTables {
             name: "t".into(),
             runs,

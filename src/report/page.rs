@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::claims::Claim;
 use super::tables::GridTables;
-use crate::config::BASELINE_VARIANT;
+use crate::config::{MethodName, BASELINE_VARIANT};
 use crate::log::{write_parquet, write_text, Status, TableBuilder};
 
 /// The study's published numbers (STL-10, ResNet-18, 10 epochs): probe accuracy %, pos, neg.
@@ -24,13 +24,7 @@ fn study(variant: &str) -> Option<(f64, Option<(f64, f64)>)> {
 }
 
 fn loss_name(method: &str) -> &'static str {
-    match method {
-        "byol" => "2 − 2·cos",
-        "simsiam" => "−cos (stop-gradient)",
-        "simclr" => "NT-Xent (in-batch negatives)",
-        "moco" | "contrastive" => "InfoNCE (queue negatives)",
-        _ => "—",
-    }
+    MethodName::parse(method).map_or("—", |m| m.spec().loss)
 }
 
 fn fmt_pct(v: Option<(f64, f64)>) -> String {

@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use polars::prelude::*;
 
 use crate::config::{load_run_config, InputError};
 use crate::data::{open_dataset, Augmenter};
 use crate::eval::EvalSplit;
 use crate::eval::{evaluate, EvalSetup};
-use crate::log::{metric_columns, EvalRecord};
-use crate::log::{read_parquet, write_parquet, TableBuilder};
+use crate::log::{
+    metric_columns, read_embeddings, read_evals, write_parquet, EvalRecord, StepsLog, TableBuilder,
+};
 use crate::metrics::cosine::symmetric_pos_neg_cos;
 use crate::metrics::rank::effective_rank;
 use crate::metrics::spread::z_std;
@@ -81,92 +81,6 @@ impl LiveComparison {
     }
 }
 
-fn column<'a>(df: &'a DataFrame, name: &str, file: &Path) -> Result<&'a Column, InputError> {
-    df.column(name).map_err(|_| {
-        InputError::new(
-            file.display().to_string(),
-            format!("missing column `{name}`"),
-        )
-    })
-}
-
-fn typed<T>(r: PolarsResult<T>, name: &str, want: &str, file: &Path) -> Result<T, InputError> {
-    r.map_err(|_| {
-        InputError::new(
-            file.display().to_string(),
-            format!("column `{name}` is not {want}"),
-        )
-    })
-}
-
-/// Embedding matrices of one step, keyed by (kind, view), rows in sample order.
-type StepBlocks = BTreeMap<(String, u8), Vec<(u32, Vec<f32>)>>;
-
-/// Logged steps of one run: step → (epoch, embedding blocks).
-pub type LoggedSteps = BTreeMap<u64, (u32, StepBlocks)>;
-
-/// Reads `embeddings.parquet` into per-step blocks, checking every record.
-pub fn read_embeddings(path: &Path) -> Result<(String, LoggedSteps), InputError> {
-    let df = read_parquet(path)?;
-    let src = path.display().to_string();
-    let run_ids = typed(
-        column(&df, "run_id", path)?.str(),
-        "run_id",
-        "a string",
-        path,
-    )?;
-    let steps = typed(column(&df, "step", path)?.u64(), "step", "u64", path)?;
-    let epochs = typed(column(&df, "epoch", path)?.u32(), "epoch", "u32", path)?;
-    let samples = typed(column(&df, "sample", path)?.u32(), "sample", "u32", path)?;
-    let views = typed(column(&df, "view", path)?.u8(), "view", "u8", path)?;
-    let kinds = typed(column(&df, "kind", path)?.str(), "kind", "a string", path)?;
-    let vectors = typed(
-        column(&df, "vector", path)?.list(),
-        "vector",
-        "a list of f32",
-        path,
-    )?;
-    let run_id = run_ids.get(0).unwrap_or_default().to_string();
-    let mut out: LoggedSteps = BTreeMap::new();
-    let mut dims: BTreeMap<String, usize> = BTreeMap::new();
-    for i in 0..df.height() {
-        let record = |what: &str| InputError::new(&src, format!("record {i}: {what}"));
-        let (Some(step), Some(epoch), Some(sample), Some(view), Some(kind)) = (
-            steps.get(i),
-            epochs.get(i),
-            samples.get(i),
-            views.get(i),
-            kinds.get(i),
-        ) else {
-            return Err(record("null in step/epoch/sample/view/kind"));
-        };
-        let vector = vectors
-            .get_as_series(i)
-            .ok_or_else(|| record("null vector"))?;
-        let floats = vector
-            .f32()
-            .map_err(|_| record("vector is not a list of f32"))?;
-        if floats.null_count() > 0 {
-            return Err(record("null inside vector"));
-        }
-        let values: Vec<f32> = floats.into_no_null_iter().collect();
-        let expected = *dims.entry(kind.to_string()).or_insert(values.len());
-        if values.len() != expected || expected == 0 {
-            return Err(record(&format!(
-                "vector of kind `{kind}` has length {}, expected {expected} like the first `{kind}` record",
-                values.len()
-            )));
-        }
-        out.entry(step)
-            .or_insert_with(|| (epoch, BTreeMap::new()))
-            .1
-            .entry((kind.to_string(), view))
-            .or_default()
-            .push((sample, values));
-    }
-    Ok((run_id, out))
-}
-
 fn matrix(rows: &mut [(u32, Vec<f32>)], device: &Device) -> candle_core::Result<Tensor> {
     rows.sort_by_key(|r| r.0);
     let d = rows.first().map_or(0, |r| r.1.len());
@@ -176,21 +90,11 @@ fn matrix(rows: &mut [(u32, Vec<f32>)], device: &Device) -> candle_core::Result<
 
 /// Live metrics of a run by step, from `steps.parquet`.
 fn live_metrics(path: &Path) -> Result<BTreeMap<u64, [f64; 4]>, InputError> {
-    let df = read_parquet(path)?;
-    let step = typed(column(&df, "step", path)?.u64(), "step", "u64", path)?;
-    let names = ["pos_cos", "neg_cos", "z_std", "effective_rank"];
-    let cols: Vec<_> = names
-        .iter()
-        .map(|n| typed(column(&df, n, path)?.f64(), n, "f64", path))
-        .collect::<Result<_, _>>()?;
-    let mut out = BTreeMap::new();
-    for i in 0..df.height() {
-        if let Some(s) = step.get(i) {
-            let v = [0, 1, 2, 3].map(|k| cols[k].get(i).unwrap_or(f64::NAN));
-            out.insert(s, v);
-        }
-    }
-    Ok(out)
+    Ok(StepsLog::read(path)?
+        .rows
+        .into_iter()
+        .map(|r| (r.step, [r.pos_cos, r.neg_cos, r.z_std, r.effective_rank]))
+        .collect())
 }
 
 /// Recomputes every logged step of the run in `run_dir`.
@@ -305,57 +209,35 @@ pub fn reevaluate_run(run_dir: &Path) -> anyhow::Result<EvalAnalysis> {
         )
     })?;
     let evals_path = run_dir.join("evals.parquet");
-    let live = read_parquet(&evals_path)?;
-    let height = live.height();
-    if height == 0 {
+    let live = read_evals(&evals_path, None)?;
+    let Some(last) = live.last() else {
         return Err(InputError::new(evals_path.display().to_string(), "has no rows").into());
-    }
-    let last = height - 1;
-    let epoch = typed(
-        column(&live, "epoch", &evals_path)?.u32(),
-        "epoch",
-        "u32",
-        &evals_path,
-    )?
-    .get(last)
-    .unwrap_or(0);
-    let step = typed(
-        column(&live, "step", &evals_path)?.u64(),
-        "step",
-        "u64",
-        &evals_path,
-    )?
-    .get(last)
-    .unwrap_or(0);
+    };
+    let (epoch, step) = (last.epoch, last.step);
     let augmenter = Augmenter::new(&cfg.augment, cfg.dataset.image_size, pair.eval.channels())?;
     let split = EvalSplit::for_run(&cfg, pair.eval.as_ref());
     let setup = EvalSetup::for_run(&cfg, pair.eval.as_ref(), &augmenter, &split, &dev);
     let record = evaluate(method.online(), &setup, epoch, step)?;
-    let metrics = [
-        ("knn_acc", record.knn_acc.unwrap_or(f64::NAN)),
-        ("probe_acc", record.probe_acc.unwrap_or(f64::NAN)),
-        ("y_std", record.y_std),
-        ("y_effective_rank", record.y_effective_rank),
-        ("z_std", record.z_std),
-        ("z_effective_rank", record.z_effective_rank),
-        ("alpha_req", record.alpha_req),
-        ("align", record.align),
-        ("uniform", record.uniform),
-    ];
-    // A metric the live table left null (kNN and probe of an unlabelled split) is not compared.
-    let mut pairs = Vec::new();
-    for (name, ours) in metrics {
-        let theirs = typed(
-            column(&live, name, &evals_path)?.f64(),
-            name,
-            "f64",
-            &evals_path,
-        )?
-        .get(last);
-        if let Some(t) = theirs {
-            pairs.push((ours, t));
-        }
-    }
+    // (ours, live); a metric the live table left null (kNN and probe of an unlabelled split)
+    // is not compared.
+    let scalar = |r: &EvalRecord| {
+        [
+            r.knn_acc,
+            r.probe_acc,
+            Some(r.y_std),
+            Some(r.y_effective_rank),
+            Some(r.z_std),
+            Some(r.z_effective_rank),
+            Some(r.alpha_req),
+            Some(r.align),
+            Some(r.uniform),
+        ]
+    };
+    let pairs: Vec<(f64, f64)> = scalar(&record)
+        .into_iter()
+        .zip(scalar(last))
+        .filter_map(|(ours, theirs)| Some((ours.unwrap_or(f64::NAN), theirs?)))
+        .collect();
     let (comparison, max_diff) = LiveComparison::of(Some(&pairs));
     let run_id = run_dir
         .file_name()

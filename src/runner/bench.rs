@@ -160,7 +160,7 @@ pub fn bench(
 
     let mut method = crate::method::build(cfg, channels, device)?;
     let mut optimizer = Optimizer::new(&cfg.optim, method.online().store.params().len());
-    let tau = cfg.method.name.has_ema_target().then_some(cfg.method.tau);
+    let tau = cfg.method.name.spec().ema_target.then_some(cfg.method.tau);
     let mut t = Timed {
         forward: vec![],
         backward: vec![],

@@ -114,10 +114,10 @@ impl Estimate {
             input * h.hidden as f64 + h.hidden as f64 * h.out as f64
         };
         let mut params = conv_params + head(encoder_out, &m.projector);
-        if cfg.method.name.has_predictor() {
+        if cfg.method.name.spec().predictor {
             params += head(m.projector.out as f64, &m.predictor);
         }
-        let ema = cfg.method.name.has_ema_target();
+        let ema = cfg.method.name.spec().ema_target;
         // Online weights, their gradients and momentum, and the target's copy.
         let weights = params * F32 * if ema { 4.0 } else { 3.0 }
             + cfg.method.queue_size as f64 * m.projector.out as f64 * F32;

@@ -145,7 +145,7 @@ pub fn train_with(
         None => loader.total_steps(),
     };
     let steps_per_epoch = loader.steps_per_epoch() as u64;
-    let has_ema = cfg.method.name.has_ema_target();
+    let has_ema = cfg.method.name.spec().ema_target;
     if let Some(pb) = progress {
         pb.set_length(total);
         pb.set_position(start_step.min(total));
