@@ -9,10 +9,10 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::RunConfig;
-use crate::data::{open_dataset, Augmenter, TwoViewLoader};
+use crate::data::{open_dataset, Augmenter, TwoViewBatch, TwoViewLoader};
 use candle_nn::ModuleT;
 
-use crate::method::OnlineNetwork;
+use crate::method::{Embeddings, OnlineNetwork};
 use crate::train::{ms, step_metrics, training_step, Optimizer};
 
 /// What to time.
@@ -96,6 +96,8 @@ fn step_flops(
     2.0 * per_example as f64 * batch as f64
 }
 
+/// Per-step phase times (ms) of the timed steps.
+#[derive(Default)]
 struct Timed {
     forward: Vec<f64>,
     backward: Vec<f64>,
@@ -109,6 +111,20 @@ fn sync(t: &Tensor) -> candle_core::Result<f64> {
     t.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()
 }
 
+/// What a bench times and on what: the run config, the device, the warm-up and timed
+/// step counts and the thread setting.
+struct Bench<'a> {
+    cfg: &'a RunConfig,
+    what: BenchWhat,
+    device: &'a Device,
+    warmup: usize,
+    steps: usize,
+    /// Threads the step may use (`RAYON_NUM_THREADS`, else the machine's).
+    threads: usize,
+    /// `RAYON_NUM_THREADS` as given, or `default`.
+    threads_label: String,
+}
+
 /// Times `steps` steps after `warmup` untimed ones.
 pub fn bench(
     cfg: &RunConfig,
@@ -119,9 +135,8 @@ pub fn bench(
 ) -> anyhow::Result<BenchReport> {
     let pair = open_dataset(&cfg.dataset)?;
     let channels = pair.train.channels();
-    let size = cfg.dataset.image_size;
     let batch = cfg.train.batch_size;
-    let augmenter = Augmenter::new(&cfg.augment, size, channels)?;
+    let augmenter = Augmenter::new(&cfg.augment, cfg.dataset.image_size, channels)?;
     let epochs = ((warmup + steps) * batch / pair.train.len().max(1) + 2) as u32;
     let loader = TwoViewLoader::spawn_with_workers(
         pair.train.clone(),
@@ -133,21 +148,111 @@ pub fn bench(
         cfg.train.loader_threads,
     )?;
     let threads_env = std::env::var("RAYON_NUM_THREADS").ok();
-    let threads = threads_env
-        .as_deref()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let b = Bench {
+        cfg,
+        what,
+        device,
+        warmup,
+        steps,
+        threads: threads_env
+            .as_deref()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        threads_label: threads_env.unwrap_or_else(|| "default".into()),
+    };
     if what == BenchWhat::Loader {
-        let workers = cfg.train.loader_threads;
-        let mut it = loader.skip(warmup);
+        return Ok(b.loader(loader));
+    }
+    let mut method = crate::method::build(cfg, channels, device)?;
+    let mut optimizer = Optimizer::new(&cfg.optim, method.online().store.params().len());
+    // Every batch is augmented before the clock starts: the loader's thread would otherwise
+    // take cores from the step it is timing (PyTorch's reference feeds fixed tensors).
+    let batches: Vec<TwoViewBatch> = loader.take(warmup + steps).collect();
+    let views = |batch: &TwoViewBatch| -> candle_core::Result<[Tensor; 2]> {
+        let shape = (batch.image_ids.len(), channels, b.size(), b.size());
+        Ok([
+            Tensor::from_slice(&batch.view0, shape, device)?,
+            Tensor::from_slice(&batch.view1, shape, device)?,
+        ])
+    };
+    if what == BenchWhat::Metrics {
+        let first = batches
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no batch to time"))?;
+        let [v0, v1] = views(first)?;
+        let step = training_step(
+            method.as_mut(),
+            &mut optimizer,
+            [&v0, &v1],
+            cfg.optim.lr,
+            b.tau(),
+        )?;
+        return b.metrics(&step.out.embeddings);
+    }
+    let mut timed = Timed::default();
+    for (i, batch) in batches.iter().enumerate() {
+        let t0 = Instant::now();
+        let [v0, v1] = views(batch)?;
+        let [forward, backward, update, metrics] = match what {
+            BenchWhat::Step => plain_step(method.online(), &mut optimizer, &v0, cfg, t0)?,
+            _ => b.method_step(method.as_mut(), &mut optimizer, [&v0, &v1], t0)?,
+        };
+        if i >= warmup {
+            timed.forward.push(forward);
+            timed.backward.push(backward);
+            timed.update.push(update);
+            timed.metrics.push(metrics);
+            timed.total.push(forward + backward + update);
+        }
+    }
+    Ok(b.step_report(method.online(), timed))
+}
+
+/// One plain step's phases (forward, backward, update, metrics = 0), in ms from `t0`.
+fn plain_step(
+    online: &OnlineNetwork,
+    optimizer: &mut Optimizer,
+    v0: &Tensor,
+    cfg: &RunConfig,
+    t0: Instant,
+) -> anyhow::Result<[f64; 4]> {
+    let y = online.encoder.forward_t(v0, true)?;
+    let loss = online.projector.forward_t(&y, true)?.sqr()?.mean_all()?;
+    sync(&loss)?;
+    let t1 = Instant::now();
+    let grads = loss.backward()?;
+    let t2 = Instant::now();
+    let params = online.store.params().to_vec();
+    optimizer.step(&params, &grads, cfg.optim.lr)?;
+    sync(params[0].var.as_tensor())?;
+    let t3 = Instant::now();
+    Ok([ms(t0, t1), ms(t1, t2), ms(t2, t3), 0.0])
+}
+
+impl Bench<'_> {
+    fn size(&self) -> usize {
+        self.cfg.dataset.image_size
+    }
+
+    fn batch(&self) -> usize {
+        self.cfg.train.batch_size
+    }
+
+    fn tau(&self) -> Option<f64> {
+        (self.cfg.method.name.spec().ema_target).then_some(self.cfg.method.tau)
+    }
+
+    /// Two-view images per second out of the loader.
+    fn loader(&self, loader: TwoViewLoader) -> BenchReport {
+        let (size, batch, workers) = (self.size(), self.batch(), self.cfg.train.loader_threads);
+        let mut it = loader.skip(self.warmup);
         let start = Instant::now();
         let mut images = 0usize;
-        for b in it.by_ref().take(steps) {
+        for b in it.by_ref().take(self.steps) {
             images += b.image_ids.len();
         }
-        let secs = start.elapsed().as_secs_f64();
-        let per_s = images as f64 / secs;
-        return Ok(BenchReport {
+        let per_s = images as f64 / start.elapsed().as_secs_f64();
+        BenchReport {
             human: format!(
                 "loader: {per_s:.0} two-view images/s ({size} px, batch {batch}, {workers} augmenting thread(s): {:.0} per thread)",
                 per_s / workers as f64
@@ -155,148 +260,114 @@ pub fn bench(
             json: format!(
                 r#"{{"what":"loader","image_size":{size},"batch_size":{batch},"loader_threads":{workers},"two_view_images_per_s":{per_s:.1}}}"#
             ),
-        });
-    }
-
-    let mut method = crate::method::build(cfg, channels, device)?;
-    let mut optimizer = Optimizer::new(&cfg.optim, method.online().store.params().len());
-    let tau = cfg.method.name.spec().ema_target.then_some(cfg.method.tau);
-    let mut t = Timed {
-        forward: vec![],
-        backward: vec![],
-        update: vec![],
-        metrics: vec![],
-        total: vec![],
-    };
-    let mut metrics_batch = None;
-    // Every batch is augmented before the clock starts: the loader's thread would otherwise
-    // take cores from the step it is timing (PyTorch's reference feeds fixed tensors).
-    let batches: Vec<_> = loader.take(warmup + steps).collect();
-    for (i, b) in batches.into_iter().enumerate() {
-        let shape = (b.image_ids.len(), channels, size, size);
-        let t0 = Instant::now();
-        let v0 = Tensor::from_slice(&b.view0, shape, device)?;
-        let v1 = Tensor::from_slice(&b.view1, shape, device)?;
-        let (forward, backward, update, metrics) = match what {
-            BenchWhat::Step => {
-                let online = method.online();
-                let y = online.encoder.forward_t(&v0, true)?;
-                let loss = online.projector.forward_t(&y, true)?.sqr()?.mean_all()?;
-                sync(&loss)?;
-                let t1 = Instant::now();
-                let grads = loss.backward()?;
-                let t2 = Instant::now();
-                let params = online.store.params().to_vec();
-                optimizer.step(&params, &grads, cfg.optim.lr)?;
-                sync(params[0].var.as_tensor())?;
-                let t3 = Instant::now();
-                (ms(t0, t1), ms(t1, t2), ms(t2, t3), 0.0)
-            }
-            _ => {
-                let upload = ms(t0, Instant::now());
-                let step = training_step(
-                    method.as_mut(),
-                    &mut optimizer,
-                    [&v0, &v1],
-                    cfg.optim.lr,
-                    tau,
-                )?;
-                if what == BenchWhat::Metrics {
-                    metrics_batch = Some(step.out);
-                    break;
-                }
-                let tm = Instant::now();
-                step_metrics(&step.out.embeddings)?;
-                let metrics = ms(tm, Instant::now());
-                (
-                    upload + step.forward_ms,
-                    step.backward_ms,
-                    step.update_ms,
-                    metrics,
-                )
-            }
-        };
-        if i >= warmup {
-            t.forward.push(forward);
-            t.backward.push(backward);
-            t.update.push(update);
-            t.metrics.push(metrics);
-            t.total.push(forward + backward + update);
         }
     }
-    let method_name = cfg.method.name.as_str();
-    let encoder = cfg.model.encoder.as_str();
-    let threads_label = threads_env.unwrap_or_else(|| "default".into());
-    if let Some(out) = metrics_batch {
-        let mut times = Vec::with_capacity(steps);
-        for i in 0..warmup + steps {
+
+    /// The per-step diagnostics on one step's embeddings, timed alone.
+    fn metrics(&self, embeddings: &Embeddings) -> anyhow::Result<BenchReport> {
+        let mut times = Vec::with_capacity(self.steps);
+        for i in 0..self.warmup + self.steps {
             let t0 = Instant::now();
-            step_metrics(&out.embeddings)?;
-            if i >= warmup {
+            step_metrics(embeddings)?;
+            if i >= self.warmup {
                 times.push(ms(t0, Instant::now()));
             }
         }
         let m = median(times);
-        return Ok(BenchReport {
+        let (method, batch, threads) = (
+            self.cfg.method.name.as_str(),
+            self.batch(),
+            &self.threads_label,
+        );
+        let dim = self.cfg.model.projector.out;
+        Ok(BenchReport {
             human: format!(
-                "metrics ({method_name}, batch {batch}, projection dim {}, threads {threads_label}): pos/neg cosine + z std + effective rank {m:.3} ms",
-                cfg.model.projector.out
+                "metrics ({method}, batch {batch}, projection dim {dim}, threads {threads}): pos/neg cosine + z std + effective rank {m:.3} ms"
             ),
             json: format!(
-                r#"{{"what":"metrics","method":"{method_name}","batch_size":{batch},"projection_dim":{},"threads":"{threads_label}","metrics_ms":{m:.4}}}"#,
-                cfg.model.projector.out
+                r#"{{"what":"metrics","method":"{method}","batch_size":{batch},"projection_dim":{dim},"threads":"{threads}","metrics_ms":{m:.4}}}"#
             ),
-        });
+        })
     }
-    let (f, b, u, m, step) = (
-        median(t.forward),
-        median(t.backward),
-        median(t.update),
-        median(t.metrics),
-        median(t.total),
-    );
-    let images_per_s = batch as f64 / (step / 1e3);
-    let target_views = if tau.is_some() { 2 } else { 0 };
-    let flops = step_flops(method.online(), size, batch, what, target_views);
-    let gflops = flops / (step / 1e3) / 1e9;
-    let peak = if device.is_cpu() {
-        peak_gflops(threads)
-    } else {
-        None
-    };
-    let (peak_human, peak_json) = match &peak {
-        Some((p, how)) => (
-            format!(
-                " = {:.0} % of peak ≈ {p:.0} GFLOP/s ({how})",
-                100.0 * gflops / p
+
+    /// One full method step's phases and its diagnostics, in ms from `t0` (the upload of
+    /// the views counts as forward).
+    fn method_step(
+        &self,
+        method: &mut dyn crate::method::Method,
+        optimizer: &mut Optimizer,
+        views: [&Tensor; 2],
+        t0: Instant,
+    ) -> anyhow::Result<[f64; 4]> {
+        let upload = ms(t0, Instant::now());
+        let step = training_step(method, optimizer, views, self.cfg.optim.lr, self.tau())?;
+        let tm = Instant::now();
+        step_metrics(&step.out.embeddings)?;
+        let metrics = ms(tm, Instant::now());
+        Ok([
+            upload + step.forward_ms,
+            step.backward_ms,
+            step.update_ms,
+            metrics,
+        ])
+    }
+
+    /// The median step, its phases, throughput, GFLOP/s and fraction of peak.
+    fn step_report(&self, online: &OnlineNetwork, t: Timed) -> BenchReport {
+        let (what, size, batch) = (self.what, self.size(), self.batch());
+        let method_name = self.cfg.method.name.as_str();
+        let encoder = self.cfg.model.encoder.as_str();
+        let threads_label = &self.threads_label;
+        let (f, b, u, m, step) = (
+            median(t.forward),
+            median(t.backward),
+            median(t.update),
+            median(t.metrics),
+            median(t.total),
+        );
+        let images_per_s = batch as f64 / (step / 1e3);
+        let target_views = if self.tau().is_some() { 2 } else { 0 };
+        let flops = step_flops(online, size, batch, what, target_views);
+        let gflops = flops / (step / 1e3) / 1e9;
+        let peak = if self.device.is_cpu() {
+            peak_gflops(self.threads)
+        } else {
+            None
+        };
+        let (peak_human, peak_json) = match &peak {
+            Some((p, how)) => (
+                format!(
+                    " = {:.0} % of peak ≈ {p:.0} GFLOP/s ({how})",
+                    100.0 * gflops / p
+                ),
+                format!(r#","peak_gflops":{p:.1},"peak_fraction":{:.4}"#, gflops / p),
             ),
-            format!(r#","peak_gflops":{p:.1},"peak_fraction":{:.4}"#, gflops / p),
-        ),
-        None => (String::new(), String::new()),
-    };
-    let metrics_human = if what == BenchWhat::Step {
-        String::new()
-    } else {
-        format!(
-            "; per-step diagnostics {m:.2} ms ({:.1} % of the step)",
-            100.0 * m / step
-        )
-    };
-    let label = match what {
-        BenchWhat::Step => "plain step".to_string(),
-        _ => format!("{method_name} step"),
-    };
-    let what_str = what.as_str();
-    Ok(BenchReport {
-        human: format!(
-            "{label} ({encoder}, {size} px, batch {batch}, threads {threads_label}): {step:.1} ms = forward {f:.1} + backward {b:.1} + update {u:.1} ms → {images_per_s:.0} img/s, {gflops:.1} GFLOP/s ({:.1} GFLOP a step){peak_human}{metrics_human}",
-            flops / 1e9
-        ),
-        json: format!(
-            r#"{{"what":"{what_str}","method":"{method_name}","encoder":"{encoder}","image_size":{size},"batch_size":{batch},"threads":"{threads_label}","step_ms":{step:.3},"forward_ms":{f:.3},"backward_ms":{b:.3},"update_ms":{u:.3},"metrics_ms":{m:.3},"images_per_s":{images_per_s:.1},"gflop_per_step":{:.3},"gflops":{gflops:.2}{peak_json}}}"#,
-            flops / 1e9
-        ),
-    })
+            None => (String::new(), String::new()),
+        };
+        let metrics_human = if what == BenchWhat::Step {
+            String::new()
+        } else {
+            format!(
+                "; per-step diagnostics {m:.2} ms ({:.1} % of the step)",
+                100.0 * m / step
+            )
+        };
+        let label = match what {
+            BenchWhat::Step => "plain step".to_string(),
+            _ => format!("{method_name} step"),
+        };
+        let what_str = what.as_str();
+        BenchReport {
+            human: format!(
+                "{label} ({encoder}, {size} px, batch {batch}, threads {threads_label}): {step:.1} ms = forward {f:.1} + backward {b:.1} + update {u:.1} ms → {images_per_s:.0} img/s, {gflops:.1} GFLOP/s ({:.1} GFLOP a step){peak_human}{metrics_human}",
+                flops / 1e9
+            ),
+            json: format!(
+                r#"{{"what":"{what_str}","method":"{method_name}","encoder":"{encoder}","image_size":{size},"batch_size":{batch},"threads":"{threads_label}","step_ms":{step:.3},"forward_ms":{f:.3},"backward_ms":{b:.3},"update_ms":{u:.3},"metrics_ms":{m:.3},"images_per_s":{images_per_s:.1},"gflop_per_step":{:.3},"gflops":{gflops:.2}{peak_json}}}"#,
+                flops / 1e9
+            ),
+        }
+    }
 }
 
 #[cfg(test)]
