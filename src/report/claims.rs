@@ -133,12 +133,17 @@ fn gap_by_epoch(t: &GridTables, variant: &str) -> Vec<(u32, f64)> {
 
 pub fn evaluate_claims(t: &GridTables) -> Vec<Claim> {
     let random = stats(t, BASELINE_VARIANT).and_then(|s| s.probe);
-    let get = |v: &str| stats(t, v);
-    let mut out = Vec::new();
+    [f1, f2, f3, f4, f5, f6, f7]
+        .iter()
+        .map(|claim| claim(t, random))
+        .collect()
+}
 
-    // F1
+/// F1: no normalization in the heads collapses.
+fn f1(t: &GridTables, random: Option<(f64, f64)>) -> Claim {
+    let get = |v: &str| stats(t, v);
     let s1 = "Without normalization in the projector and predictor, BYOL collapses (pos and neg cosine > 0.99) and its probe accuracy is no better than a random encoder's.";
-    out.push(match (get("no-norm"), random) {
+    match (get("no-norm"), random) {
         (Some(s), Some(r)) => {
             let probe = s.probe.unwrap_or((f64::NAN, 0.0));
             let ok = collapsed(&s) && !above(probe, r);
@@ -156,11 +161,14 @@ pub fn evaluate_claims(t: &GridTables) -> Vec<Claim> {
             }
         }
         _ => missing("F1", s1, "variants `no-norm` and the `random` baseline"),
-    });
+    }
+}
 
-    // F2
+/// F2: batch norm in both heads separates.
+fn f2(t: &GridTables, random: Option<(f64, f64)>) -> Claim {
+    let get = |v: &str| stats(t, v);
     let s2 = "With batch norm in both MLPs, BYOL does not collapse: positives separate from negatives (pos − neg > 0.3) and the probe beats a random encoder.";
-    out.push(match (get("byol"), random) {
+    match (get("byol"), random) {
         (Some(s), Some(r)) => {
             let probe = s.probe.unwrap_or((f64::NAN, 0.0));
             let ok = separated(&s) && above(probe, r);
@@ -179,11 +187,14 @@ pub fn evaluate_claims(t: &GridTables) -> Vec<Claim> {
             }
         }
         _ => missing("F2", s2, "variant `byol` and the `random` baseline"),
-    });
+    }
+}
 
-    // F3
+/// F3: layer norm does not prevent collapse.
+fn f3(t: &GridTables, _random: Option<(f64, f64)>) -> Claim {
+    let get = |v: &str| stats(t, v);
     let s3 = "Layer norm in the MLPs (no batch statistics) does not prevent collapse: pos and neg cosine > 0.99.";
-    out.push(match get("layer-norm") {
+    match get("layer-norm") {
         Some(s) => Claim {
             claim_id: "F3",
             statement: s3,
@@ -191,14 +202,21 @@ pub fn evaluate_claims(t: &GridTables) -> Vec<Claim> {
             verdict: verdict(collapsed(&s)),
         },
         None => missing("F3", s3, "variant `layer-norm`"),
-    });
+    }
+}
 
-    // F4
+/// F4: batch norm in either head alone suffices.
+fn f4(t: &GridTables, random: Option<(f64, f64)>) -> Claim {
+    let get = |v: &str| stats(t, v);
     let s4 = "Batch norm in either MLP alone suffices (each separates, pos − neg > 0.3, and beats the random probe), projector-only better than predictor-only.";
-    out.push(match (get("projector-bn"), get("predictor-bn"), random) {
+    match (get("projector-bn"), get("predictor-bn"), random) {
         (Some(a), Some(b), Some(r)) => {
-            let (pa, pb) = (a.probe.unwrap_or((f64::NAN, 0.0)), b.probe.unwrap_or((f64::NAN, 0.0)));
-            let ok = separated(&a) && separated(&b) && above(pa, r) && above(pb, r) && above(pa, pb);
+            let (pa, pb) = (
+                a.probe.unwrap_or((f64::NAN, 0.0)),
+                b.probe.unwrap_or((f64::NAN, 0.0)),
+            );
+            let ok =
+                separated(&a) && separated(&b) && above(pa, r) && above(pb, r) && above(pa, pb);
             Claim {
                 claim_id: "F4",
                 statement: s4,
@@ -215,12 +233,19 @@ pub fn evaluate_claims(t: &GridTables) -> Vec<Claim> {
                 verdict: verdict(ok),
             }
         }
-        _ => missing("F4", s4, "variants `projector-bn`, `predictor-bn` and the `random` baseline"),
-    });
+        _ => missing(
+            "F4",
+            s4,
+            "variants `projector-bn`, `predictor-bn` and the `random` baseline",
+        ),
+    }
+}
 
-    // F5
+/// F5: an explicit contrastive loss learns without normalization.
+fn f5(t: &GridTables, random: Option<(f64, f64)>) -> Claim {
+    let get = |v: &str| stats(t, v);
     let s5 = "The same network without normalization but trained with an explicit contrastive loss (InfoNCE with negatives) learns: it does not collapse and beats the random probe.";
-    out.push(match (get("contrastive"), random) {
+    match (get("contrastive"), random) {
         (Some(s), Some(r)) => {
             let probe = s.probe.unwrap_or((f64::NAN, 0.0));
             let ok = !collapsed(&s) && above(probe, r);
@@ -238,12 +263,14 @@ pub fn evaluate_claims(t: &GridTables) -> Vec<Claim> {
             }
         }
         _ => missing("F5", s5, "variant `contrastive` and the `random` baseline"),
-    });
+    }
+}
 
-    // F6
+/// F6: encoder-only batch norm collapses, then separates.
+fn f6(t: &GridTables, _random: Option<(f64, f64)>) -> Claim {
     let s6 = "With batch norm only in the encoder, training first collapses (pos − neg < 0.05 in some epoch of the first half) and then separates (last-epoch gap larger by > 0.1).";
     let gaps = gap_by_epoch(t, "encoder-bn");
-    out.push(if gaps.len() >= 4 {
+    if gaps.len() >= 4 {
         let half = gaps.len() / 2;
         let early = gaps[..half]
             .iter()
@@ -264,15 +291,18 @@ pub fn evaluate_claims(t: &GridTables) -> Vec<Claim> {
             s6,
             "variant `encoder-bn` (experiments/encoder-bn.toml) with ≥ 4 epochs",
         )
-    });
+    }
+}
 
-    // F7
+/// F7: without batch norm, LARS or weight decay rescues SGD.
+fn f7(t: &GridTables, random: Option<(f64, f64)>) -> Claim {
+    let get = |v: &str| stats(t, v);
     let s7 = "With no batch norm anywhere, plain SGD learns nothing (probe not above random) while LARS or stronger weight decay learns (probe above random).";
     let rescued: Vec<(&str, Stats)> = ["lars", "sgd-high-wd"]
         .iter()
         .filter_map(|v| get(v).map(|s| (*v, s)))
         .collect();
-    out.push(match (get("sgd"), random) {
+    match (get("sgd"), random) {
         (Some(s), Some(r)) if !rescued.is_empty() => {
             let probe = s.probe.unwrap_or((f64::NAN, 0.0));
             let any_rescue = rescued.iter().any(|(_, x)| above(x.probe.unwrap_or((f64::NAN, 0.0)), r));
@@ -288,8 +318,7 @@ pub fn evaluate_claims(t: &GridTables) -> Vec<Claim> {
             }
         }
         _ => missing("F7", s7, "variants `sgd` and `lars` or `sgd-high-wd` (experiments/no-bn-optimizers.toml) and the `random` baseline"),
-    });
-    out
+    }
 }
 
 #[cfg(test)]
