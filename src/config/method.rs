@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::rules::{at_least_one, positive};
+
 /// The self-supervised method (see `src/method/`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -131,6 +133,20 @@ impl Default for MethodConfig {
             temperature: 0.2,
             queue_size: 1024,
         }
+    }
+}
+
+impl MethodConfig {
+    pub(super) fn validate(&self) -> Result<(), String> {
+        let m = self;
+        if !(0.0..=1.0).contains(&m.tau) {
+            return Err(format!("method.tau must be in [0, 1], got {}", m.tau));
+        }
+        positive("method.temperature", m.temperature)?;
+        if m.name.spec().queue {
+            at_least_one("method.queue_size", m.queue_size)?;
+        }
+        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@ mod data;
 mod error;
 mod grid;
 mod method;
+mod rules;
 mod run;
 
 pub use data::{AugmentConfig, DatasetConfig};

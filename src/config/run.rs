@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{AugmentConfig, DatasetConfig};
 use super::method::MethodConfig;
+use super::rules::{at_least_one, at_most, non_negative, positive};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -267,83 +268,10 @@ const MAX_OBJECTS: usize = 64;
 impl RunConfig {
     /// Checks what serde cannot: ranges and combinations. The message names the field.
     pub fn validate(&self) -> Result<(), String> {
-        fn positive(name: &str, v: f64) -> Result<(), String> {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(format!("{name} must be a positive number, got {v}"))
-            }
-        }
-        fn non_negative(name: &str, v: f64) -> Result<(), String> {
-            if v.is_finite() && v >= 0.0 {
-                Ok(())
-            } else {
-                Err(format!("{name} must be ≥ 0, got {v}"))
-            }
-        }
-        fn at_most(name: &str, v: usize, max: usize) -> Result<(), String> {
-            if v <= max {
-                Ok(())
-            } else {
-                Err(format!("{name} must be ≤ {max}, got {v}"))
-            }
-        }
-        fn at_least_one(name: &str, v: usize) -> Result<(), String> {
-            if v >= 1 {
-                Ok(())
-            } else {
-                Err(format!("{name} must be ≥ 1, got {v}"))
-            }
-        }
-        let o = &self.optim;
-        positive("optim.lr", o.lr)?;
-        non_negative("optim.lr_min", o.lr_min)?;
-        if o.lr_min > o.lr {
-            return Err(format!(
-                "optim.lr_min must be ≤ optim.lr, got {} > {}",
-                o.lr_min, o.lr
-            ));
-        }
-        if !(0.0..1.0).contains(&o.momentum) {
-            return Err(format!(
-                "optim.momentum must be in [0, 1), got {}",
-                o.momentum
-            ));
-        }
-        non_negative("optim.weight_decay", o.weight_decay)?;
-        positive("optim.lars_eta", o.lars_eta)?;
-        let m = &self.method;
-        if !(0.0..=1.0).contains(&m.tau) {
-            return Err(format!("method.tau must be in [0, 1], got {}", m.tau));
-        }
-        positive("method.temperature", m.temperature)?;
-        if m.name.spec().queue {
-            at_least_one("method.queue_size", m.queue_size)?;
-        }
-        let md = &self.model;
-        at_least_one("model.width", md.width)?;
-        at_least_one("model.depth", md.depth)?;
-        // Channels double per stage: beyond this the widths overflow any machine.
-        at_most("model.depth", md.depth, MAX_DEPTH)?;
-        at_least_one("model.gn_groups", md.gn_groups)?;
-        for (name, h) in [("projector", &md.projector), ("predictor", &md.predictor)] {
-            at_least_one(&format!("model.{name}.hidden"), h.hidden)?;
-            at_least_one(&format!("model.{name}.out"), h.out)?;
-            if h.norm == HeadNorm::Gn && h.hidden % md.gn_groups != 0 {
-                return Err(format!(
-                    "model.{name}.hidden ({}) must be a multiple of model.gn_groups ({}) for group norm",
-                    h.hidden, md.gn_groups
-                ));
-            }
-        }
-        if matches!(md.encoder_norm, EncoderNorm::Gn | EncoderNorm::GnWs)
-            && md.width % md.gn_groups != 0
-        {
-            return Err(format!(
-                "model.width ({}) must be a multiple of model.gn_groups ({}) for group norm in the encoder",
-                md.width, md.gn_groups
-            ));
-        }
+        self.optim.validate()?;
+        self.method.validate()?;
+        self.model.validate()?;
+        let (m, md) = (&self.method, &self.model);
         if m.name.spec().predictor && md.predictor.out != md.projector.out {
             return Err(format!(
                 "model.predictor.out must equal model.projector.out ({}) for {}, got {}",
@@ -352,24 +280,8 @@ impl RunConfig {
                 md.predictor.out
             ));
         }
+        self.train.validate()?;
         let t = &self.train;
-        if t.batch_size < 2 {
-            return Err(format!(
-                "train.batch_size must be ≥ 2 (negatives and batch statistics need two examples), got {}",
-                t.batch_size
-            ));
-        }
-        at_least_one("train.epochs", t.epochs as usize)?;
-        at_least_one("train.prefetch", t.prefetch)?;
-        at_least_one("train.loader_threads", t.loader_threads)?;
-        // Threads and queued batches are real allocations: a typo of a few zeros would
-        // exhaust the machine before the first step.
-        at_most("train.prefetch", t.prefetch, MAX_THREADS_OR_BATCHES)?;
-        at_most(
-            "train.loader_threads",
-            t.loader_threads,
-            MAX_THREADS_OR_BATCHES,
-        )?;
         for (name, seed) in [
             ("train.seed", t.seed),
             ("dataset.seed", self.dataset.seed),
@@ -440,5 +352,82 @@ impl RunConfig {
     pub fn head_norms(&self) -> (HeadNorm, Option<HeadNorm>) {
         let predictor = (self.method.name.spec().predictor).then_some(self.model.predictor.norm);
         (self.model.projector.norm, predictor)
+    }
+}
+
+impl OptimConfig {
+    fn validate(&self) -> Result<(), String> {
+        let o = self;
+        positive("optim.lr", o.lr)?;
+        non_negative("optim.lr_min", o.lr_min)?;
+        if o.lr_min > o.lr {
+            return Err(format!(
+                "optim.lr_min must be ≤ optim.lr, got {} > {}",
+                o.lr_min, o.lr
+            ));
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return Err(format!(
+                "optim.momentum must be in [0, 1), got {}",
+                o.momentum
+            ));
+        }
+        non_negative("optim.weight_decay", o.weight_decay)?;
+        positive("optim.lars_eta", o.lars_eta)?;
+        Ok(())
+    }
+}
+
+impl ModelConfig {
+    fn validate(&self) -> Result<(), String> {
+        let md = self;
+        at_least_one("model.width", md.width)?;
+        at_least_one("model.depth", md.depth)?;
+        // Channels double per stage: beyond this the widths overflow any machine.
+        at_most("model.depth", md.depth, MAX_DEPTH)?;
+        at_least_one("model.gn_groups", md.gn_groups)?;
+        for (name, h) in [("projector", &md.projector), ("predictor", &md.predictor)] {
+            at_least_one(&format!("model.{name}.hidden"), h.hidden)?;
+            at_least_one(&format!("model.{name}.out"), h.out)?;
+            if h.norm == HeadNorm::Gn && h.hidden % md.gn_groups != 0 {
+                return Err(format!(
+                    "model.{name}.hidden ({}) must be a multiple of model.gn_groups ({}) for group norm",
+                    h.hidden, md.gn_groups
+                ));
+            }
+        }
+        if matches!(md.encoder_norm, EncoderNorm::Gn | EncoderNorm::GnWs)
+            && md.width % md.gn_groups != 0
+        {
+            return Err(format!(
+                "model.width ({}) must be a multiple of model.gn_groups ({}) for group norm in the encoder",
+                md.width, md.gn_groups
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TrainConfig {
+    fn validate(&self) -> Result<(), String> {
+        let t = self;
+        if t.batch_size < 2 {
+            return Err(format!(
+                "train.batch_size must be ≥ 2 (negatives and batch statistics need two examples), got {}",
+                t.batch_size
+            ));
+        }
+        at_least_one("train.epochs", t.epochs as usize)?;
+        at_least_one("train.prefetch", t.prefetch)?;
+        at_least_one("train.loader_threads", t.loader_threads)?;
+        // Threads and queued batches are real allocations: a typo of a few zeros would
+        // exhaust the machine before the first step.
+        at_most("train.prefetch", t.prefetch, MAX_THREADS_OR_BATCHES)?;
+        at_most(
+            "train.loader_threads",
+            t.loader_threads,
+            MAX_THREADS_OR_BATCHES,
+        )?;
+        Ok(())
     }
 }

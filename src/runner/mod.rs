@@ -344,46 +344,13 @@ fn run_one(
     };
     let dir = staging::staging_dir(grid_dir, &spec.run_id);
     let mut recorder: Option<Recorder> = None;
-    let result = (|| -> anyhow::Result<_> {
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        write_text(
-            &dir.join("config.toml"),
-            &toml::to_string_pretty(&spec.config)?,
-        )?;
-        let key = dataset_key(spec)?;
-        let pair = datasets.get(&key).context("data set not opened")?;
-        let eval = eval_plan(&spec.config, pair, &opts.device)?;
-        let rec = recorder.insert(match &checkpoint {
-            Some(c) => Recorder::resume(spec, &dir, eval, c)?,
-            None => Recorder::new(spec, &dir, eval),
-        });
-        let control = RunControl {
-            checkpointing: Some(Checkpointing {
-                dir: dir.clone(),
-                every: spec.config.train.checkpoint_every,
-                config_hash: hash.clone(),
-                interrupt: Arc::clone(&opts.interrupt),
-            }),
-            resume: match &checkpoint {
-                Some(c) => Some(read_checkpoint(c, &opts.device)?),
-                None => None,
-            },
-            stop_after: None,
-        };
-        let train_set: Arc<dyn Dataset> = pair.train.clone();
-        let (summary, method) = train_with(
-            &spec.config,
-            &opts.device,
-            train_set,
-            rec,
-            Some(bar),
-            control,
-        )?;
-        if !matches!(summary.status, RunStatus::Interrupted { .. }) {
-            save_weights(method.online(), &dir)?;
-        }
-        Ok(summary)
-    })();
+    let run = StagedRun {
+        spec,
+        dir: &dir,
+        opts,
+        hash: &hash,
+    };
+    let result = run.train(datasets, bar, checkpoint.as_deref(), &mut recorder);
     if let Ok(TrainSummary {
         status: RunStatus::Interrupted { next_step },
         ..
@@ -403,33 +370,128 @@ fn run_one(
             format!("{how}; interrupted, checkpointed at step {next_step}"),
         );
     }
-    // Logs are written whatever happened: a diverged or failed run keeps what it logged.
-    let (steps, evals, embeddings) = match recorder {
-        Some(r) => (r.steps, r.evals, r.embeddings),
-        None => (
-            StepsLog::new(&spec.run_id, &spec.variant, spec.seed),
-            Vec::new(),
-            None,
-        ),
-    };
-    let mut write_logs = steps.write(&dir.join("steps.parquet"));
-    if write_logs.is_ok() && !evals.is_empty() {
-        write_logs = write_evals(
-            &dir.join("evals.parquet"),
-            &spec.run_id,
-            &spec.variant,
-            spec.seed,
-            &evals,
-        )
-        .and_then(|_| write_spectrum(&dir.join("spectrum.parquet"), &spec.run_id, &evals));
-    }
-    if let Some(writer) = embeddings {
-        let finished = writer.finish();
-        if write_logs.is_ok() {
-            write_logs = finished;
-        }
-    }
+    let (steps, evals, write_logs) = run.write_logs(recorder);
     let mut row = row_from_logs(spec, &steps.rows, &evals);
+    record_outcome(&mut row, result, write_logs);
+    row.wall_seconds = started.elapsed().as_secs_f64();
+    let record = staging::RunRecord {
+        config_hash: hash,
+        summary: row.clone(),
+    };
+    let published = remove_checkpoint(&dir)
+        .and_then(|()| remove_dir_if_present(&dir.join(recorder::PARTS_DIR)))
+        .and_then(|()| staging::finish(grid_dir, &spec.run_id, &record));
+    if let Err(e) = published {
+        row.status = Status::Failed;
+        row.error = Some(format!("publishing the run folder: {e:#}"));
+    }
+    (row, how)
+}
+
+/// A run being trained in its staging folder.
+struct StagedRun<'a> {
+    spec: &'a RunSpec,
+    dir: &'a Path,
+    opts: &'a RunOptions,
+    /// The config's fingerprint, recorded in checkpoints.
+    hash: &'a str,
+}
+
+impl StagedRun<'_> {
+    /// Trains from the start or from `checkpoint`, logging through the recorder it leaves in
+    /// `recorder` (so that whatever was logged survives a failure), and saves the weights
+    /// unless interrupted.
+    fn train(
+        &self,
+        datasets: &HashMap<String, DatasetPair>,
+        bar: &ProgressBar,
+        checkpoint: Option<&Path>,
+        recorder: &mut Option<Recorder>,
+    ) -> anyhow::Result<TrainSummary> {
+        let (spec, dir) = (self.spec, self.dir);
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        write_text(
+            &dir.join("config.toml"),
+            &toml::to_string_pretty(&spec.config)?,
+        )?;
+        let key = dataset_key(spec)?;
+        let pair = datasets.get(&key).context("data set not opened")?;
+        let eval = eval_plan(&spec.config, pair, &self.opts.device)?;
+        let rec = recorder.insert(match checkpoint {
+            Some(c) => Recorder::resume(spec, dir, eval, c)?,
+            None => Recorder::new(spec, dir, eval),
+        });
+        let control = RunControl {
+            checkpointing: Some(Checkpointing {
+                dir: dir.to_path_buf(),
+                every: spec.config.train.checkpoint_every,
+                config_hash: self.hash.to_string(),
+                interrupt: Arc::clone(&self.opts.interrupt),
+            }),
+            resume: match checkpoint {
+                Some(c) => Some(read_checkpoint(c, &self.opts.device)?),
+                None => None,
+            },
+            stop_after: None,
+        };
+        let train_set: Arc<dyn Dataset> = pair.train.clone();
+        let (summary, method) = train_with(
+            &spec.config,
+            &self.opts.device,
+            train_set,
+            rec,
+            Some(bar),
+            control,
+        )?;
+        if !matches!(summary.status, RunStatus::Interrupted { .. }) {
+            save_weights(method.online(), dir)?;
+        }
+        Ok(summary)
+    }
+
+    /// Writes the step log, evaluations, spectra and embeddings, whatever happened: a
+    /// diverged or failed run keeps what it logged. Returns the logs and the first error.
+    fn write_logs(
+        &self,
+        recorder: Option<Recorder>,
+    ) -> (StepsLog, Vec<EvalRecord>, anyhow::Result<()>) {
+        let (spec, dir) = (self.spec, self.dir);
+        let (steps, evals, embeddings) = match recorder {
+            Some(r) => (r.steps, r.evals, r.embeddings),
+            None => (
+                StepsLog::new(&spec.run_id, &spec.variant, spec.seed),
+                Vec::new(),
+                None,
+            ),
+        };
+        let mut written = steps.write(&dir.join("steps.parquet"));
+        if written.is_ok() && !evals.is_empty() {
+            written = write_evals(
+                &dir.join("evals.parquet"),
+                &spec.run_id,
+                &spec.variant,
+                spec.seed,
+                &evals,
+            )
+            .and_then(|_| write_spectrum(&dir.join("spectrum.parquet"), &spec.run_id, &evals));
+        }
+        if let Some(writer) = embeddings {
+            let finished = writer.finish();
+            if written.is_ok() {
+                written = finished;
+            }
+        }
+        (steps, evals, written)
+    }
+}
+
+/// Sets a run's status, error and stop reason from how training and the writing of its
+/// logs went.
+fn record_outcome(
+    row: &mut SummaryRow,
+    result: anyhow::Result<TrainSummary>,
+    write_logs: anyhow::Result<()>,
+) {
     match (result, write_logs) {
         (Ok(summary), Ok(())) => {
             row.images_per_second = summary.images_per_second;
@@ -451,19 +513,6 @@ fn run_one(
             row.error = Some(format!("{e:#}"));
         }
     }
-    row.wall_seconds = started.elapsed().as_secs_f64();
-    let record = staging::RunRecord {
-        config_hash: hash,
-        summary: row.clone(),
-    };
-    let published = remove_checkpoint(&dir)
-        .and_then(|()| remove_dir_if_present(&dir.join(recorder::PARTS_DIR)))
-        .and_then(|()| staging::finish(grid_dir, &spec.run_id, &record));
-    if let Err(e) = published {
-        row.status = Status::Failed;
-        row.error = Some(format!("publishing the run folder: {e:#}"));
-    }
-    (row, how)
 }
 
 /// A run's summary row from its step log and evaluations (status `ok`; the caller sets
