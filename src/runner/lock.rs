@@ -1,7 +1,9 @@
-//! One `collapse-lab run` per grid folder. `DIR/<grid>/.lock` names its holder (pid, host,
-//! start time); a second run refuses with one line naming it, and a lock whose process is gone
-//! (killed, crashed) is taken over. The holder also removes temporary files that a killed run
-//! left behind (`.<file>.tmp-<pid>`): while it holds the lock nobody else writes there.
+//! One writer per grid folder, or per run. A local `collapse-lab run` holds `DIR/<grid>/.lock`;
+//! array tasks (which share a grid) hold `DIR/<grid>/.staging/<run>.lock` for each run they
+//! train, and local runs take those too. A lock file names its holder (pid, host, start
+//! time); a second writer refuses with one line naming it, and a lock whose process is gone
+//! (killed, crashed) is taken over. The holder also removes temporary files that a killed
+//! writer left behind (`.<file>.tmp-<pid>`): while it holds the lock nobody else writes there.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -13,6 +15,42 @@ use crate::config::InputError;
 #[derive(Debug)]
 pub struct GridLock {
     path: PathBuf,
+}
+
+/// The lock of one run of a grid, released (its file removed) when dropped.
+#[derive(Debug)]
+pub struct RunLock {
+    _lock: GridLock,
+}
+
+/// The lock file of run `run_id` (beside its staging folder, which is replaced wholesale).
+pub fn run_lock_path(grid_dir: &Path, run_id: &str) -> PathBuf {
+    grid_dir
+        .join(super::staging::STAGING_DIR)
+        .join(format!("{run_id}.lock"))
+}
+
+impl RunLock {
+    /// Takes the lock of run `run_id`, then removes leftover temporary files of that run.
+    pub fn acquire(grid_dir: &Path, run_id: &str) -> Result<Self, InputError> {
+        let path = run_lock_path(grid_dir, run_id);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| InputError::new(parent.display().to_string(), e.to_string()))?;
+        }
+        let lock = GridLock::take(path, "this run")?;
+        remove_temp_files_below(&super::staging::staging_dir(grid_dir, run_id), 3);
+        remove_temp_files_below(&grid_dir.join(run_id), 3);
+        Ok(Self { _lock: lock })
+    }
+}
+
+/// Who holds the lock file at `path`, if a live process does (or one on another host, which
+/// cannot be checked): "pid P on HOST".
+pub fn live_holder(path: &Path) -> Option<String> {
+    let text = fs::read_to_string(path).ok()?;
+    let (pid, host, _) = holder(&text)?;
+    (host != host_name() || !is_dead(pid)).then(|| format!("pid {pid} on {host}"))
 }
 
 /// This machine's name, as written into lock files.
@@ -49,7 +87,26 @@ impl GridLock {
     /// Takes the lock of `grid_dir` (which must exist), taking over a stale one, then removes
     /// leftover temporary files in the folder and its run folders.
     pub fn acquire(grid_dir: &Path) -> Result<Self, InputError> {
+        let lock = Self::take(grid_dir.join(".lock"), "this grid")?;
+        remove_leftover_temp_files(grid_dir);
+        Ok(lock)
+    }
+
+    /// Refuses (one line naming the holder) while a local run holds the grid's lock: array
+    /// tasks must not write beside it.
+    pub fn refuse_if_held(grid_dir: &Path) -> Result<(), InputError> {
         let path = grid_dir.join(".lock");
+        match live_holder(&path) {
+            Some(who) => Err(InputError::new(
+                path.display().to_string(),
+                format!("held by {who}: a local `collapse-lab run` is writing this grid"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Creates the lock file at `path` naming this process, taking over a stale one.
+    fn take(path: PathBuf, what: &str) -> Result<Self, InputError> {
         let me = host_name();
         for _ in 0..2 {
             match OpenOptions::new().write(true).create_new(true).open(&path) {
@@ -63,9 +120,7 @@ impl GridLock {
                         std::process::id()
                     )
                     .map_err(|e| InputError::new(path.display().to_string(), e.to_string()))?;
-                    let lock = Self { path };
-                    remove_leftover_temp_files(grid_dir);
-                    return Ok(lock);
+                    return Ok(Self { path });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let text = fs::read_to_string(&path).unwrap_or_default();
@@ -78,14 +133,14 @@ impl GridLock {
                             return Err(InputError::new(
                                 path.display().to_string(),
                                 format!(
-                                    "held by pid {pid} on {host} since {started} (seconds since 1970): another `collapse-lab run` is writing this grid; wait for it, or remove this file if that process is gone"
+                                    "held by pid {pid} on {host} since {started} (seconds since 1970): another `collapse-lab run` is writing {what}; wait for it, or remove this file if that process is gone"
                                 ),
                             ))
                         }
                         None => {
                             return Err(InputError::new(
                                 path.display().to_string(),
-                                "a lock file that names no holder (pid=, host=, started=); remove it if no run is writing this grid",
+                                format!("a lock file that names no holder (pid=, host=, started=); remove it if no run is writing {what}"),
                             ))
                         }
                     }

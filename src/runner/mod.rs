@@ -6,11 +6,14 @@ pub mod bench;
 pub mod cpu;
 pub mod export;
 mod final_metrics;
+pub mod finalize;
 pub mod lock;
 pub mod parity;
 mod recorder;
 pub mod resources;
+pub mod slurm;
 pub mod staging;
+pub mod tasks;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +50,8 @@ pub struct RunOptions {
     /// Set (by SIGINT/SIGTERM) to stop: runs in progress checkpoint and are marked
     /// `interrupted`, no further run starts.
     pub interrupt: Arc<AtomicBool>,
+    /// Train only the runs of this array task (`--task-index`, `--runs-per-task`).
+    pub task: Option<tasks::TaskSlice>,
 }
 
 /// What a grid run leaves behind.
@@ -59,38 +64,110 @@ pub struct GridOutcome {
     pub not_started: usize,
 }
 
-/// Trains every run of `grid` under `opts.out/<grid name>/`, `opts.jobs` runs at a time.
+/// Trains every run of `grid` under `opts.out/<grid name>/`, `opts.jobs` runs at a time, or,
+/// with `opts.task`, the runs of one array task (see [`tasks`]).
 pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
-    let runs = grid.expand()?;
+    let (runs, baselines) = match &opts.task {
+        None => (grid.expand()?, baseline_specs(grid)?),
+        Some(task) => task.select(grid)?,
+    };
     if let Some(available) = resources::available_memory() {
         // The untrained baselines build the base config's networks too.
-        let mut all = runs.clone();
-        for &seed in &grid.seeds {
-            all.push(RunSpec {
-                run_id: format!("{BASELINE_VARIANT}-s{seed}"),
-                variant: BASELINE_VARIANT.into(),
-                seed,
-                config: grid.base_run(seed)?,
-            });
-        }
+        let all: Vec<RunSpec> = runs.iter().chain(&baselines).cloned().collect();
         resources::check(&all, opts.jobs, opts.device.is_cpu(), available)?;
     }
     let dir = opts.out.join(&grid.name);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let _lock = lock::GridLock::acquire(&dir)?;
-    write_text(&dir.join("grid.toml"), &grid.to_toml())?;
+    // A local grid holds the grid's lock; array tasks share the grid and lock run by run.
+    let _lock = match opts.task {
+        None => Some(lock::GridLock::acquire(&dir)?),
+        Some(_) => {
+            lock::GridLock::refuse_if_held(&dir)?;
+            None
+        }
+    };
+    write_text(&dir.join(GRID_FILE), &grid.to_toml())?;
+    let datasets = open_datasets(runs.iter().chain(&baselines))?;
+    let baseline_rows: Vec<SummaryRow> = baselines
+        .iter()
+        .map(|spec| {
+            Ok(random_baseline(
+                spec,
+                &dir,
+                opts,
+                &datasets[&dataset_key(spec)?],
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    // Array tasks leave the summary to `finalize`: they would overwrite each other's.
+    let summary_path = opts.task.is_none().then(|| dir.join(SUMMARY_FILE));
+    let trained = train_runs(
+        &runs,
+        &dir,
+        opts,
+        &datasets,
+        &baseline_rows,
+        summary_path.as_deref(),
+        &grid.name,
+    )?;
+    let rows: Vec<SummaryRow> = trained
+        .into_iter()
+        .flatten()
+        .chain(baseline_rows.iter().cloned())
+        .collect();
+    let not_started = runs.len() + baseline_rows.len() - rows.len();
+    let interrupted = not_started > 0 || rows.iter().any(|r| r.status == Status::Interrupted);
+    Ok(GridOutcome {
+        dir,
+        rows,
+        interrupted,
+        not_started,
+    })
+}
 
-    // Every data set the grid needs, opened once and shared by the runs.
+/// Checks a grid as `run` does before training anything (every run config, the baselines,
+/// each data set opened and large enough for its batch); returns its number of trained runs.
+pub fn validate_grid(grid: &Grid) -> anyhow::Result<usize> {
+    let runs = grid.expand()?;
+    let baselines = baseline_specs(grid)?;
+    open_datasets(runs.iter().chain(&baselines))?;
+    Ok(runs.len())
+}
+
+/// The grid as run, in its folder (what array tasks and `finalize` read).
+pub const GRID_FILE: &str = "grid.toml";
+/// The grid's summary table, in its folder.
+pub const SUMMARY_FILE: &str = "summary.parquet";
+
+/// The untrained-encoder baseline, one per seed, from the grid's base config.
+pub fn baseline_specs(grid: &Grid) -> anyhow::Result<Vec<RunSpec>> {
+    grid.seeds
+        .iter()
+        .map(|&seed| {
+            Ok(RunSpec {
+                run_id: format!("{BASELINE_VARIANT}-s{seed}"),
+                variant: BASELINE_VARIANT.into(),
+                seed,
+                config: grid.base_run(seed)?,
+            })
+        })
+        .collect()
+}
+
+/// Every data set the runs need, opened once and shared. A split smaller than one batch
+/// cannot train: bad input, before any run starts.
+fn open_datasets<'a>(
+    specs: impl Iterator<Item = &'a RunSpec>,
+) -> anyhow::Result<HashMap<String, DatasetPair>> {
     let mut datasets: HashMap<String, DatasetPair> = HashMap::new();
-    for spec in &runs {
+    for spec in specs {
         let key = dataset_key(spec)?;
         if let std::collections::hash_map::Entry::Vacant(slot) = datasets.entry(key.clone()) {
             slot.insert(open_dataset(&spec.config.dataset)?);
         }
-        // A split smaller than one batch cannot train: bad input, before any run starts.
         let train_len = datasets[&key].train.len();
         let batch = spec.config.train.batch_size;
-        if train_len < batch {
+        if spec.variant != BASELINE_VARIANT && train_len < batch {
             let d = &spec.config.dataset;
             return Err(crate::config::InputError::new(
                 format!("dataset `{}`{}", d.name, d.path.as_deref().map(|p| format!(" at {p}")).unwrap_or_default()),
@@ -102,19 +179,21 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
             .into());
         }
     }
+    Ok(datasets)
+}
 
-    // The untrained-encoder baseline, one per seed, from the grid's base config.
-    let mut baselines = Vec::new();
-    for &seed in &grid.seeds {
-        let config = grid.base_run(seed)?;
-        let key = toml::to_string(&config.dataset)?;
-        let pair = match datasets.get(&key) {
-            Some(p) => p.clone(),
-            None => open_dataset(&config.dataset)?,
-        };
-        baselines.push(random_baseline(&config, seed, &dir, opts, &pair));
-    }
-
+/// Trains `runs`, `opts.jobs` at a time, with progress bars; after each run, rewrites the
+/// summary at `summary_path` (if any) with what is done, in grid order, so an interrupted
+/// grid keeps what it finished. A run not started (interrupt) has no row.
+fn train_runs(
+    runs: &[RunSpec],
+    dir: &Path,
+    opts: &RunOptions,
+    datasets: &HashMap<String, DatasetPair>,
+    baselines: &[SummaryRow],
+    summary_path: Option<&Path>,
+    grid_name: &str,
+) -> anyhow::Result<Vec<Option<SummaryRow>>> {
     let multi = MultiProgress::with_draw_target(if opts.progress {
         ProgressDrawTarget::stderr()
     } else {
@@ -125,7 +204,7 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
         ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} runs {elapsed_precise}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    grid_bar.set_prefix(grid.name.clone());
+    grid_bar.set_prefix(grid_name.to_string());
     let run_style =
         ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} steps {per_sec} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar());
@@ -133,15 +212,13 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
     let jobs = opts.jobs.clamp(1, runs.len().max(1));
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<SummaryRow>>> = Mutex::new(vec![None; runs.len()]);
-    let summary_path = dir.join("summary.parquet");
     let write_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             let bar = multi.add(ProgressBar::new(0));
             bar.set_style(run_style.clone());
-            let (next, results, datasets, runs, dir, multi, grid_bar) =
-                (&next, &results, &datasets, &runs, &dir, &multi, &grid_bar);
-            let (summary_path, write_error, baselines) = (&summary_path, &write_error, &baselines);
+            let (next, results, write_error, multi, grid_bar) =
+                (&next, &results, &write_error, &multi, &grid_bar);
             scope.spawn(move || loop {
                 if opts.interrupt.load(Ordering::SeqCst) {
                     bar.finish_and_clear();
@@ -162,16 +239,12 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
                 }
                 let mut all = results.lock().unwrap_or_else(|p| p.into_inner());
                 all[i] = Some(row);
-                // The summary is rewritten after every run, in grid order, so an interrupted
-                // grid keeps what it finished.
-                let done: Vec<SummaryRow> = all
-                    .iter()
-                    .flatten()
-                    .chain(baselines.iter())
-                    .cloned()
-                    .collect();
-                if let Err(e) = write_summary(summary_path, &done) {
-                    *write_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                if let Some(path) = summary_path {
+                    let done: Vec<SummaryRow> =
+                        all.iter().flatten().chain(baselines).cloned().collect();
+                    if let Err(e) = write_summary(path, &done) {
+                        *write_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    }
                 }
                 grid_bar.inc(1);
             });
@@ -181,21 +254,7 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
     if let Some(e) = write_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
-    let rows: Vec<SummaryRow> = results
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .into_iter()
-        .flatten()
-        .chain(baselines.iter().cloned())
-        .collect();
-    let not_started = runs.len() + baselines.len() - rows.len();
-    let interrupted = not_started > 0 || rows.iter().any(|r| r.status == Status::Interrupted);
-    Ok(GridOutcome {
-        dir,
-        rows,
-        interrupted,
-        not_started,
-    })
+    Ok(results.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
 fn dataset_key(spec: &RunSpec) -> anyhow::Result<String> {
@@ -224,17 +283,17 @@ fn eval_plan(config: &RunConfig, pair: &DatasetPair, device: &Device) -> anyhow:
 /// Evaluates the untrained network of `config` (variant `random`): the baseline every
 /// trained encoder is compared with. Kept when it finished before with the same config.
 fn random_baseline(
-    config: &RunConfig,
-    seed: u64,
+    spec: &RunSpec,
     grid_dir: &Path,
     opts: &RunOptions,
     pair: &DatasetPair,
 ) -> SummaryRow {
-    let run_id = format!("{BASELINE_VARIANT}-s{seed}");
+    let (config, seed, run_id) = (&spec.config, spec.seed, &spec.run_id);
     let hash = config.numbers_hash();
     let started = std::time::Instant::now();
-    let mut row = empty_row(&run_id, BASELINE_VARIANT, seed, config);
+    let mut row = empty_row(run_id, BASELINE_VARIANT, seed, config);
     let result = (|| -> anyhow::Result<Option<SummaryRow>> {
+        let _lock = lock::RunLock::acquire(grid_dir, run_id)?;
         if let staging::Plan::Keep(kept) = staging::plan(grid_dir, &run_id, &hash, opts.fresh)? {
             return Ok(Some(*kept));
         }
@@ -321,7 +380,15 @@ fn run_one(
 ) -> (SummaryRow, String) {
     let hash = spec.config.numbers_hash();
     let started = std::time::Instant::now();
-    let plan = match staging::plan(grid_dir, &spec.run_id, &hash, opts.fresh) {
+    let plan = lock::RunLock::acquire(grid_dir, &spec.run_id)
+        .map_err(anyhow::Error::from)
+        .and_then(|lock| {
+            Ok((
+                lock,
+                staging::plan(grid_dir, &spec.run_id, &hash, opts.fresh)?,
+            ))
+        });
+    let (_lock, plan) = match plan {
         Ok(p) => p,
         Err(e) => {
             let mut row = empty_row(&spec.run_id, &spec.variant, spec.seed, &spec.config);

@@ -127,6 +127,14 @@ pub fn find_checkpoint(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
     Ok(current.join(PROGRESS_FILE).is_file().then_some(current))
 }
 
+/// The progress of the checkpoint in staging folder `dir`, read without changing anything
+/// (a run elsewhere may be writing it): what `collapse-lab status` shows.
+pub fn peek_checkpoint(dir: &Path) -> Option<Progress> {
+    [CHECKPOINT_DIR, PREVIOUS_DIR]
+        .iter()
+        .find_map(|d| read_progress(&dir.join(d)).ok())
+}
+
 /// Reads only the progress of checkpoint folder `dir` (to decide whether to resume).
 pub fn read_progress(dir: &Path) -> Result<Progress, InputError> {
     let path = dir.join(PROGRESS_FILE);

@@ -1,14 +1,15 @@
 //! The command line: parses flags and wires the stages together; computes nothing itself.
 
+mod grid;
+
+pub use grid::{GridDirArgs, Interrupted, RunArgs, SlurmArgs, EXIT_INTERRUPTED};
+
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{load_run_config, Grid, InputError, RunSpec, BASELINE_VARIANT};
+use crate::config::{load_run_config, Grid, InputError, RunSpec};
 use crate::data::tools::{fetch, inspect};
-use crate::log::Status;
 use crate::report::render;
 use crate::runner::analyze::{
     analyze_run, reevaluate_run, run_dirs, write_analysis, write_eval_analysis, LiveComparison,
@@ -17,7 +18,6 @@ use crate::runner::analyze::{
 use crate::runner::bench::{bench, BenchWhat};
 use crate::runner::export::export_torch;
 use crate::runner::parity::parity_dump;
-use crate::runner::{run_grid, RunOptions};
 use crate::train::parse_device;
 
 /// The grid `collapse-lab run` uses when none is named.
@@ -36,8 +36,16 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Train every variant × seed of an ablation grid and write Parquet logs.
+    /// Train every variant × seed of an ablation grid and write Parquet logs (or, with
+    /// --task-index, the runs of one Slurm array task).
     Run(RunArgs),
+    /// Submit a grid as a Slurm job array plus a finalisation job (summary and report).
+    Slurm(SlurmArgs),
+    /// Write summary.parquet and the report of a grid folder from its finished runs; exit 1
+    /// if a run failed or did not finish (what the Slurm finalisation job runs).
+    Finalize(GridDirArgs),
+    /// Per run of a grid folder: done, running, failed, interrupted or pending.
+    Status(GridDirArgs),
     /// Recompute every per-step metric from embeddings.parquet and each run's final
     /// evaluation from its stored weights; write analysis.parquet and analysis_evals.parquet.
     Analyze(AnalyzeArgs),
@@ -159,73 +167,13 @@ pub struct AnalyzeArgs {
     pub verify: bool,
 }
 
-#[derive(Args, Debug)]
-pub struct RunArgs {
-    /// Grid file (default: experiments/bn-ablation.toml).
-    pub grid: Option<PathBuf>,
-    /// Output folder; the grid's results go to OUT/<grid name>/.
-    #[arg(long, default_value = "runs")]
-    pub out: PathBuf,
-    /// Override a run-config field for every run, e.g. --set optim.lr=0.4 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Seeds to run instead of the grid's, e.g. --seeds 0,1.
-    #[arg(long, value_delimiter = ',')]
-    pub seeds: Vec<u64>,
-    /// Run only these variants, e.g. --only byol,no-norm.
-    #[arg(long, value_delimiter = ',')]
-    pub only: Vec<String>,
-    /// Runs trained side by side, each on one core (default: one per physical core; 1 trains
-    /// one run at a time on all cores). Numbers are reproducible for a given --jobs.
-    #[arg(long)]
-    pub jobs: Option<usize>,
-    /// No progress bars.
-    #[arg(long)]
-    pub quiet: bool,
-    /// Train every run from its first step. Without it, a run that finished with the same
-    /// config is kept, an unfinished one resumes from its checkpoint, and one whose config
-    /// changed is re-run.
-    #[arg(long)]
-    pub fresh: bool,
-}
-
-/// A grid stopped by SIGINT/SIGTERM: what was kept, and how to go on. Exit code 130.
-#[derive(Debug)]
-pub struct Interrupted(pub String);
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "interrupted: {}", self.0)
-    }
-}
-
-impl std::error::Error for Interrupted {}
-
-/// The exit code of an interrupted grid (128 + SIGINT, as shells report it).
-pub const EXIT_INTERRUPTED: i32 = 130;
-
-/// SIGINT and SIGTERM set the returned flag: runs checkpoint and stop. A second signal while
-/// the first is handled ends the process at once (exit 130; checkpoints already written stay).
-fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(
-            signal,
-            EXIT_INTERRUPTED,
-            Arc::clone(&flag),
-        )?;
-        signal_hook::flag::register(signal, Arc::clone(&flag))?;
-    }
-    Ok(flag)
-}
-
 /// Runs a parsed command. Errors caused by bad input carry an [`InputError`].
 pub fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => grid::run(args),
+        Command::Slurm(args) => grid::slurm(args),
+        Command::Finalize(args) => grid::finalize(args),
+        Command::Status(args) => grid::status(args),
         Command::Analyze(args) => analyze(args),
         Command::Bench(args) => bench_command(args),
         Command::Report(args) => {
@@ -402,86 +350,6 @@ fn count_comparisons(rows: impl Iterator<Item = (LiveComparison, Option<f64>)>) 
     )
 }
 
-fn run(args: RunArgs) -> anyhow::Result<()> {
-    let path = args.grid.unwrap_or_else(|| PathBuf::from(DEFAULT_GRID));
-    if !path.exists() {
-        return Err(InputError::new(path.display().to_string(), "grid file not found").into());
-    }
-    let device = parse_device(&args.device)?;
-    let jobs = match args.jobs {
-        Some(0) => return Err(InputError::new("--jobs", "expected at least 1").into()),
-        Some(j) => j,
-        None if device.is_cpu() => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        None => 1,
-    };
-    if jobs > 1 {
-        single_threaded_kernels();
-    }
-    let grid = Grid::load(&path)?
-        .with_overrides(&args.set)?
-        .only(&args.only)?
-        .with_seeds(args.seeds)?;
-    let outcome = run_grid(
-        &grid,
-        &RunOptions {
-            out: args.out,
-            device,
-            progress: !args.quiet,
-            jobs,
-            fresh: args.fresh,
-            interrupt: stop_on_signals()?,
-        },
-    )?;
-    if outcome.interrupted {
-        let ids: Vec<&str> = outcome
-            .rows
-            .iter()
-            .filter(|r| r.status == Status::Interrupted)
-            .map(|r| r.run_id.as_str())
-            .collect();
-        let trained = outcome
-            .rows
-            .iter()
-            .filter(|r| r.variant != BASELINE_VARIANT)
-            .count();
-        let finished = trained - ids.len();
-        let checkpointed = if ids.is_empty() {
-            "none checkpointed".to_string()
-        } else {
-            format!("{} checkpointed ({})", ids.len(), ids.join(", "))
-        };
-        return Err(Interrupted(format!(
-            "{finished} of {} runs finished, {checkpointed}, {} not started → {}; run the same command again to resume",
-            trained + outcome.not_started,
-            outcome.not_started,
-            outcome.dir.join("summary.parquet").display()
-        ))
-        .into());
-    }
-    let trained: Vec<_> = outcome
-        .rows
-        .iter()
-        .filter(|r| r.variant != BASELINE_VARIANT)
-        .collect();
-    let failed = trained
-        .iter()
-        .filter(|r| r.status == Status::Failed)
-        .count();
-    let diverged = trained
-        .iter()
-        .filter(|r| r.status == Status::Diverged)
-        .count();
-    let report = render(&outcome.dir, None)?;
-    eprintln!("report → {}", report.join("index.md").display());
-    eprintln!(
-        "{} runs ({failed} failed, {diverged} diverged) + {} untrained baseline(s) → {}",
-        trained.len(),
-        outcome.rows.len() - trained.len(),
-        outcome.dir.join("summary.parquet").display()
-    );
-    Ok(())
-}
-
 /// Exit code for an error: 2 for bad input, 130 for an interrupted grid, 1 otherwise.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     if err.downcast_ref::<Interrupted>().is_some() {
@@ -498,7 +366,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
 
 /// Makes candle (and the gemm it calls) compute each op on the calling thread. Must run
 /// before the first tensor op: candle reads the setting when it starts its thread pool.
-fn single_threaded_kernels() {
+pub(crate) fn single_threaded_kernels() {
     // Safety: called before any other thread of this process exists.
     std::env::set_var("RAYON_NUM_THREADS", "1");
 }
