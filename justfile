@@ -17,6 +17,11 @@ parity *args="":
 soak:
     cargo test --release --test soak -- --ignored --nocapture
 
+# The Slurm test against a single-node Slurm on this machine (root; installs it with apt)
+slurm-test:
+    bash scripts/slurm-local.sh install
+    cargo test --release --test slurm -- --ignored --nocapture
+
 # Formatting, lints, tests and the pandas check, as CI runs them
 ci:
     bash .ci/run

@@ -66,3 +66,16 @@ pub fn run_smoke(out: &Path, only: &str, extra: &[&str]) -> Output {
     args.extend_from_slice(extra);
     run(&args)
 }
+
+/// Columns that measure time, not numbers: left out when two runs are compared.
+pub const TIMING: [&str; 4] = ["wall_seconds", "images_per_second", "step_ms", "metrics_ms"];
+
+pub fn without_timing(df: DataFrame) -> DataFrame {
+    let keep: Vec<PlSmallStr> = df
+        .get_column_names()
+        .into_iter()
+        .filter(|c| !TIMING.contains(&c.as_str()))
+        .cloned()
+        .collect();
+    df.select(keep).expect("columns")
+}

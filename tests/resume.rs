@@ -9,7 +9,6 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use polars::prelude::*;
 
 /// Two runs with an EMA target, one with a queue; long enough to be stopped part-way, with a
 /// checkpoint every 7 steps. One run at a time, so each stop lands in a known run.
@@ -70,18 +69,6 @@ fn wait_for_checkpoint(child: &mut Child, grid: &Path, run: &str, step: u64) -> 
         std::thread::sleep(Duration::from_millis(5));
     }
     panic!("no checkpoint of {run} at step {step} within 2 minutes");
-}
-
-const TIMING: [&str; 4] = ["wall_seconds", "images_per_second", "step_ms", "metrics_ms"];
-
-fn without_timing(df: DataFrame) -> DataFrame {
-    let keep: Vec<PlSmallStr> = df
-        .get_column_names()
-        .into_iter()
-        .filter(|c| !TIMING.contains(&c.as_str()))
-        .cloned()
-        .collect();
-    df.select(keep).expect("columns")
 }
 
 /// Every table of two grid folders is equal, timing columns aside.

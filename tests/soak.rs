@@ -9,7 +9,6 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use polars::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -38,18 +37,6 @@ fn start(out: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the binary starts")
-}
-
-fn without_timing(df: DataFrame) -> DataFrame {
-    let keep: Vec<PlSmallStr> = df
-        .get_column_names()
-        .into_iter()
-        .filter(|c| {
-            !["wall_seconds", "images_per_second", "step_ms", "metrics_ms"].contains(&c.as_str())
-        })
-        .cloned()
-        .collect();
-    df.select(keep).expect("columns")
 }
 
 #[test]

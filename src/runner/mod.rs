@@ -294,24 +294,24 @@ fn random_baseline(
     let mut row = empty_row(run_id, BASELINE_VARIANT, seed, config);
     let result = (|| -> anyhow::Result<Option<SummaryRow>> {
         let _lock = lock::RunLock::acquire(grid_dir, run_id)?;
-        if let staging::Plan::Keep(kept) = staging::plan(grid_dir, &run_id, &hash, opts.fresh)? {
+        if let staging::Plan::Keep(kept) = staging::plan(grid_dir, run_id, &hash, opts.fresh)? {
             return Ok(Some(*kept));
         }
-        let dir = staging::staging_dir(grid_dir, &run_id);
+        let dir = staging::staging_dir(grid_dir, run_id);
         std::fs::create_dir_all(&dir)?;
         write_text(&dir.join("config.toml"), &toml::to_string_pretty(config)?)?;
         let method = crate::method::build(config, pair.train.channels(), &opts.device)?;
         let record = eval_plan(config, pair, &opts.device)?.run(method.as_ref(), 0, 0)?;
         write_evals(
             &dir.join("evals.parquet"),
-            &run_id,
+            run_id,
             BASELINE_VARIANT,
             seed,
             std::slice::from_ref(&record),
         )?;
         write_spectrum(
             &dir.join("spectrum.parquet"),
-            &run_id,
+            run_id,
             std::slice::from_ref(&record),
         )?;
         row.final_knn_acc = record.knn_acc;
@@ -320,7 +320,7 @@ fn random_baseline(
         row.wall_seconds = started.elapsed().as_secs_f64();
         staging::finish(
             grid_dir,
-            &run_id,
+            run_id,
             &staging::RunRecord {
                 config_hash: hash.clone(),
                 summary: row.clone(),
