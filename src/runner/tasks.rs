@@ -82,7 +82,7 @@ mod tests {
 name = "t"
 seeds = [0, 1]
 [base]
-dataset.train_size = 64
+dataset.train_size = 256
 [[variant]]
 name = "a"
 [[variant]]
