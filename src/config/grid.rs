@@ -160,74 +160,7 @@ impl Grid {
         // The base alone must already be a valid run: its errors are reported once, as `base.…`.
         deserialize_run(&base).map_err(|m| InputError::new(src, format!("base.{m}")))?;
 
-        let mut variants = Vec::new();
-        match top.remove("variant") {
-            None => variants.push(Variant {
-                name: "base".into(),
-                description: String::new(),
-                overrides: Table::new(),
-            }),
-            Some(Value::Array(items)) if items.is_empty() => {
-                return Err(InputError::new(
-                    src,
-                    "field `variant`: an empty list trains nothing; give [[variant]] tables, or none to train the base alone",
-                ))
-            }
-            Some(Value::Array(items)) => {
-                for (i, item) in items.into_iter().enumerate() {
-                    let Value::Table(mut t) = item else {
-                        return Err(InputError::new(
-                            src,
-                            format!("variant #{}: expected a [[variant]] table", i + 1),
-                        ));
-                    };
-                    let vname = match t.remove("name") {
-                        Some(Value::String(s)) if valid_name(&s) => s,
-                        _ => {
-                            return Err(InputError::new(
-                                src,
-                                format!(
-                                    "variant #{}: field `name` must be a non-empty name of letters, digits, '-', '_' or '.' not starting with '.'",
-                                    i + 1
-                                ),
-                            ))
-                        }
-                    };
-                    if vname == BASELINE_VARIANT {
-                        return Err(InputError::new(
-                            src,
-                            format!(
-                                "variant #{}: the name `{BASELINE_VARIANT}` is the untrained-encoder baseline's, which every grid adds; choose another",
-                                i + 1
-                            ),
-                        ));
-                    }
-                    if variants.iter().any(|v: &Variant| v.name == vname) {
-                        return Err(InputError::new(
-                            src,
-                            format!(
-                                "variant `{vname}` appears twice; variant names must be unique"
-                            ),
-                        ));
-                    }
-                    let description = match t.remove("description") {
-                        Some(Value::String(s)) => s,
-                        _ => String::new(),
-                    };
-                    variants.push(Variant {
-                        name: vname,
-                        description,
-                        overrides: t,
-                    });
-                }
-            }
-            Some(_) => {
-                return Err(InputError::new(
-                    src,
-                    "field `variant`: expected [[variant]] tables",
-                ))
-            }
-        }
+        let variants = parse_variants(top.remove("variant"), src)?;
         let grid = Self {
             name,
             description,
@@ -522,6 +455,79 @@ fn toml_error(src: &str, text: &str, e: &toml::de::Error) -> InputError {
         Some(l) => InputError::new(format!("{src}:{l}"), format!("invalid TOML: {msg}")),
         None => InputError::new(src, format!("invalid TOML: {msg}")),
     }
+}
+
+/// The `[[variant]]` tables of a grid (none: the base alone, as variant `base`). Names must
+/// be valid, unique and not the baseline's.
+fn parse_variants(value: Option<Value>, src: &str) -> Result<Vec<Variant>, InputError> {
+    let items = match value {
+        None => {
+            return Ok(vec![Variant {
+                name: "base".into(),
+                description: String::new(),
+                overrides: Table::new(),
+            }])
+        }
+        Some(Value::Array(items)) if items.is_empty() => {
+            return Err(InputError::new(
+                src,
+                "field `variant`: an empty list trains nothing; give [[variant]] tables, or none to train the base alone",
+            ))
+        }
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(InputError::new(
+                src,
+                "field `variant`: expected [[variant]] tables",
+            ))
+        }
+    };
+    let mut variants: Vec<Variant> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let Value::Table(mut t) = item else {
+            return Err(InputError::new(
+                src,
+                format!("variant #{}: expected a [[variant]] table", i + 1),
+            ));
+        };
+        let vname = match t.remove("name") {
+            Some(Value::String(s)) if valid_name(&s) => s,
+            _ => {
+                return Err(InputError::new(
+                    src,
+                    format!(
+                        "variant #{}: field `name` must be a non-empty name of letters, digits, '-', '_' or '.' not starting with '.'",
+                        i + 1
+                    ),
+                ))
+            }
+        };
+        if vname == BASELINE_VARIANT {
+            return Err(InputError::new(
+                src,
+                format!(
+                    "variant #{}: the name `{BASELINE_VARIANT}` is the untrained-encoder baseline's, which every grid adds; choose another",
+                    i + 1
+                ),
+            ));
+        }
+        if variants.iter().any(|v| v.name == vname) {
+            return Err(InputError::new(
+                src,
+                format!("variant `{vname}` appears twice; variant names must be unique"),
+            ));
+        }
+        let description = match t.remove("description") {
+            Some(Value::String(s)) => s,
+            _ => String::new(),
+        };
+        variants.push(Variant {
+            name: vname,
+            description,
+            overrides: t,
+        });
+    }
+    Ok(variants)
 }
 
 #[cfg(test)]

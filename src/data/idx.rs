@@ -156,76 +156,10 @@ fn decode_stream<R: Read>(
             file_error(path, format!("truncated: the file ends inside {what}"))
         }
     };
-    let mut word = [0u8; 4];
-    r.read_exact(&mut word)
-        .map_err(|e| read_err(e, "the IDX header"))?;
-    let magic = u32::from_be_bytes(word);
-    if magic != kind.magic() {
-        return Err(file_error(
-            path,
-            format!(
-                "wrong magic number {magic:#010x}, expected {:#010x} (IDX {})",
-                kind.magic(),
-                kind.what()
-            ),
-        ));
-    }
-    let ndims = (magic & 0xff) as usize;
-    let mut dims = Vec::with_capacity(ndims);
-    for _ in 0..ndims {
-        r.read_exact(&mut word)
-            .map_err(|e| read_err(e, "the IDX header"))?;
-        dims.push(u32::from_be_bytes(word) as usize);
-    }
-    let header_len = 4 + 4 * ndims as u64;
+    let dims = read_header(&mut r, kind, path, &read_err)?;
     let item_len: u64 = dims[1..].iter().map(|&d| d as u64).product();
-    if item_len == 0 {
-        return Err(file_error(
-            path,
-            format!("header gives an empty item shape {:?}", &dims[1..]),
-        ));
-    }
+    let claimed = check_size(&dims, item_len, payload, path)?;
     let n = dims[0];
-    if n == 0 {
-        return Err(file_error(path, "header says the file holds no items"));
-    }
-    let claimed = (n as u64).checked_mul(item_len).ok_or_else(|| {
-        file_error(
-            path,
-            format!("header dimensions {dims:?} overflow a 64-bit size"),
-        )
-    })?;
-    match payload {
-        Payload::Exact(file_len) => {
-            let held = file_len.saturating_sub(header_len);
-            if held < claimed {
-                return Err(file_error(
-                    path,
-                    format!(
-                        "header claims {dims:?} ({claimed} bytes of data) but the file holds only {held} bytes after the header (truncated?)"
-                    ),
-                ));
-            }
-            if held > claimed {
-                return Err(file_error(
-                    path,
-                    format!(
-                        "size does not match the header: {held} bytes after the header, {dims:?} needs {claimed}"
-                    ),
-                ));
-            }
-        }
-        Payload::AtMost(bound) => {
-            if claimed > bound {
-                return Err(file_error(
-                    path,
-                    format!(
-                        "header claims {dims:?} ({claimed} bytes of data), more than this gzip file can hold"
-                    ),
-                ));
-            }
-        }
-    }
     let count = limited(n, limit);
     // count ≤ n, so this fits in u64 and, checked against the file above, in memory terms too.
     let want = count as u64 * item_len;
@@ -273,6 +207,96 @@ fn decode_stream<R: Read>(
         count,
         values,
     })
+}
+
+/// The magic number and dimensions of an IDX header.
+fn read_header<R: Read>(
+    r: &mut R,
+    kind: IdxKind,
+    path: &Path,
+    read_err: &dyn Fn(std::io::Error, &str) -> InputError,
+) -> Result<Vec<usize>, InputError> {
+    let mut word = [0u8; 4];
+    r.read_exact(&mut word)
+        .map_err(|e| read_err(e, "the IDX header"))?;
+    let magic = u32::from_be_bytes(word);
+    if magic != kind.magic() {
+        return Err(file_error(
+            path,
+            format!(
+                "wrong magic number {magic:#010x}, expected {:#010x} (IDX {})",
+                kind.magic(),
+                kind.what()
+            ),
+        ));
+    }
+    let ndims = (magic & 0xff) as usize;
+    let mut dims = Vec::with_capacity(ndims);
+    for _ in 0..ndims {
+        r.read_exact(&mut word)
+            .map_err(|e| read_err(e, "the IDX header"))?;
+        dims.push(u32::from_be_bytes(word) as usize);
+    }
+    Ok(dims)
+}
+
+/// Checks the header's dimensions against what the file can hold; returns the data bytes
+/// the header claims.
+fn check_size(
+    dims: &[usize],
+    item_len: u64,
+    payload: Payload,
+    path: &Path,
+) -> Result<u64, InputError> {
+    let header_len = 4 + 4 * dims.len() as u64;
+    if item_len == 0 {
+        return Err(file_error(
+            path,
+            format!("header gives an empty item shape {:?}", &dims[1..]),
+        ));
+    }
+    let n = dims[0];
+    if n == 0 {
+        return Err(file_error(path, "header says the file holds no items"));
+    }
+    let claimed = (n as u64).checked_mul(item_len).ok_or_else(|| {
+        file_error(
+            path,
+            format!("header dimensions {dims:?} overflow a 64-bit size"),
+        )
+    })?;
+    match payload {
+        Payload::Exact(file_len) => {
+            let held = file_len.saturating_sub(header_len);
+            if held < claimed {
+                return Err(file_error(
+                    path,
+                    format!(
+                        "header claims {dims:?} ({claimed} bytes of data) but the file holds only {held} bytes after the header (truncated?)"
+                    ),
+                ));
+            }
+            if held > claimed {
+                return Err(file_error(
+                    path,
+                    format!(
+                        "size does not match the header: {held} bytes after the header, {dims:?} needs {claimed}"
+                    ),
+                ));
+            }
+        }
+        Payload::AtMost(bound) => {
+            if claimed > bound {
+                return Err(file_error(
+                    path,
+                    format!(
+                        "header claims {dims:?} ({claimed} bytes of data), more than this gzip file can hold"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(claimed)
 }
 
 /// Decodes the IDX file at `path` (raw or gzip).
