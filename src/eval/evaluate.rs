@@ -109,64 +109,15 @@ pub fn evaluate(
         return Err(NonFiniteEmbeddings.into());
     }
 
-    // Two augmented views of each image, seeded by its place in the (storage-independent)
-    // evaluation order, for alignment.
-    let mut raw = vec![0f32; c * ds.height() * ds.width()];
-    let mut views: [Vec<Tensor>; 2] = [Vec::new(), Vec::new()];
-    let chunk = setup.batch_size.max(1);
-    for start in (0..n).step_by(chunk) {
-        let end = (start + chunk).min(n);
-        for (v, out) in views.iter_mut().enumerate() {
-            let mut buf = vec![0f32; (end - start) * c * s * s];
-            for (k, j) in (start..end).enumerate() {
-                ds.read_image(order[j], &mut raw);
-                let mut rng =
-                    ChaCha8Rng::seed_from_u64(mix_seeds(&[setup.seed, j as u64, v as u64]));
-                setup.augmenter.apply(
-                    &raw,
-                    ds.height(),
-                    ds.width(),
-                    &mut rng,
-                    &mut buf[k * c * s * s..(k + 1) * c * s * s],
-                );
-            }
-            let x = Tensor::from_vec(buf, (end - start, c, s, s), setup.device)?;
-            out.push(online.embed(&x)?.0);
-        }
-    }
-    let [v0, v1] = views;
-    let (y0, y1) = (stack_rows(v0)?, stack_rows(v1)?);
-
-    // Rows 0..fit are the fit half, the rest the score half.
-    let fit_n = setup.split.fit.len();
-    let scored = setup.split.scored();
+    let [y0, y1] = two_view_features(online, setup)?;
     let (knn_acc, probe_acc) = match labels.iter().copied().collect::<Option<Vec<u32>>>() {
-        Some(labels) if scored => {
-            let classes = ds
-                .num_classes()
-                .unwrap_or_else(|| labels.iter().max().map_or(1, |m| *m as usize + 1));
-            let feats: Vec<f32> = y
-                .to_dtype(candle_core::DType::F32)?
-                .flatten_all()?
-                .to_vec1()?;
-            let d = y.dim(1)?;
-            let fit = Labelled {
-                features: &feats[..fit_n * d],
-                labels: &labels[..fit_n],
-                dim: d,
-            };
-            let test = Labelled {
-                features: &feats[fit_n * d..n * d],
-                labels: &labels[fit_n..n],
-                dim: d,
-            };
-            (
-                Some(knn_accuracy(&fit, &test)),
-                Some(probe_accuracy(&fit, &test, classes)),
-            )
+        Some(labels) if setup.split.scored() => {
+            let (knn, probe) = knn_and_probe(&y, &labels, setup)?;
+            (Some(knn), Some(probe))
         }
         _ => (None, None),
     };
+    let fit_n = setup.split.fit.len();
     let y_spectrum = covariance_spectrum(&y).context("spectrum of y")?;
     let z_spectrum = covariance_spectrum(&z).context("spectrum of z")?;
     let (z_var_min, z_var_median, z_var_max) = dimension_variance(&z)?;
@@ -191,4 +142,67 @@ pub fn evaluate(
         y_spectrum,
         z_spectrum,
     })
+}
+
+/// Encoder features of two augmented views of each evaluation image (for alignment and
+/// uniformity), each view seeded by the image's place in the storage-independent order.
+fn two_view_features(online: &OnlineNetwork, setup: &EvalSetup) -> anyhow::Result<[Tensor; 2]> {
+    let ds = setup.dataset;
+    let order = setup.split.images();
+    let n = order.len();
+    let (c, s) = (ds.channels(), setup.augmenter.out_size());
+    let mut raw = vec![0f32; c * ds.height() * ds.width()];
+    let mut views: [Vec<Tensor>; 2] = [Vec::new(), Vec::new()];
+    let chunk = setup.batch_size.max(1);
+    for start in (0..n).step_by(chunk) {
+        let end = (start + chunk).min(n);
+        for (v, out) in views.iter_mut().enumerate() {
+            let mut buf = vec![0f32; (end - start) * c * s * s];
+            for (k, j) in (start..end).enumerate() {
+                ds.read_image(order[j], &mut raw);
+                let mut rng =
+                    ChaCha8Rng::seed_from_u64(mix_seeds(&[setup.seed, j as u64, v as u64]));
+                setup.augmenter.apply(
+                    &raw,
+                    ds.height(),
+                    ds.width(),
+                    &mut rng,
+                    &mut buf[k * c * s * s..(k + 1) * c * s * s],
+                );
+            }
+            let x = Tensor::from_vec(buf, (end - start, c, s, s), setup.device)?;
+            out.push(online.embed(&x)?.0);
+        }
+    }
+    let [v0, v1] = views;
+    Ok([stack_rows(v0)?, stack_rows(v1)?])
+}
+
+/// kNN and linear-probe accuracy of features `y` (rows in evaluation order: the fit half,
+/// then the score half) with their labels.
+fn knn_and_probe(y: &Tensor, labels: &[u32], setup: &EvalSetup) -> anyhow::Result<(f64, f64)> {
+    let (fit_n, n) = (setup.split.fit.len(), labels.len());
+    let classes = setup
+        .dataset
+        .num_classes()
+        .unwrap_or_else(|| labels.iter().max().map_or(1, |m| *m as usize + 1));
+    let feats: Vec<f32> = y
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1()?;
+    let d = y.dim(1)?;
+    let fit = Labelled {
+        features: &feats[..fit_n * d],
+        labels: &labels[..fit_n],
+        dim: d,
+    };
+    let test = Labelled {
+        features: &feats[fit_n * d..n * d],
+        labels: &labels[fit_n..n],
+        dim: d,
+    };
+    Ok((
+        knn_accuracy(&fit, &test),
+        probe_accuracy(&fit, &test, classes),
+    ))
 }
