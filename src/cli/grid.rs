@@ -13,7 +13,7 @@ use crate::report::render;
 use crate::runner::finalize::read_state;
 use crate::runner::slurm::{submit, SlurmOptions};
 use crate::runner::tasks::TaskSlice;
-use crate::runner::{run_grid, RunOptions};
+use crate::runner::{run_grid, GridOutcome, RunOptions};
 use crate::train::parse_device;
 
 #[derive(Args, Debug)]
@@ -171,62 +171,70 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     )?;
     if outcome.interrupted {
-        let ids: Vec<&str> = outcome
-            .rows
-            .iter()
-            .filter(|r| r.status == Status::Interrupted)
-            .map(|r| r.run_id.as_str())
-            .collect();
-        let trained = outcome
-            .rows
-            .iter()
-            .filter(|r| r.variant != BASELINE_VARIANT)
-            .count();
-        let finished = trained - ids.len();
-        let checkpointed = if ids.is_empty() {
-            "none checkpointed".to_string()
-        } else {
-            format!("{} checkpointed ({})", ids.len(), ids.join(", "))
-        };
-        return Err(Interrupted(format!(
-            "{finished} of {} runs finished, {checkpointed}, {} not started → {}; run the same command again to resume",
-            trained + outcome.not_started,
-            outcome.not_started,
-            outcome.dir.join("summary.parquet").display()
-        ))
-        .into());
+        return Err(interrupted(&outcome).into());
     }
-    if let Some(task) = task {
-        // The summary and report are `finalize`'s, once every task has ended.
-        let failed = outcome
-            .rows
-            .iter()
-            .filter(|r| r.status == Status::Failed)
-            .count();
-        eprintln!(
-            "task {}: {} run(s), {failed} failed → {}",
-            task.index,
-            outcome.rows.len(),
-            outcome.dir.display()
-        );
-        if failed > 0 {
-            anyhow::bail!("task {}: {failed} run(s) failed", task.index);
-        }
-        return Ok(());
+    match task {
+        Some(task) => finish_task(task, &outcome),
+        None => finish_grid(&outcome),
     }
+}
+
+/// What an interrupted grid kept, and how to go on.
+fn interrupted(outcome: &GridOutcome) -> Interrupted {
+    let ids: Vec<&str> = outcome
+        .rows
+        .iter()
+        .filter(|r| r.status == Status::Interrupted)
+        .map(|r| r.run_id.as_str())
+        .collect();
+    let trained = outcome
+        .rows
+        .iter()
+        .filter(|r| r.variant != BASELINE_VARIANT)
+        .count();
+    let finished = trained - ids.len();
+    let checkpointed = if ids.is_empty() {
+        "none checkpointed".to_string()
+    } else {
+        format!("{} checkpointed ({})", ids.len(), ids.join(", "))
+    };
+    Interrupted(format!(
+        "{finished} of {} runs finished, {checkpointed}, {} not started → {}; run the same command again to resume",
+        trained + outcome.not_started,
+        outcome.not_started,
+        outcome.dir.display()
+    ))
+}
+
+/// An array task's last line; exit 1 if one of its runs failed. The summary and report are
+/// `finalize`'s, once every task has ended.
+fn finish_task(task: TaskSlice, outcome: &GridOutcome) -> anyhow::Result<()> {
+    let failed = outcome
+        .rows
+        .iter()
+        .filter(|r| r.status == Status::Failed)
+        .count();
+    eprintln!(
+        "task {}: {} run(s), {failed} failed → {}",
+        task.index,
+        outcome.rows.len(),
+        outcome.dir.display()
+    );
+    if failed > 0 {
+        anyhow::bail!("task {}: {failed} run(s) failed", task.index);
+    }
+    Ok(())
+}
+
+/// A local grid's report and last line.
+fn finish_grid(outcome: &GridOutcome) -> anyhow::Result<()> {
     let trained: Vec<_> = outcome
         .rows
         .iter()
         .filter(|r| r.variant != BASELINE_VARIANT)
         .collect();
-    let failed = trained
-        .iter()
-        .filter(|r| r.status == Status::Failed)
-        .count();
-    let diverged = trained
-        .iter()
-        .filter(|r| r.status == Status::Diverged)
-        .count();
+    let count = |status: Status| trained.iter().filter(|r| r.status == status).count();
+    let (failed, diverged) = (count(Status::Failed), count(Status::Diverged));
     let report = render(&outcome.dir, None)?;
     eprintln!("report → {}", report.join("index.md").display());
     eprintln!(

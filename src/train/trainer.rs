@@ -176,41 +176,18 @@ pub fn train_with(
         observer.on_step(&record, &out.embeddings, &batch)?;
         steps += 1;
         show_progress(progress, &record);
-        if let Some(diverged) = divergence(loss, gnorm, batch.step) {
-            status = diverged;
-            break;
-        }
-        monitor.observe(record.step, record.pos_cos, record.neg_cos, record.z_std);
-        let collapsed_streak = monitor.streak();
-        let done = batch.step + 1;
         let at = Position {
             step: batch.step,
             total,
             steps_per_epoch,
         };
-        if let Some(end) = end_of_step(cfg, observer, method.as_ref(), at, collapsed_streak)? {
+        let mut state = LoopState {
+            method: method.as_ref(),
+            optimizer: &optimizer,
+            monitor: &mut monitor,
+        };
+        if let Some(end) = state.after_step(cfg, observer, &control, &record, at)? {
             status = end;
-            break;
-        }
-        if let Some(ck) = control
-            .checkpointing
-            .as_ref()
-            .filter(|c| c.due(done, total))
-        {
-            write_checkpoint(
-                ck,
-                method.as_ref(),
-                &optimizer,
-                observer,
-                done,
-                collapsed_streak,
-            )?;
-            if ck.interrupted() {
-                status = RunStatus::Interrupted { next_step: done };
-                break;
-            }
-        }
-        if control.stop_after.is_some_and(|s| done >= s) {
             break;
         }
         t_step = Instant::now();
@@ -227,6 +204,59 @@ pub fn train_with(
         },
         method,
     ))
+}
+
+/// What the loop checks after each step borrows from it.
+struct LoopState<'a> {
+    method: &'a dyn Method,
+    optimizer: &'a Optimizer,
+    monitor: &'a mut CollapseMonitor,
+}
+
+impl LoopState<'_> {
+    /// After step `at.step` (logged as `record`): divergence, the collapse streak, the end
+    /// of an epoch (evaluation, early stop), a due checkpoint and an interrupt, `stop_after`.
+    /// `Some(status)` ends the run.
+    fn after_step(
+        &mut self,
+        cfg: &RunConfig,
+        observer: &mut dyn StepObserver,
+        control: &RunControl,
+        record: &StepRecord,
+        at: Position,
+    ) -> anyhow::Result<Option<RunStatus>> {
+        if let Some(diverged) = divergence(record.loss, record.grad_norm, at.step) {
+            return Ok(Some(diverged));
+        }
+        self.monitor
+            .observe(record.step, record.pos_cos, record.neg_cos, record.z_std);
+        let collapsed_streak = self.monitor.streak();
+        let done = at.step + 1;
+        if let Some(end) = end_of_step(cfg, observer, self.method, at, collapsed_streak)? {
+            return Ok(Some(end));
+        }
+        if let Some(ck) = control
+            .checkpointing
+            .as_ref()
+            .filter(|c| c.due(done, at.total))
+        {
+            write_checkpoint(
+                ck,
+                self.method,
+                self.optimizer,
+                observer,
+                done,
+                collapsed_streak,
+            )?;
+            if ck.interrupted() {
+                return Ok(Some(RunStatus::Interrupted { next_step: done }));
+            }
+        }
+        if control.stop_after.is_some_and(|s| done >= s) {
+            return Ok(Some(RunStatus::Ok));
+        }
+        Ok(None)
+    }
 }
 
 /// The training loader of a run, from `start_step` on.
