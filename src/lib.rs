@@ -7,10 +7,17 @@
 //! - `data` (formats, augmentation, loaders), `ops` (CPU kernels), `model` (networks);
 //! - `method` (BYOL, SimSiam, SimCLR, MoCo, contrastive: forward → loss + embeddings);
 //! - `train` (one `Step`, the loop, checkpoints) and `eval` (a network on the evaluation split);
-//! - `runner` (grids, resume, analyze, bench, export, parity dumps); `report`; `cli` wires.
+//! - `runner` (grids, resume, Slurm array tasks, finalize and status, analyze, bench, export,
+//!   parity dumps); `report`; `cli` wires.
 //!
 //! `cuda` holds the CUDA kernels (feature `cuda`) beside `model`.
 //! The study and the metric definitions: `../shared/science.md`.
+//!
+//! The library's surface is the stages a notebook or another tool builds on: `config`,
+//! `metrics`, `log` (the tables), `data`, `model`, `method`, `train`, `eval`, `runner` (grids,
+//! locks) and `cli`. The CPU kernels (`ops`) and the report are crate-private, and so are most
+//! files inside a folder (their items are re-exported by the folder's `mod.rs`), so the
+//! compiler reports code nothing uses.
 
 pub mod block_cache;
 pub mod cli;
@@ -23,7 +30,7 @@ pub mod log;
 pub mod method;
 pub mod metrics;
 pub mod model;
-pub mod ops;
-pub mod report;
+pub(crate) mod ops;
+pub(crate) mod report;
 pub mod runner;
 pub mod train;

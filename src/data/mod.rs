@@ -23,20 +23,20 @@
 
 #[cfg(test)]
 mod alloc_probe;
-pub mod augment;
-pub mod cifar;
-pub mod concat;
-pub mod dataset;
+pub(crate) mod augment;
+pub(crate) mod cifar;
+pub(crate) mod concat;
+pub(crate) mod dataset;
 mod files;
-pub mod folder;
-pub mod idx;
-pub mod loader;
+pub(crate) mod folder;
+pub(crate) mod idx;
+pub(crate) mod loader;
 pub mod open;
-pub mod seeds;
-pub mod split;
-pub mod stl10;
-pub mod subset;
-pub mod synthetic;
+pub(crate) mod seeds;
+pub(crate) mod split;
+pub(crate) mod stl10;
+pub(crate) mod subset;
+pub(crate) mod synthetic;
 pub mod tools;
 
 pub use augment::{sample_crop, Augmenter, CropBox};

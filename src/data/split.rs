@@ -120,6 +120,7 @@ pub fn stratified_split(
     (key_order(first, keys), key_order(second, keys))
 }
 
+#[cfg(test)]
 /// Per-stratum counts of `indices`: (label, count), labels ascending, `None` first.
 pub fn class_counts(labels: &[Option<u32>], indices: &[usize]) -> Vec<(Option<u32>, usize)> {
     let mut by: BTreeMap<Option<u32>, usize> = BTreeMap::new();

@@ -34,9 +34,10 @@ pub const CLASS_NAMES: [&str; 10] = [
 const NAME: &str = "stl10";
 pub const SUBDIR: &str = "stl10_binary";
 
-/// The bytes of an image file: mapped from disk, or owned (tests, small inputs).
+/// The bytes of an image file: mapped from disk, or owned (tests).
 pub enum Bytes {
     Mapped(Mmap),
+    #[cfg(test)]
     Owned(Vec<u8>),
 }
 
@@ -46,6 +47,7 @@ impl Deref for Bytes {
     fn deref(&self) -> &[u8] {
         match self {
             Bytes::Mapped(m) => m,
+            #[cfg(test)]
             Bytes::Owned(v) => v,
         }
     }

@@ -2,8 +2,8 @@
 //! above `method` (it runs the online network), beside `train`. The metrics themselves live in
 //! `crate::metrics`, the tables in `crate::log`.
 
-pub mod evaluate;
-pub mod split;
+pub(crate) mod evaluate;
+pub(crate) mod split;
 
 pub use evaluate::{evaluate, EvalSetup, NonFiniteEmbeddings};
 pub use split::EvalSplit;

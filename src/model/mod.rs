@@ -8,11 +8,11 @@ mod encoder;
 pub(crate) mod gradcheck;
 mod head;
 mod layers;
-pub mod norm;
+pub(crate) mod norm;
 mod params;
 mod pool;
 mod resnet;
-pub mod torch_names;
+pub(crate) mod torch_names;
 
 pub use convnet::ConvNet;
 pub use encoder::Encoder;

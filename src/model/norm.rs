@@ -223,10 +223,6 @@ impl Norm {
             NormKind::None => Self::None,
         })
     }
-
-    pub fn is_none(&self) -> bool {
-        matches!(self, Self::None)
-    }
 }
 
 impl ModuleT for Norm {

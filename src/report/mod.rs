@@ -1,16 +1,16 @@
 //! The report of a grid: charts (PNG + SVG), the claims table (F1–F7) and the study's
 //! variant table, as Markdown, self-contained HTML (charts beside it) and Parquet.
 
-pub mod charts;
-pub mod claims;
-pub mod page;
-pub mod tables;
+pub(crate) mod charts;
+pub(crate) mod claims;
+pub(crate) mod page;
+pub(crate) mod tables;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-pub use claims::{evaluate_claims, Claim, ClaimVerdict};
+pub use claims::evaluate_claims;
 pub use tables::GridTables;
 
 /// Renders the report of `grid_dir` into `out` (default `grid_dir/report`). Returns the folder.

@@ -1,19 +1,19 @@
 //! Runs a grid: every variant × seed is trained, logged and summarised. A run that fails or
 //! diverges is recorded as such and the grid goes on.
 
-pub mod analyze;
-pub mod bench;
-pub mod cpu;
-pub mod export;
+pub(crate) mod analyze;
+pub(crate) mod bench;
+pub(crate) mod cpu;
+pub(crate) mod export;
 mod final_metrics;
-pub mod finalize;
+pub(crate) mod finalize;
 pub mod lock;
-pub mod parity;
+pub(crate) mod parity;
 mod recorder;
-pub mod resources;
-pub mod slurm;
-pub mod staging;
-pub mod tasks;
+pub(crate) mod resources;
+pub(crate) mod slurm;
+pub(crate) mod staging;
+pub(crate) mod tasks;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
