@@ -6,6 +6,8 @@
 pub mod batch_norm_op;
 pub mod columns;
 pub mod conv_bn_op;
+#[cfg(test)]
+pub(crate) mod gradcheck;
 pub mod im2col;
 mod parallel;
 pub mod residual_op;

@@ -126,9 +126,8 @@ pub fn residual_relu(h: &Tensor, skip: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::gradcheck::check_gradients;
-    use crate::model::ParamStore;
-    use candle_core::{DType, Device, Var};
+    use crate::ops::gradcheck::check_gradients;
+    use candle_core::{Device, Var};
 
     /// Against candle's add + ReLU, bit for bit, forward and both gradients — including
     /// sums that are exactly 0, where candle's ReLU passes the gradient.
@@ -161,10 +160,12 @@ mod tests {
 
     #[test]
     fn finite_differences() -> Result<()> {
-        let mut store = ParamStore::with_dtype(&Device::Cpu, 1, DType::F64);
-        let skip = store.weight("skip", &[2, 3, 4], 4)?;
-        check_gradients("residual relu", &[2, 3, 4], &store, |x| {
-            residual_relu(x, &skip)
+        // A skip input with both signs, so that the ReLU's kink is crossed.
+        let values: Vec<f64> = (0..24).map(|i| ((i as f64) * 0.9).cos() * 0.8).collect();
+        let skip = Var::from_tensor(&Tensor::from_vec(values, (2, 3, 4), &Device::Cpu)?)?;
+        let params = [("skip".to_string(), skip.clone())];
+        check_gradients("residual relu", &[2, 3, 4], &Device::Cpu, &params, |x| {
+            residual_relu(x, skip.as_tensor())
         })
     }
 }
