@@ -79,3 +79,12 @@ pub fn without_timing(df: DataFrame) -> DataFrame {
         .collect();
     df.select(keep).expect("columns")
 }
+
+/// The two grid folders' `summary.parquet` are equal, timing columns aside.
+pub fn assert_same_summary(a: &Path, b: &Path) {
+    let (x, y) = (
+        without_timing(read(&a.join("summary.parquet"))),
+        without_timing(read(&b.join("summary.parquet"))),
+    );
+    assert!(x.equals_missing(&y), "summaries differ:\n{x}\n{y}");
+}

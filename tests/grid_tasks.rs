@@ -41,14 +41,6 @@ fn finalize(grid: &Path) -> Output {
     run(&["finalize", grid.to_str().expect("utf-8")])
 }
 
-fn assert_same_summary(a: &Path, b: &Path) {
-    let (x, y) = (
-        without_timing(read(&a.join("summary.parquet"))),
-        without_timing(read(&b.join("summary.parquet"))),
-    );
-    assert!(x.equals_missing(&y), "summaries differ:\n{x}\n{y}");
-}
-
 #[test]
 fn tasks_then_finalize_equal_a_local_run_and_status_follows() {
     let tmp = tempfile::tempdir().expect("tmp");

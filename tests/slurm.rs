@@ -121,14 +121,6 @@ fn submit(out: &Path, extra: &[&str]) -> (String, String) {
     (id_after("array job "), id_after("finalisation job "))
 }
 
-fn assert_same_summary(a: &Path, b: &Path) {
-    let (x, y) = (
-        without_timing(read(&a.join("summary.parquet"))),
-        without_timing(read(&b.join("summary.parquet"))),
-    );
-    assert!(x.equals_missing(&y), "summaries differ:\n{x}\n{y}");
-}
-
 #[test]
 #[ignore = "needs a local Slurm (root, scripts/slurm-local.sh); run by .ci/run"]
 fn an_array_gives_the_local_summary_and_a_cancelled_task_resumes() {

@@ -92,6 +92,15 @@ impl SlurmOptions {
     }
 }
 
+/// `#SBATCH` lines, one per directive.
+fn sbatch_lines(directives: &[String]) -> String {
+    directives
+        .iter()
+        .map(|d| format!("#SBATCH {d}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The array script: header and the task's command.
 fn array_script(
     grid: &Grid,
@@ -137,11 +146,7 @@ fn array_script(
         per = opts.runs_per_task,
         last = tasks - 1,
         self_path = quote(&grid_dir.join("slurm/array.sbatch").display().to_string()),
-        directives = directives
-            .iter()
-            .map(|d| format!("#SBATCH {d}"))
-            .collect::<Vec<_>>()
-            .join("\n"),
+        directives = sbatch_lines(&directives),
         bin = quote(&bin.display().to_string()),
         grid_file = quote(&grid_dir.join(GRID_FILE).display().to_string()),
         out = quote(&out.display().to_string()),
@@ -166,11 +171,7 @@ fn finalize_script(grid: &Grid, grid_dir: &Path, bin: &Path, opts: &SlurmOptions
          {directives}\n\
          exec {bin} finalize {dir}\n",
         name = grid.name,
-        directives = directives
-            .iter()
-            .map(|d| format!("#SBATCH {d}"))
-            .collect::<Vec<_>>()
-            .join("\n"),
+        directives = sbatch_lines(&directives),
         bin = quote(&bin.display().to_string()),
         dir = quote(&grid_dir.display().to_string()),
     )
