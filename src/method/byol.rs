@@ -34,24 +34,11 @@ impl Method for Byol {
     }
 
     fn forward(&mut self, views: [&Tensor; 2]) -> Result<StepOutput> {
-        let o0 = self.online.forward(views[0])?;
-        let o1 = self.online.forward(views[1])?;
-        let zt0 = self.target.project(views[0])?;
-        let zt1 = self.target.project(views[1])?;
-        let (p0, p1) = match (o0.p, o1.p) {
-            (Some(a), Some(b)) => (a, b),
-            _ => candle_core::bail!("BYOL needs a predictor"),
-        };
-        let loss = (normalized_l2(&p0, &zt1)? + normalized_l2(&p1, &zt0)?)?;
-        Ok(StepOutput {
-            loss,
-            embeddings: Embeddings {
-                y: [o0.y, o1.y],
-                z: [o0.z, o1.z],
-                z_target: [zt0, zt1],
-                p: Some([p0, p1]),
-            },
-        })
+        let embeddings = Embeddings::of_views(&self.online, Some(&self.target), views)?;
+        let [p0, p1] = embeddings.predictions("BYOL")?;
+        let [zt0, zt1] = &embeddings.z_target;
+        let loss = (normalized_l2(p0, zt1)? + normalized_l2(p1, zt0)?)?;
+        Ok(StepOutput { loss, embeddings })
     }
 
     fn after_step(&mut self, tau: Option<f64>, _out: &StepOutput) -> Result<()> {

@@ -40,32 +40,17 @@ impl Method for Contrastive {
     }
 
     fn forward(&mut self, views: [&Tensor; 2]) -> Result<StepOutput> {
-        let o0 = self.online.forward(views[0])?;
-        let o1 = self.online.forward(views[1])?;
-        let zt0 = self.target.project(views[0])?;
-        let zt1 = self.target.project(views[1])?;
-        let (p0, p1) = match (o0.p, o1.p) {
-            (Some(a), Some(b)) => (a, b),
-            _ => candle_core::bail!("the contrastive variant needs a predictor"),
-        };
+        let embeddings = Embeddings::of_views(&self.online, Some(&self.target), views)?;
+        let [p0, p1] = embeddings.predictions("the contrastive variant")?;
+        let [zt0, zt1] = &embeddings.z_target;
         let negatives = self.queue.keys();
-        let loss = (info_nce(&p0, &zt1, negatives, self.temperature)?
-            + info_nce(&p1, &zt0, negatives, self.temperature)?)?;
-        Ok(StepOutput {
-            loss,
-            embeddings: Embeddings {
-                y: [o0.y, o1.y],
-                z: [o0.z, o1.z],
-                z_target: [zt0, zt1],
-                p: Some([p0, p1]),
-            },
-        })
+        let loss = (info_nce(p0, zt1, negatives, self.temperature)?
+            + info_nce(p1, zt0, negatives, self.temperature)?)?;
+        Ok(StepOutput { loss, embeddings })
     }
 
     fn after_step(&mut self, tau: Option<f64>, out: &StepOutput) -> Result<()> {
-        self.target.update(&self.online, tau.unwrap_or(1.0))?;
-        let [z0, z1] = &out.embeddings.z_target;
-        self.queue.push(&Tensor::cat(&[z0, z1], 0)?)
+        super::update_target_and_queue(&self.online, &self.target, &mut self.queue, tau, out)
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {

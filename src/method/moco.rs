@@ -40,28 +40,16 @@ impl Method for Moco {
     }
 
     fn forward(&mut self, views: [&Tensor; 2]) -> Result<StepOutput> {
-        let o0 = self.online.forward(views[0])?;
-        let o1 = self.online.forward(views[1])?;
-        let k0 = self.target.project(views[0])?;
-        let k1 = self.target.project(views[1])?;
+        let embeddings = Embeddings::of_views(&self.online, Some(&self.target), views)?;
+        let ([q0, q1], [k0, k1]) = (&embeddings.z, &embeddings.z_target);
         let negatives = self.queue.keys();
-        let loss = (info_nce(&o0.z, &k1, negatives, self.temperature)?
-            + info_nce(&o1.z, &k0, negatives, self.temperature)?)?;
-        Ok(StepOutput {
-            loss,
-            embeddings: Embeddings {
-                y: [o0.y, o1.y],
-                z: [o0.z, o1.z],
-                z_target: [k0, k1],
-                p: None,
-            },
-        })
+        let loss = (info_nce(q0, k1, negatives, self.temperature)?
+            + info_nce(q1, k0, negatives, self.temperature)?)?;
+        Ok(StepOutput { loss, embeddings })
     }
 
     fn after_step(&mut self, tau: Option<f64>, out: &StepOutput) -> Result<()> {
-        self.target.update(&self.online, tau.unwrap_or(1.0))?;
-        let [k0, k1] = &out.embeddings.z_target;
-        self.queue.push(&Tensor::cat(&[k0, k1], 0)?)
+        super::update_target_and_queue(&self.online, &self.target, &mut self.queue, tau, out)
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {

@@ -39,6 +39,38 @@ pub struct Embeddings {
     pub p: Option<[Tensor; 2]>,
 }
 
+impl Embeddings {
+    /// Both views through the online network and, where the method has one, the EMA
+    /// target (in that order: online view 0, view 1, target view 0, view 1). Without a
+    /// target, `z_target` is the detached online projection.
+    fn of_views(
+        online: &OnlineNetwork,
+        target: Option<&EmaTarget>,
+        views: [&Tensor; 2],
+    ) -> Result<Self> {
+        let o0 = online.forward(views[0])?;
+        let o1 = online.forward(views[1])?;
+        let z_target = match target {
+            Some(t) => [t.project(views[0])?, t.project(views[1])?],
+            None => [o0.z.detach(), o1.z.detach()],
+        };
+        Ok(Self {
+            y: [o0.y, o1.y],
+            z: [o0.z, o1.z],
+            z_target,
+            p: o0.p.zip(o1.p).map(|(a, b)| [a, b]),
+        })
+    }
+
+    /// The predictor outputs, which `method` needs.
+    fn predictions(&self, method: &str) -> Result<&[Tensor; 2]> {
+        match &self.p {
+            Some(p) => Ok(p),
+            None => candle_core::bail!("{method} needs a predictor"),
+        }
+    }
+}
+
 pub struct StepOutput {
     pub loss: Tensor,
     pub embeddings: Embeddings,
@@ -50,8 +82,11 @@ pub trait Method: Send {
     fn online(&self) -> &OnlineNetwork;
     /// Forward both augmented views in training mode.
     fn forward(&mut self, views: [&Tensor; 2]) -> Result<StepOutput>;
-    /// After the optimizer step: the EMA update with this step's τ, queue updates.
-    fn after_step(&mut self, tau: Option<f64>, out: &StepOutput) -> Result<()>;
+    /// After the optimizer step: the EMA update with this step's τ, queue updates (none for
+    /// a method without a target or queue).
+    fn after_step(&mut self, _tau: Option<f64>, _out: &StepOutput) -> Result<()> {
+        Ok(())
+    }
     /// What training changes besides the online network (the EMA target, the queue), as
     /// named tensors for a checkpoint.
     fn state(&self) -> Vec<(String, Tensor)> {
@@ -67,6 +102,20 @@ pub trait Method: Send {
 pub const TARGET_PREFIX: &str = "target.";
 /// Name of the queue's keys in a checkpoint.
 pub const QUEUE_KEYS: &str = "queue.keys";
+
+/// After a step of a method with an EMA target and a queue (MoCo, contrastive): the EMA
+/// update, then this step's target projections of both views into the queue.
+fn update_target_and_queue(
+    online: &OnlineNetwork,
+    target: &EmaTarget,
+    queue: &mut Queue,
+    tau: Option<f64>,
+    out: &StepOutput,
+) -> Result<()> {
+    target.update(online, tau.unwrap_or(1.0))?;
+    let [k0, k1] = &out.embeddings.z_target;
+    queue.push(&Tensor::cat(&[k0, k1], 0)?)
+}
 
 /// Target and queue state of the methods that have both (MoCo, contrastive).
 fn target_and_queue_state(target: &EmaTarget, queue: &Queue) -> Vec<(String, Tensor)> {

@@ -31,23 +31,9 @@ impl Method for SimClr {
     }
 
     fn forward(&mut self, views: [&Tensor; 2]) -> Result<StepOutput> {
-        let o0 = self.online.forward(views[0])?;
-        let o1 = self.online.forward(views[1])?;
-        let loss = nt_xent(&o0.z, &o1.z, self.temperature)?;
-        let zt0 = o0.z.detach();
-        let zt1 = o1.z.detach();
-        Ok(StepOutput {
-            loss,
-            embeddings: Embeddings {
-                y: [o0.y, o1.y],
-                z: [o0.z, o1.z],
-                z_target: [zt0, zt1],
-                p: None,
-            },
-        })
-    }
-
-    fn after_step(&mut self, _tau: Option<f64>, _out: &StepOutput) -> Result<()> {
-        Ok(())
+        let embeddings = Embeddings::of_views(&self.online, None, views)?;
+        let [z0, z1] = &embeddings.z;
+        let loss = nt_xent(z0, z1, self.temperature)?;
+        Ok(StepOutput { loss, embeddings })
     }
 }

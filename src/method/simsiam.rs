@@ -30,27 +30,10 @@ impl Method for SimSiam {
     }
 
     fn forward(&mut self, views: [&Tensor; 2]) -> Result<StepOutput> {
-        let o0 = self.online.forward(views[0])?;
-        let o1 = self.online.forward(views[1])?;
-        let (p0, p1) = match (o0.p, o1.p) {
-            (Some(a), Some(b)) => (a, b),
-            _ => candle_core::bail!("SimSiam needs a predictor"),
-        };
-        let zt0 = o0.z.detach();
-        let zt1 = o1.z.detach();
-        let loss = ((negative_cosine(&p0, &zt1)? + negative_cosine(&p1, &zt0)?)? * 0.5)?;
-        Ok(StepOutput {
-            loss,
-            embeddings: Embeddings {
-                y: [o0.y, o1.y],
-                z: [o0.z, o1.z],
-                z_target: [zt0, zt1],
-                p: Some([p0, p1]),
-            },
-        })
-    }
-
-    fn after_step(&mut self, _tau: Option<f64>, _out: &StepOutput) -> Result<()> {
-        Ok(())
+        let embeddings = Embeddings::of_views(&self.online, None, views)?;
+        let [p0, p1] = embeddings.predictions("SimSiam")?;
+        let [zt0, zt1] = &embeddings.z_target;
+        let loss = ((negative_cosine(p0, zt1)? + negative_cosine(p1, zt0)?)? * 0.5)?;
+        Ok(StepOutput { loss, embeddings })
     }
 }
