@@ -10,11 +10,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{load_run_config, Grid, InputError, RunSpec};
 use crate::data::tools::{fetch, inspect};
+use crate::log::{write_analysis, write_eval_analysis, LiveComparison, LIVE_TOLERANCE};
 use crate::report::render;
-use crate::runner::analyze::{
-    analyze_run, reevaluate_run, run_dirs, write_analysis, write_eval_analysis, LiveComparison,
-    LIVE_TOLERANCE,
-};
+use crate::runner::analyze::{analyze_run, reevaluate_run, run_dirs};
 use crate::runner::bench::{bench, BenchWhat};
 use crate::runner::export::export_torch;
 use crate::runner::parity::parity_dump;

@@ -1,5 +1,6 @@
 //! Parquet sinks with the schemas of ../shared/architecture.md; every write is atomic.
 
+mod analysis;
 mod atomic;
 mod embeddings;
 mod evals;
@@ -7,6 +8,10 @@ mod parquet;
 mod steps;
 mod summary;
 
+pub use analysis::{
+    write_analysis, write_eval_analysis, EvalAnalysis, LiveComparison, StepAnalysis,
+    ANALYSIS_COLUMNS, LIVE_TOLERANCE,
+};
 pub use atomic::{remove_dir_if_present, write_atomic, write_text};
 pub use embeddings::{
     read_embeddings, EmbeddingBlock, EmbeddingsWriter, LoggedStep, LoggedSteps, EMBEDDINGS_COLUMNS,

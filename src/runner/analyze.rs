@@ -12,74 +12,11 @@ use crate::data::{open_dataset, Augmenter};
 use crate::eval::EvalSplit;
 use crate::eval::{evaluate, EvalSetup};
 use crate::log::{
-    metric_columns, read_embeddings, read_evals, write_parquet, EvalRecord, StepsLog, TableBuilder,
+    read_embeddings, read_evals, EvalAnalysis, EvalRecord, LiveComparison, StepAnalysis, StepsLog,
 };
 use crate::metrics::cosine::symmetric_pos_neg_cos;
 use crate::metrics::rank::effective_rank;
 use crate::metrics::spread::z_std;
-
-/// Metrics recomputed for one logged step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepAnalysis {
-    pub run_id: String,
-    pub step: u64,
-    pub epoch: u32,
-    pub pos_cos: f64,
-    pub neg_cos: f64,
-    pub z_std: f64,
-    pub effective_rank: f64,
-    /// Largest |recomputed − live| over the metrics above: None without a live row, NaN when
-    /// a value on either side is not finite.
-    pub max_abs_diff_live: Option<f64>,
-    pub live: LiveComparison,
-}
-
-/// Recomputed and live values agree when they differ by at most this (f32 embeddings, f64
-/// metrics: the same code on the same numbers gives 0; this leaves room for reductions done in
-/// another order).
-pub const LIVE_TOLERANCE: f64 = 1e-5;
-
-/// How a recomputed metric compares with the one logged live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LiveComparison {
-    /// Every value within [`LIVE_TOLERANCE`].
-    Agrees,
-    /// Some value differs by more.
-    Disagrees,
-    /// No live value to compare with (no row, or no `steps.parquet`).
-    Missing,
-    /// A value on either side is NaN or infinite: nothing was compared.
-    NotFinite,
-}
-
-impl LiveComparison {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Agrees => "agrees",
-            Self::Disagrees => "disagrees",
-            Self::Missing => "missing",
-            Self::NotFinite => "not_finite",
-        }
-    }
-
-    /// Compares (recomputed, live) pairs; `None` when there is no live record at all. Returns
-    /// the outcome and the largest |difference| (NaN when a value is not finite).
-    pub fn of(pairs: Option<&[(f64, f64)]>) -> (Self, Option<f64>) {
-        let Some(pairs) = pairs else {
-            return (Self::Missing, None);
-        };
-        if pairs.iter().any(|(a, b)| !a.is_finite() || !b.is_finite()) {
-            return (Self::NotFinite, Some(f64::NAN));
-        }
-        let d = pairs.iter().map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-        let verdict = if d <= LIVE_TOLERANCE {
-            Self::Agrees
-        } else {
-            Self::Disagrees
-        };
-        (verdict, Some(d))
-    }
-}
 
 fn matrix(rows: &mut [(u32, Vec<f32>)], device: &Device) -> candle_core::Result<Tensor> {
     rows.sort_by_key(|r| r.0);
@@ -174,16 +111,6 @@ pub fn run_dirs(dir: &Path) -> Result<Vec<PathBuf>, InputError> {
     Ok(runs)
 }
 
-/// The final evaluation of a run recomputed from its stored weights, and its largest
-/// difference from the live one (last row of `evals.parquet`).
-#[derive(Debug, Clone)]
-pub struct EvalAnalysis {
-    pub run_id: String,
-    pub record: EvalRecord,
-    pub max_abs_diff_live: Option<f64>,
-    pub live: LiveComparison,
-}
-
 /// Rebuilds the run's network from `config.toml`, loads `encoder.safetensors` and
 /// `heads.safetensors`, and evaluates it as the trainer did after the last epoch.
 pub fn reevaluate_run(run_dir: &Path) -> anyhow::Result<EvalAnalysis> {
@@ -249,45 +176,4 @@ pub fn reevaluate_run(run_dir: &Path) -> anyhow::Result<EvalAnalysis> {
         max_abs_diff_live: max_diff,
         live: comparison,
     })
-}
-
-/// Writes `analysis.parquet`: recomputed per-step metrics (same names as `steps.parquet`)
-/// and their distance from the live values.
-pub fn write_analysis(path: &Path, rows: &[StepAnalysis]) -> anyhow::Result<()> {
-    let col = |f: fn(&StepAnalysis) -> f64| rows.iter().map(f).collect::<Vec<_>>();
-    let mut df = TableBuilder::new()
-        .str("run_id", rows.iter().map(|r| r.run_id.clone()).collect())
-        .u64("step", rows.iter().map(|r| r.step).collect())
-        .u32("epoch", rows.iter().map(|r| r.epoch).collect())
-        .f64("pos_cos", col(|r| r.pos_cos))
-        .f64("neg_cos", col(|r| r.neg_cos))
-        .f64("z_std", col(|r| r.z_std))
-        .f64("effective_rank", col(|r| r.effective_rank))
-        .opt_f64(
-            "max_abs_diff_live",
-            rows.iter().map(|r| r.max_abs_diff_live).collect(),
-        )
-        .str(
-            "live_comparison",
-            rows.iter().map(|r| r.live.as_str().to_string()).collect(),
-        )
-        .build()?;
-    write_parquet(path, &mut df)
-}
-
-/// Writes `analysis_evals.parquet`: each run's final evaluation recomputed from its weights.
-pub fn write_eval_analysis(path: &Path, rows: &[EvalAnalysis]) -> anyhow::Result<()> {
-    let base = TableBuilder::new().str("run_id", rows.iter().map(|r| r.run_id.clone()).collect());
-    let records: Vec<&EvalRecord> = rows.iter().map(|r| &r.record).collect();
-    let mut df = metric_columns(base, &records)
-        .opt_f64(
-            "max_abs_diff_live",
-            rows.iter().map(|r| r.max_abs_diff_live).collect(),
-        )
-        .str(
-            "live_comparison",
-            rows.iter().map(|r| r.live.as_str().to_string()).collect(),
-        )
-        .build()?;
-    write_parquet(path, &mut df)
 }
