@@ -1,6 +1,6 @@
 //! LARS, fused: trust ratio and update of every parameter in one launch (a block per
 //! parameter: both norms, then v ← m·v + factor·u and w ← w − lr·v in place). CPU
-//! reference: `train::Optimizer`'s LARS, which the tests compare against.
+//! reference: `train::Optimizer`'s LARS, which a test in `train/optim.rs` compares against.
 
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::WrapErr;
@@ -76,83 +76,4 @@ pub fn lars_step(params: &[LarsParam], s: &LarsSettings) -> Result<()> {
     unsafe { launch.launch(cfg) }.w()?;
     dev.cuda_stream().synchronize().w()?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{OptimConfig, OptimizerName};
-    use crate::model::ParamStore;
-    use crate::train::Optimizer;
-    use candle_core::{DType, Device};
-
-    /// Two steps of the fused kernel against the CPU optimizer on the same parameters
-    /// (weights, biases and norm parameters, so exclusion is exercised).
-    /// Needs a CUDA device: this test fails, rather than skips, without one.
-    #[test]
-    fn fused_lars_matches_the_cpu_optimizer() -> Result<()> {
-        let gpu = Device::new_cuda(0)?;
-        let mut store = ParamStore::new(&Device::Cpu, 3);
-        store.weight("w", &[16, 8], 8)?;
-        store.bias("b", 16, 8)?;
-        store.norm_param("n", 16, 1.0)?;
-        let cfg = OptimConfig {
-            name: OptimizerName::Lars,
-            momentum: 0.9,
-            weight_decay: 1.5e-6,
-            lars_eta: 0.001,
-            lars_exclude_bias_and_norm: true,
-            ..OptimConfig::default()
-        };
-        let params = store.params().to_vec();
-        let mut cpu_opt = Optimizer::new(&cfg, params.len());
-        let gpu_w: Vec<Var> = params
-            .iter()
-            .map(|p| Var::from_tensor(&p.var.as_tensor().to_device(&gpu)?))
-            .collect::<Result<_>>()?;
-        let vel: Vec<Tensor> = params
-            .iter()
-            .map(|p| Tensor::zeros(p.var.shape(), DType::F32, &gpu))
-            .collect::<Result<_>>()?;
-        for step in 0..2 {
-            let loss = params
-                .iter()
-                .map(|p| (p.var.as_tensor().sqr()? * (step + 2) as f64)?.sum_all())
-                .collect::<Result<Vec<_>>>()?;
-            let loss = Tensor::stack(&loss, 0)?.sum_all()?;
-            let grads = loss.backward()?;
-            let g_gpu: Vec<Tensor> = params
-                .iter()
-                .map(|p| grads.get(p.var.as_tensor()).expect("grad").to_device(&gpu))
-                .collect::<Result<_>>()?;
-            let fused: Vec<LarsParam> = params
-                .iter()
-                .enumerate()
-                .map(|(i, p)| LarsParam {
-                    weight: &gpu_w[i],
-                    grad: &g_gpu[i],
-                    velocity: &vel[i],
-                    excluded: !matches!(p.kind, crate::model::ParamKind::Weight),
-                })
-                .collect();
-            lars_step(
-                &fused,
-                &LarsSettings {
-                    lr: 0.2,
-                    momentum: cfg.momentum,
-                    weight_decay: cfg.weight_decay,
-                    eta: cfg.lars_eta,
-                },
-            )?;
-            cpu_opt.step(&params, &grads, 0.2)?;
-            for (p, w) in params.iter().zip(&gpu_w) {
-                let got = w.as_tensor().to_device(&Device::Cpu)?;
-                let want = p.var.as_tensor();
-                let err = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-                let scale = want.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-6);
-                assert!(err / scale < 1e-5, "{} step {step}: {err}", p.name);
-            }
-        }
-        Ok(())
-    }
 }
