@@ -184,7 +184,7 @@ fn interrupted(outcome: &GridOutcome) -> Interrupted {
     let ids: Vec<&str> = outcome
         .rows
         .iter()
-        .filter(|r| r.status == Status::Interrupted)
+        .filter(|r| r.outcome.status == Status::Interrupted)
         .map(|r| r.run_id.as_str())
         .collect();
     let trained = outcome
@@ -212,7 +212,7 @@ fn finish_task(task: TaskSlice, outcome: &GridOutcome) -> anyhow::Result<()> {
     let failed = outcome
         .rows
         .iter()
-        .filter(|r| r.status == Status::Failed)
+        .filter(|r| r.outcome.status == Status::Failed)
         .count();
     eprintln!(
         "task {}: {} run(s), {failed} failed → {}",
@@ -233,7 +233,12 @@ fn finish_grid(outcome: &GridOutcome) -> anyhow::Result<()> {
         .iter()
         .filter(|r| r.variant != BASELINE_VARIANT)
         .collect();
-    let count = |status: Status| trained.iter().filter(|r| r.status == status).count();
+    let count = |status: Status| {
+        trained
+            .iter()
+            .filter(|r| r.outcome.status == status)
+            .count()
+    };
     let (failed, diverged) = (count(Status::Failed), count(Status::Diverged));
     let report = render(&outcome.dir, None)?;
     eprintln!("report → {}", report.join("index.md").display());

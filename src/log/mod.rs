@@ -23,5 +23,5 @@ pub use evals::{
 pub use parquet::{read_parquet, write_parquet, ColumnReader, TableBuilder};
 pub use steps::{StepRecord, StepsLog, STEPS_COLUMNS};
 pub use summary::{
-    read_summary, write_summary, Status, SummaryRecord, SummaryRow, SUMMARY_COLUMNS,
+    read_summary, write_summary, RunOutcome, Status, SummaryRecord, SummaryRow, SUMMARY_COLUMNS,
 };

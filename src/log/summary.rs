@@ -47,6 +47,15 @@ pub struct SummaryRow {
     pub seed: u64,
     #[serde(skip)]
     pub config: RunConfig,
+    /// Flattened: `run.toml` keeps one flat table.
+    #[serde(flatten)]
+    pub outcome: RunOutcome,
+}
+
+/// How a run went: the measured columns of `summary.parquet`, the same whether a row is
+/// being written ([`SummaryRow`]) or read back ([`SummaryRecord`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunOutcome {
     /// The CPU model and its widest vector instruction set: same seed ⇒ same numbers holds
     /// per instruction set, not across them.
     pub cpu: String,
@@ -163,35 +172,44 @@ pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> anyhow::Result<()> {
                 .map(|r| r.config.dataset.image_size as u64)
                 .collect(),
         )
-        .str(cpu, s(|r| r.cpu.clone()))
-        .str(status, s(|r| r.status.as_str().into()))
-        .opt_str(error, rows.iter().map(|r| r.error.clone()).collect())
+        .str(cpu, s(|r| r.outcome.cpu.clone()))
+        .str(status, s(|r| r.outcome.status.as_str().into()))
+        .opt_str(
+            error,
+            rows.iter().map(|r| r.outcome.error.clone()).collect(),
+        )
         .opt_str(
             stop_reason,
-            rows.iter().map(|r| r.stop_reason.clone()).collect(),
+            rows.iter().map(|r| r.outcome.stop_reason.clone()).collect(),
         )
-        .opt_f64(final_pos_cos, of(|r| r.final_pos_cos))
-        .opt_f64(final_neg_cos, of(|r| r.final_neg_cos))
-        .opt_f64(final_z_std, of(|r| r.final_z_std))
-        .opt_f64(final_effective_rank, of(|r| r.final_effective_rank))
-        .opt_f64(eval_z_effective_rank, of(|r| r.eval_z_effective_rank))
-        .opt_f64(final_knn_acc, of(|r| r.final_knn_acc))
-        .opt_f64(final_probe_acc, of(|r| r.final_probe_acc))
+        .opt_f64(final_pos_cos, of(|r| r.outcome.final_pos_cos))
+        .opt_f64(final_neg_cos, of(|r| r.outcome.final_neg_cos))
+        .opt_f64(final_z_std, of(|r| r.outcome.final_z_std))
+        .opt_f64(final_effective_rank, of(|r| r.outcome.final_effective_rank))
+        .opt_f64(
+            eval_z_effective_rank,
+            of(|r| r.outcome.eval_z_effective_rank),
+        )
+        .opt_f64(final_knn_acc, of(|r| r.outcome.final_knn_acc))
+        .opt_f64(final_probe_acc, of(|r| r.outcome.final_probe_acc))
         .opt_str(
             collapse_verdict,
             rows.iter()
-                .map(|r| r.collapse_verdict.map(|v| v.as_str().to_string()))
+                .map(|r| r.outcome.collapse_verdict.map(|v| v.as_str().to_string()))
                 .collect(),
         )
         .opt_u64(
             collapse_step,
-            rows.iter().map(|r| r.collapse_step).collect(),
+            rows.iter().map(|r| r.outcome.collapse_step).collect(),
         )
-        .u64(steps, rows.iter().map(|r| r.steps).collect())
-        .f64(wall_seconds, rows.iter().map(|r| r.wall_seconds).collect())
+        .u64(steps, rows.iter().map(|r| r.outcome.steps).collect())
+        .f64(
+            wall_seconds,
+            rows.iter().map(|r| r.outcome.wall_seconds).collect(),
+        )
         .f64(
             images_per_second,
-            rows.iter().map(|r| r.images_per_second).collect(),
+            rows.iter().map(|r| r.outcome.images_per_second).collect(),
         )
         .build()?;
     write_parquet(path, &mut df)
@@ -205,24 +223,13 @@ pub struct SummaryRecord {
     pub method: String,
     pub projector_norm: String,
     pub predictor_norm: Option<String>,
-    pub status: Status,
-    pub error: Option<String>,
-    pub final_pos_cos: Option<f64>,
-    pub final_neg_cos: Option<f64>,
-    pub final_z_std: Option<f64>,
-    pub final_effective_rank: Option<f64>,
-    pub eval_z_effective_rank: Option<f64>,
-    pub final_knn_acc: Option<f64>,
-    pub final_probe_acc: Option<f64>,
-    pub collapse_verdict: Option<Verdict>,
-    /// CPU model and instruction set (empty in summaries written before it was recorded).
-    pub cpu: String,
     /// `dataset` and, for a data set on disk, ` at <dataset_path>`.
     pub data: String,
+    pub outcome: RunOutcome,
 }
 
 /// Reads `summary.parquet`. Columns added after the first release (`eval_z_effective_rank`,
-/// `cpu`, `dataset_path`) may be absent; an unknown status or verdict is bad input naming its
+/// `cpu`, `dataset_path`, `stop_reason`, `collapse_step`) may be absent; an unknown status or verdict is bad input naming its
 /// record.
 pub fn read_summary(path: &Path) -> Result<Vec<SummaryRecord>, InputError> {
     let df = read_parquet(path)?;
@@ -252,6 +259,11 @@ pub fn read_summary(path: &Path) -> Result<Vec<SummaryRecord>, InputError> {
     let cpu = c.strs("cpu").unwrap_or_else(|_| vec![None; n]);
     let dataset = c.strs("dataset")?;
     let dataset_path = c.strs("dataset_path").unwrap_or_else(|_| vec![None; n]);
+    let stop_reason = c.strs("stop_reason").unwrap_or_else(|_| vec![None; n]);
+    let collapse_step = c.u64s("collapse_step").unwrap_or_else(|_| vec![None; n]);
+    let steps = c.required("steps", c.u64s("steps")?)?;
+    let wall_seconds = c.required("wall_seconds", c.f64s("wall_seconds")?)?;
+    let images_per_second = c.required("images_per_second", c.f64s("images_per_second")?)?;
     let mut runs = Vec::with_capacity(n);
     for i in 0..n {
         let record = |what: String| InputError::new(&c.file, format!("record {i}: {what}"));
@@ -276,20 +288,27 @@ pub fn read_summary(path: &Path) -> Result<Vec<SummaryRecord>, InputError> {
             method: methods[i].clone().unwrap_or_default(),
             projector_norm: proj[i].clone().unwrap_or_default(),
             predictor_norm: pred[i].clone(),
-            status,
-            error: error[i].clone(),
-            final_pos_cos: pos[i],
-            final_neg_cos: neg[i],
-            final_z_std: zstd[i],
-            final_effective_rank: rank[i],
-            eval_z_effective_rank: eval_rank[i],
-            final_knn_acc: knn[i],
-            final_probe_acc: probe[i],
-            collapse_verdict,
-            cpu: cpu[i].clone().unwrap_or_default(),
             data: match &dataset_path[i] {
                 Some(p) => format!("{} at {p}", dataset[i].clone().unwrap_or_default()),
                 None => dataset[i].clone().unwrap_or_default(),
+            },
+            outcome: RunOutcome {
+                cpu: cpu[i].clone().unwrap_or_default(),
+                status,
+                error: error[i].clone(),
+                stop_reason: stop_reason[i].clone(),
+                final_pos_cos: pos[i],
+                final_neg_cos: neg[i],
+                final_z_std: zstd[i],
+                final_effective_rank: rank[i],
+                eval_z_effective_rank: eval_rank[i],
+                final_knn_acc: knn[i],
+                final_probe_acc: probe[i],
+                collapse_verdict,
+                collapse_step: collapse_step[i],
+                steps: steps[i],
+                wall_seconds: wall_seconds[i],
+                images_per_second: images_per_second[i],
             },
         });
     }

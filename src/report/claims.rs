@@ -49,9 +49,9 @@ struct Stats {
 fn stats(t: &GridTables, variant: &str) -> Option<Stats> {
     let seeds = t
         .runs_of(variant)
-        .filter(|r| r.status == Status::Ok)
+        .filter(|r| r.outcome.status == Status::Ok)
         .count();
-    let probe = t.variant_stat(variant, |r| r.final_probe_acc);
+    let probe = t.variant_stat(variant, |r| r.outcome.final_probe_acc);
     if variant == BASELINE_VARIANT {
         return probe.map(|p| Stats {
             pos: (f64::NAN, 0.0),
@@ -61,8 +61,8 @@ fn stats(t: &GridTables, variant: &str) -> Option<Stats> {
         });
     }
     Some(Stats {
-        pos: t.variant_stat(variant, |r| r.final_pos_cos)?,
-        neg: t.variant_stat(variant, |r| r.final_neg_cos)?,
+        pos: t.variant_stat(variant, |r| r.outcome.final_pos_cos)?,
+        neg: t.variant_stat(variant, |r| r.outcome.final_neg_cos)?,
         probe,
         seeds,
     })
@@ -324,7 +324,7 @@ fn f7(t: &GridTables, random: Option<(f64, f64)>) -> Claim {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::SummaryRecord;
+    use crate::log::{RunOutcome, SummaryRecord};
 
     fn run(variant: &str, seed: u64, pos: f64, neg: f64, probe: f64) -> SummaryRecord {
         SummaryRecord {
@@ -334,18 +334,25 @@ mod tests {
             method: "byol".into(),
             projector_norm: "bn".into(),
             predictor_norm: Some("bn".into()),
-            status: Status::Ok,
-            error: None,
-            final_pos_cos: (variant != BASELINE_VARIANT).then_some(pos),
-            final_neg_cos: (variant != BASELINE_VARIANT).then_some(neg),
-            final_z_std: None,
-            final_effective_rank: None,
-            eval_z_effective_rank: None,
-            final_knn_acc: None,
-            final_probe_acc: Some(probe),
-            collapse_verdict: None,
-            cpu: String::new(),
             data: "synthetic".into(),
+            outcome: RunOutcome {
+                cpu: String::new(),
+                status: Status::Ok,
+                error: None,
+                stop_reason: None,
+                final_pos_cos: (variant != BASELINE_VARIANT).then_some(pos),
+                final_neg_cos: (variant != BASELINE_VARIANT).then_some(neg),
+                final_z_std: None,
+                final_effective_rank: None,
+                eval_z_effective_rank: None,
+                final_knn_acc: None,
+                final_probe_acc: Some(probe),
+                collapse_verdict: None,
+                collapse_step: None,
+                steps: 0,
+                wall_seconds: 0.0,
+                images_per_second: 0.0,
+            },
         }
     }
 
@@ -390,10 +397,10 @@ mod tests {
         // BYOL that does not separate, a no-norm that learns, LN that does not collapse.
         for r in &mut runs {
             match r.variant.as_str() {
-                "byol" => r.final_neg_cos = Some(0.7),
-                "no-norm" => r.final_probe_acc = Some(0.4),
-                "layer-norm" => r.final_neg_cos = Some(0.5),
-                "predictor-bn" => r.final_probe_acc = Some(0.36),
+                "byol" => r.outcome.final_neg_cos = Some(0.7),
+                "no-norm" => r.outcome.final_probe_acc = Some(0.4),
+                "layer-norm" => r.outcome.final_neg_cos = Some(0.5),
+                "predictor-bn" => r.outcome.final_probe_acc = Some(0.36),
                 _ => {}
             }
         }

@@ -93,15 +93,18 @@ fn variant_table(t: &GridTables) -> Table {
     for v in &variants {
         let runs: Vec<_> = t.runs_of(v).collect();
         let Some(first) = runs.first() else { continue };
-        let probe = t.variant_stat(v, |r| r.final_probe_acc);
-        let pos = t.variant_stat(v, |r| r.final_pos_cos);
-        let neg = t.variant_stat(v, |r| r.final_neg_cos);
+        let probe = t.variant_stat(v, |r| r.outcome.final_probe_acc);
+        let pos = t.variant_stat(v, |r| r.outcome.final_pos_cos);
+        let neg = t.variant_stat(v, |r| r.outcome.final_neg_cos);
         let mut verdicts: BTreeMap<String, usize> = BTreeMap::new();
         for r in &runs {
-            let key = if r.status == Status::Ok {
-                r.collapse_verdict.map_or("—", |v| v.as_str()).to_string()
+            let key = if r.outcome.status == Status::Ok {
+                r.outcome
+                    .collapse_verdict
+                    .map_or("—", |v| v.as_str())
+                    .to_string()
             } else {
-                r.status.as_str().to_string()
+                r.outcome.status.as_str().to_string()
             };
             *verdicts.entry(key).or_default() += 1;
         }
@@ -199,20 +202,23 @@ fn runs_table(t: &GridTables) -> Table {
             .map(|r| {
                 vec![
                     r.run_id.clone(),
-                    if r.status == Status::Ok {
+                    if r.outcome.status == Status::Ok {
                         "ok".into()
                     } else {
-                        format!("**{}**", r.status.as_str())
+                        format!("**{}**", r.outcome.status.as_str())
                     },
-                    f(r.final_pos_cos),
-                    f(r.final_neg_cos),
-                    f(r.final_z_std),
-                    f(r.final_effective_rank),
-                    f(r.eval_z_effective_rank),
-                    f(r.final_probe_acc),
-                    f(r.final_knn_acc),
-                    r.collapse_verdict.map_or("—", |v| v.as_str()).to_string(),
-                    r.error.clone().unwrap_or_default(),
+                    f(r.outcome.final_pos_cos),
+                    f(r.outcome.final_neg_cos),
+                    f(r.outcome.final_z_std),
+                    f(r.outcome.final_effective_rank),
+                    f(r.outcome.eval_z_effective_rank),
+                    f(r.outcome.final_probe_acc),
+                    f(r.outcome.final_knn_acc),
+                    r.outcome
+                        .collapse_verdict
+                        .map_or("—", |v| v.as_str())
+                        .to_string(),
+                    r.outcome.error.clone().unwrap_or_default(),
                 ]
             })
             .collect(),
@@ -243,7 +249,7 @@ setting disagrees with the study, the claim says `fails` with its numbers.";
 
 /// Which data and CPU the numbers come from, and what that means for reproducing them.
 fn machine_line(t: &GridTables) -> String {
-    let cpus = t.distinct(|r| &r.cpu);
+    let cpus = t.distinct(|r| &r.outcome.cpu);
     let on = if cpus.is_empty() {
         "an unrecorded CPU".to_string()
     } else {

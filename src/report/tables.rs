@@ -111,7 +111,7 @@ impl GridTables {
     ) -> Option<(f64, f64)> {
         let values: Vec<f64> = self
             .runs_of(variant)
-            .filter(|r| r.status == Status::Ok)
+            .filter(|r| r.outcome.status == Status::Ok)
             .filter_map(metric)
             .collect();
         mean_sd(&values)

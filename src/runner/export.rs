@@ -16,7 +16,7 @@ use crate::model::torch_names::{to_torch, BN_PASSES_PER_STEP};
 /// Writes the PyTorch copies of a run's weights; returns their paths.
 pub fn export_torch(run_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let steps = match read_record(run_dir) {
-        Some(r) => r.summary.steps,
+        Some(r) => r.summary.outcome.steps,
         None => {
             let steps = run_dir.join("steps.parquet");
             if steps.is_file() {

@@ -40,14 +40,14 @@ impl RunState {
     /// The detail `status` prints after the label.
     pub fn detail(&self) -> String {
         match self {
-            RunState::Done(row) => match row.status {
+            RunState::Done(row) => match row.outcome.status {
                 Status::Diverged => format!(
                     "diverged: {}",
-                    row.error.as_deref().unwrap_or("non-finite values")
+                    row.outcome.error.as_deref().unwrap_or("non-finite values")
                 ),
-                _ => format!("{} steps", row.steps),
+                _ => format!("{} steps", row.outcome.steps),
             },
-            RunState::Failed(row) => row.error.clone().unwrap_or_default(),
+            RunState::Failed(row) => row.outcome.error.clone().unwrap_or_default(),
             RunState::Running(who) => who.clone(),
             RunState::Interrupted { next_step } => format!("checkpointed at step {next_step}"),
             RunState::Pending(why) => (*why).to_string(),
@@ -107,7 +107,7 @@ fn run_state(dir: &Path, spec: &RunSpec) -> RunState {
                 config: spec.config.clone(),
                 ..r.summary
             });
-            match row.status {
+            match row.outcome.status {
                 Status::Ok | Status::Diverged => RunState::Done(row),
                 Status::Failed | Status::Interrupted => RunState::Failed(row),
             }

@@ -111,7 +111,8 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
         .chain(baseline_rows.iter().cloned())
         .collect();
     let not_started = runs.len() + baseline_rows.len() - rows.len();
-    let interrupted = not_started > 0 || rows.iter().any(|r| r.status == Status::Interrupted);
+    let interrupted =
+        not_started > 0 || rows.iter().any(|r| r.outcome.status == Status::Interrupted);
     Ok(GridOutcome {
         dir,
         rows,
@@ -261,12 +262,12 @@ fn describe(row: &SummaryRow) -> String {
     format!(
         "{:<22} {:<9} pos {} neg {} z_std {} rank {} {:<9} {:.1}s",
         row.run_id,
-        row.status.as_str(),
-        f(row.final_pos_cos),
-        f(row.final_neg_cos),
-        f(row.final_z_std),
-        f(row.final_effective_rank),
-        row.collapse_verdict.map_or("–", |v| v.as_str()),
-        row.wall_seconds
+        row.outcome.status.as_str(),
+        f(row.outcome.final_pos_cos),
+        f(row.outcome.final_neg_cos),
+        f(row.outcome.final_z_std),
+        f(row.outcome.final_effective_rank),
+        row.outcome.collapse_verdict.map_or("–", |v| v.as_str()),
+        row.outcome.wall_seconds
     )
 }

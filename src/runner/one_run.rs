@@ -14,8 +14,8 @@ use super::{cpu, dataset_key, lock, staging, FinalMetrics, RunOptions};
 use crate::config::{RunConfig, RunSpec, BASELINE_VARIANT};
 use crate::data::{Dataset, DatasetPair};
 use crate::log::{
-    remove_dir_if_present, write_evals, write_spectrum, write_text, EvalRecord, Status, StepRecord,
-    StepsLog, SummaryRow,
+    remove_dir_if_present, write_evals, write_spectrum, write_text, EvalRecord, RunOutcome, Status,
+    StepRecord, StepsLog, SummaryRow,
 };
 use crate::metrics::{verdict, CollapseMonitor, Verdict};
 use crate::train::checkpoint::{read_checkpoint, remove_checkpoint, Checkpointing};
@@ -59,10 +59,10 @@ pub(super) fn random_baseline(
             run_id,
             std::slice::from_ref(&record),
         )?;
-        row.final_knn_acc = record.knn_acc;
-        row.final_probe_acc = record.probe_acc;
-        row.eval_z_effective_rank = Some(record.z_effective_rank);
-        row.wall_seconds = started.elapsed().as_secs_f64();
+        row.outcome.final_knn_acc = record.knn_acc;
+        row.outcome.final_probe_acc = record.probe_acc;
+        row.outcome.eval_z_effective_rank = Some(record.z_effective_rank);
+        row.outcome.wall_seconds = started.elapsed().as_secs_f64();
         staging::finish(
             grid_dir,
             run_id,
@@ -80,9 +80,9 @@ pub(super) fn random_baseline(
         },
         Ok(None) => row,
         Err(e) => {
-            row.status = Status::Failed;
-            row.error = Some(format!("{e:#}"));
-            row.wall_seconds = started.elapsed().as_secs_f64();
+            row.outcome.status = Status::Failed;
+            row.outcome.error = Some(format!("{e:#}"));
+            row.outcome.wall_seconds = started.elapsed().as_secs_f64();
             row
         }
     }
@@ -95,22 +95,24 @@ fn empty_row(run_id: &str, variant: &str, seed: u64, config: &RunConfig) -> Summ
         variant: variant.into(),
         seed,
         config: config.clone(),
-        cpu: cpu::cpu_description().to_string(),
-        status: Status::Ok,
-        error: None,
-        stop_reason: None,
-        final_pos_cos: None,
-        final_neg_cos: None,
-        final_z_std: None,
-        final_effective_rank: None,
-        eval_z_effective_rank: None,
-        final_knn_acc: None,
-        final_probe_acc: None,
-        collapse_verdict: None,
-        collapse_step: None,
-        steps: 0,
-        wall_seconds: 0.0,
-        images_per_second: 0.0,
+        outcome: RunOutcome {
+            cpu: cpu::cpu_description().to_string(),
+            status: Status::Ok,
+            error: None,
+            stop_reason: None,
+            final_pos_cos: None,
+            final_neg_cos: None,
+            final_z_std: None,
+            final_effective_rank: None,
+            eval_z_effective_rank: None,
+            final_knn_acc: None,
+            final_probe_acc: None,
+            collapse_verdict: None,
+            collapse_step: None,
+            steps: 0,
+            wall_seconds: 0.0,
+            images_per_second: 0.0,
+        },
     }
 }
 
@@ -137,8 +139,8 @@ pub(super) fn run_one(
         Ok(p) => p,
         Err(e) => {
             let mut row = empty_row(&spec.run_id, &spec.variant, spec.seed, &spec.config);
-            row.status = Status::Failed;
-            row.error = Some(format!("{e:#}"));
+            row.outcome.status = Status::Failed;
+            row.outcome.error = Some(format!("{e:#}"));
             return (row, "not started".into());
         }
     };
@@ -172,11 +174,11 @@ pub(super) fn run_one(
         // dropped unfinished, so it writes no file.
         let steps = recorder.map(|r| r.steps.rows).unwrap_or_default();
         let mut row = row_from_logs(spec, &steps, &[]);
-        row.status = Status::Interrupted;
-        row.stop_reason = Some(format!(
+        row.outcome.status = Status::Interrupted;
+        row.outcome.stop_reason = Some(format!(
             "interrupted: checkpointed at step {next_step}; run the same command again to resume"
         ));
-        row.wall_seconds = started.elapsed().as_secs_f64();
+        row.outcome.wall_seconds = started.elapsed().as_secs_f64();
         return (
             row,
             format!("{how}; interrupted, checkpointed at step {next_step}"),
@@ -185,7 +187,7 @@ pub(super) fn run_one(
     let (steps, evals, write_logs) = run.write_logs(recorder);
     let mut row = row_from_logs(spec, &steps.rows, &evals);
     record_outcome(&mut row, result, write_logs);
-    row.wall_seconds = started.elapsed().as_secs_f64();
+    row.outcome.wall_seconds = started.elapsed().as_secs_f64();
     let record = staging::RunRecord {
         config_hash: hash,
         summary: row.clone(),
@@ -194,8 +196,8 @@ pub(super) fn run_one(
         .and_then(|()| remove_dir_if_present(&dir.join(recorder::PARTS_DIR)))
         .and_then(|()| staging::finish(grid_dir, &spec.run_id, &record));
     if let Err(e) = published {
-        row.status = Status::Failed;
-        row.error = Some(format!("publishing the run folder: {e:#}"));
+        row.outcome.status = Status::Failed;
+        row.outcome.error = Some(format!("publishing the run folder: {e:#}"));
     }
     (row, how)
 }
@@ -306,23 +308,23 @@ fn record_outcome(
 ) {
     match (result, write_logs) {
         (Ok(summary), Ok(())) => {
-            row.images_per_second = summary.images_per_second;
+            row.outcome.images_per_second = summary.images_per_second;
             match summary.status {
                 RunStatus::Ok | RunStatus::Interrupted { .. } => {}
                 RunStatus::Diverged { reason, .. } => {
-                    row.status = Status::Diverged;
-                    row.error = Some(reason);
-                    row.collapse_verdict = None;
+                    row.outcome.status = Status::Diverged;
+                    row.outcome.error = Some(reason);
+                    row.outcome.collapse_verdict = None;
                 }
                 RunStatus::StoppedCollapsed { reason, .. } => {
-                    row.stop_reason = Some(reason);
-                    row.collapse_verdict = Some(Verdict::Collapsed);
+                    row.outcome.stop_reason = Some(reason);
+                    row.outcome.collapse_verdict = Some(Verdict::Collapsed);
                 }
             }
         }
         (Err(e), _) | (Ok(_), Err(e)) => {
-            row.status = Status::Failed;
-            row.error = Some(format!("{e:#}"));
+            row.outcome.status = Status::Failed;
+            row.outcome.error = Some(format!("{e:#}"));
         }
     }
 }
@@ -337,7 +339,8 @@ fn row_from_logs(spec: &RunSpec, records: &[StepRecord], evals: &[EvalRecord]) -
         monitor.observe(r.step, r.pos_cos, r.neg_cos, r.z_std);
     }
     let last_eval = evals.last();
-    SummaryRow {
+    let row = empty_row(&spec.run_id, &spec.variant, spec.seed, &spec.config);
+    let outcome = RunOutcome {
         final_pos_cos: fin.as_ref().map(|f| f.pos_cos),
         final_neg_cos: fin.as_ref().map(|f| f.neg_cos),
         final_z_std: fin.as_ref().map(|f| f.z_std),
@@ -351,8 +354,9 @@ fn row_from_logs(spec: &RunSpec, records: &[StepRecord], evals: &[EvalRecord]) -
             .map(|(f, e)| verdict(f.pos_cos, f.neg_cos, f.z_std, e.z_effective_rank, dim)),
         collapse_step: monitor.collapse_step(),
         steps: records.len() as u64,
-        ..empty_row(&spec.run_id, &spec.variant, spec.seed, &spec.config)
-    }
+        ..row.outcome
+    };
+    SummaryRow { outcome, ..row }
 }
 
 /// `encoder.safetensors` (the online encoder, with batch-norm running statistics) and

@@ -90,7 +90,7 @@ pub fn plan(grid_dir: &Path, run_id: &str, hash: &str, fresh: bool) -> anyhow::R
         Plan::Start(StartReason::Fresh)
     } else if let Some(rec) = published
         .as_ref()
-        .filter(|r| r.config_hash == hash && is_final(r.summary.status))
+        .filter(|r| r.config_hash == hash && is_final(r.summary.outcome.status))
     {
         Plan::Keep(Box::new(rec.summary.clone()))
     } else if let Some((checkpoint, next_step)) = find_checkpoint(&staging)?

@@ -49,8 +49,8 @@ impl Chart for CosineBars<'_> {
             .draw()
             .map_err(err)?;
         for (i, v) in variants.iter().enumerate() {
-            let pos = t.variant_stat(v, |r| r.final_pos_cos);
-            let neg = t.variant_stat(v, |r| r.final_neg_cos);
+            let pos = t.variant_stat(v, |r| r.outcome.final_pos_cos);
+            let neg = t.variant_stat(v, |r| r.outcome.final_neg_cos);
             for (k, stat, c) in [(0.0, pos, POS), (1.0, neg, NEG)] {
                 let Some((m, sd)) = stat else { continue };
                 let x0 = i as f64 + 0.12 + k * 0.38;

@@ -35,7 +35,9 @@ impl Chart for ProbeCurves<'_> {
                 .collect();
             curves.push((v.clone(), pts));
         }
-        let random = t.variant_stat(BASELINE_VARIANT, |r| r.final_probe_acc.map(|p| 100.0 * p));
+        let random = t.variant_stat(BASELINE_VARIANT, |r| {
+            r.outcome.final_probe_acc.map(|p| 100.0 * p)
+        });
         let top = curves
             .iter()
             .flat_map(|c| c.1.iter().map(|p| p.1))
