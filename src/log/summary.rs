@@ -119,10 +119,9 @@ pub const SUMMARY_COLUMNS: [&str; 33] = [
 
 pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> anyhow::Result<()> {
     let s = |f: fn(&SummaryRow) -> String| rows.iter().map(f).collect::<Vec<_>>();
-    let of = |f: fn(&SummaryRow) -> Option<f64>| rows.iter().map(f).collect::<Vec<_>>();
-    let [run_id, variant, seed, method, encoder, encoder_norm, projector_norm, predictor_norm, optimizer, lr, weight_decay, tau, batch_size, epochs, dataset, dataset_path, image_size, cpu, status, error, stop_reason, final_pos_cos, final_neg_cos, final_z_std, final_effective_rank, eval_z_effective_rank, final_knn_acc, final_probe_acc, collapse_verdict, collapse_step, steps, wall_seconds, images_per_second] =
+    let [run_id, variant, seed, method, encoder, encoder_norm, projector_norm, predictor_norm, optimizer, lr, weight_decay, tau, batch_size, epochs, dataset, dataset_path, image_size, ..] =
         SUMMARY_COLUMNS;
-    let mut df = TableBuilder::new()
+    let table = TableBuilder::new()
         .str(run_id, s(|r| r.run_id.clone()))
         .str(variant, s(|r| r.variant.clone()))
         .u64(seed, rows.iter().map(|r| r.seed).collect())
@@ -171,49 +170,51 @@ pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> anyhow::Result<()> {
             rows.iter()
                 .map(|r| r.config.dataset.image_size as u64)
                 .collect(),
-        )
-        .str(cpu, s(|r| r.outcome.cpu.clone()))
-        .str(status, s(|r| r.outcome.status.as_str().into()))
-        .opt_str(
-            error,
-            rows.iter().map(|r| r.outcome.error.clone()).collect(),
-        )
+        );
+    let outcomes: Vec<&RunOutcome> = rows.iter().map(|r| &r.outcome).collect();
+    let mut df = outcome_columns(table, &outcomes).build()?;
+    write_parquet(path, &mut df)
+}
+
+/// The measured columns, `cpu` … `images_per_second`, one row per outcome.
+fn outcome_columns(table: TableBuilder, rows: &[&RunOutcome]) -> TableBuilder {
+    let s = |f: fn(&RunOutcome) -> String| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let of = |f: fn(&RunOutcome) -> Option<f64>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let [.., cpu, status, error, stop_reason, final_pos_cos, final_neg_cos, final_z_std, final_effective_rank, eval_z_effective_rank, final_knn_acc, final_probe_acc, collapse_verdict, collapse_step, steps, wall_seconds, images_per_second] =
+        SUMMARY_COLUMNS;
+    table
+        .str(cpu, s(|r| r.cpu.clone()))
+        .str(status, s(|r| r.status.as_str().into()))
+        .opt_str(error, rows.iter().map(|r| r.error.clone()).collect())
         .opt_str(
             stop_reason,
-            rows.iter().map(|r| r.outcome.stop_reason.clone()).collect(),
+            rows.iter().map(|r| r.stop_reason.clone()).collect(),
         )
-        .opt_f64(final_pos_cos, of(|r| r.outcome.final_pos_cos))
-        .opt_f64(final_neg_cos, of(|r| r.outcome.final_neg_cos))
-        .opt_f64(final_z_std, of(|r| r.outcome.final_z_std))
-        .opt_f64(final_effective_rank, of(|r| r.outcome.final_effective_rank))
-        .opt_f64(
-            eval_z_effective_rank,
-            of(|r| r.outcome.eval_z_effective_rank),
-        )
-        .opt_f64(final_knn_acc, of(|r| r.outcome.final_knn_acc))
-        .opt_f64(final_probe_acc, of(|r| r.outcome.final_probe_acc))
+        .opt_f64(final_pos_cos, of(|r| r.final_pos_cos))
+        .opt_f64(final_neg_cos, of(|r| r.final_neg_cos))
+        .opt_f64(final_z_std, of(|r| r.final_z_std))
+        .opt_f64(final_effective_rank, of(|r| r.final_effective_rank))
+        .opt_f64(eval_z_effective_rank, of(|r| r.eval_z_effective_rank))
+        .opt_f64(final_knn_acc, of(|r| r.final_knn_acc))
+        .opt_f64(final_probe_acc, of(|r| r.final_probe_acc))
         .opt_str(
             collapse_verdict,
             rows.iter()
-                .map(|r| r.outcome.collapse_verdict.map(|v| v.as_str().to_string()))
+                .map(|r| r.collapse_verdict.map(|v| v.as_str().to_string()))
                 .collect(),
         )
         .opt_u64(
             collapse_step,
-            rows.iter().map(|r| r.outcome.collapse_step).collect(),
+            rows.iter().map(|r| r.collapse_step).collect(),
         )
-        .u64(steps, rows.iter().map(|r| r.outcome.steps).collect())
-        .f64(
-            wall_seconds,
-            rows.iter().map(|r| r.outcome.wall_seconds).collect(),
-        )
+        .u64(steps, rows.iter().map(|r| r.steps).collect())
+        .f64(wall_seconds, rows.iter().map(|r| r.wall_seconds).collect())
         .f64(
             images_per_second,
-            rows.iter().map(|r| r.outcome.images_per_second).collect(),
+            rows.iter().map(|r| r.images_per_second).collect(),
         )
-        .build()?;
-    write_parquet(path, &mut df)
 }
+
 /// One row of `summary.parquet` as read back: the columns the report and `finalize` use.
 #[derive(Debug, Clone)]
 pub struct SummaryRecord {
@@ -240,6 +241,31 @@ pub fn read_summary(path: &Path) -> Result<Vec<SummaryRecord>, InputError> {
         c.strs("projector_norm")?,
         c.strs("predictor_norm")?,
     );
+    let n = df.height();
+    let dataset = c.strs("dataset")?;
+    let dataset_path = c.strs("dataset_path").unwrap_or_else(|_| vec![None; n]);
+    let outcomes = read_outcomes(&c, n)?;
+    Ok(outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, outcome)| SummaryRecord {
+            run_id: ids[i].clone().unwrap_or_default(),
+            variant: variants[i].clone().unwrap_or_default(),
+            seed: seeds[i].unwrap_or(0),
+            method: methods[i].clone().unwrap_or_default(),
+            projector_norm: proj[i].clone().unwrap_or_default(),
+            predictor_norm: pred[i].clone(),
+            data: match &dataset_path[i] {
+                Some(p) => format!("{} at {p}", dataset[i].clone().unwrap_or_default()),
+                None => dataset[i].clone().unwrap_or_default(),
+            },
+            outcome,
+        })
+        .collect())
+}
+
+/// The measured columns of `n` records (see [`read_summary`] for the optional ones).
+fn read_outcomes(c: &ColumnReader, n: usize) -> Result<Vec<RunOutcome>, InputError> {
     let (status, error, verdict) = (
         c.strs("status")?,
         c.strs("error")?,
@@ -252,47 +278,35 @@ pub fn read_summary(path: &Path) -> Result<Vec<SummaryRecord>, InputError> {
         c.f64s("final_effective_rank")?,
     );
     let (knn, probe) = (c.f64s("final_knn_acc")?, c.f64s("final_probe_acc")?);
-    let n = df.height();
-    let eval_rank = c
-        .f64s("eval_z_effective_rank")
-        .unwrap_or_else(|_| vec![None; n]);
-    let cpu = c.strs("cpu").unwrap_or_else(|_| vec![None; n]);
-    let dataset = c.strs("dataset")?;
-    let dataset_path = c.strs("dataset_path").unwrap_or_else(|_| vec![None; n]);
-    let stop_reason = c.strs("stop_reason").unwrap_or_else(|_| vec![None; n]);
+    let optional_f64 = |name: &str| c.f64s(name).unwrap_or_else(|_| vec![None; n]);
+    let optional_str = |name: &str| c.strs(name).unwrap_or_else(|_| vec![None; n]);
+    let (eval_rank, cpu, stop_reason) = (
+        optional_f64("eval_z_effective_rank"),
+        optional_str("cpu"),
+        optional_str("stop_reason"),
+    );
     let collapse_step = c.u64s("collapse_step").unwrap_or_else(|_| vec![None; n]);
     let steps = c.required("steps", c.u64s("steps")?)?;
     let wall_seconds = c.required("wall_seconds", c.f64s("wall_seconds")?)?;
     let images_per_second = c.required("images_per_second", c.f64s("images_per_second")?)?;
-    let mut runs = Vec::with_capacity(n);
-    for i in 0..n {
-        let record = |what: String| InputError::new(&c.file, format!("record {i}: {what}"));
-        let spelled = status[i].as_deref().unwrap_or_default();
-        let status = Status::parse(spelled).ok_or_else(|| {
-            record(format!(
-                "unknown status `{spelled}`, expected ok, diverged, failed or interrupted"
-            ))
-        })?;
-        let collapse_verdict = match verdict[i].as_deref() {
-            None => None,
-            Some(v) => Some(Verdict::parse(v).ok_or_else(|| {
+    (0..n)
+        .map(|i| {
+            let record = |what: String| InputError::new(&c.file, format!("record {i}: {what}"));
+            let spelled = status[i].as_deref().unwrap_or_default();
+            let status = Status::parse(spelled).ok_or_else(|| {
                 record(format!(
-                    "unknown collapse_verdict `{v}`, expected healthy, collapsed or partial"
+                    "unknown status `{spelled}`, expected ok, diverged, failed or interrupted"
                 ))
-            })?),
-        };
-        runs.push(SummaryRecord {
-            run_id: ids[i].clone().unwrap_or_default(),
-            variant: variants[i].clone().unwrap_or_default(),
-            seed: seeds[i].unwrap_or(0),
-            method: methods[i].clone().unwrap_or_default(),
-            projector_norm: proj[i].clone().unwrap_or_default(),
-            predictor_norm: pred[i].clone(),
-            data: match &dataset_path[i] {
-                Some(p) => format!("{} at {p}", dataset[i].clone().unwrap_or_default()),
-                None => dataset[i].clone().unwrap_or_default(),
-            },
-            outcome: RunOutcome {
+            })?;
+            let collapse_verdict = match verdict[i].as_deref() {
+                None => None,
+                Some(v) => Some(Verdict::parse(v).ok_or_else(|| {
+                    record(format!(
+                        "unknown collapse_verdict `{v}`, expected healthy, collapsed or partial"
+                    ))
+                })?),
+            };
+            Ok(RunOutcome {
                 cpu: cpu[i].clone().unwrap_or_default(),
                 status,
                 error: error[i].clone(),
@@ -309,8 +323,7 @@ pub fn read_summary(path: &Path) -> Result<Vec<SummaryRecord>, InputError> {
                 steps: steps[i],
                 wall_seconds: wall_seconds[i],
                 images_per_second: images_per_second[i],
-            },
-        });
-    }
-    Ok(runs)
+            })
+        })
+        .collect()
 }

@@ -17,6 +17,24 @@ pub struct OnlineNetwork {
     pub predictor: Option<Mlp>,
 }
 
+/// Encoder and projector, registered in `store` in this order (the EMA pairs the target's
+/// parameters with the online network's by position).
+fn encoder_and_projector(
+    store: &mut ParamStore,
+    cfg: &ModelConfig,
+    in_channels: usize,
+) -> Result<(Encoder, Mlp)> {
+    let encoder = Encoder::new(store, "encoder", cfg, in_channels)?;
+    let projector = Mlp::new(
+        store,
+        "projector",
+        encoder.out_dim(),
+        &cfg.projector,
+        cfg.gn_groups,
+    )?;
+    Ok((encoder, projector))
+}
+
 /// What one view produces on the online side.
 pub struct OnlineOutput {
     pub y: Tensor,
@@ -31,14 +49,7 @@ impl OnlineNetwork {
         in_channels: usize,
         with_predictor: bool,
     ) -> Result<Self> {
-        let encoder = Encoder::new(&mut store, "encoder", cfg, in_channels)?;
-        let projector = Mlp::new(
-            &mut store,
-            "projector",
-            encoder.out_dim(),
-            &cfg.projector,
-            cfg.gn_groups,
-        )?;
+        let (encoder, projector) = encoder_and_projector(&mut store, cfg, in_channels)?;
         let predictor = if with_predictor {
             Some(Mlp::new(
                 &mut store,
@@ -89,14 +100,7 @@ pub struct EmaTarget {
 impl EmaTarget {
     pub fn new(online: &OnlineNetwork, cfg: &ModelConfig, in_channels: usize) -> Result<Self> {
         let mut store = ParamStore::copy_of(&online.store)?;
-        let encoder = Encoder::new(&mut store, "encoder", cfg, in_channels)?;
-        let projector = Mlp::new(
-            &mut store,
-            "projector",
-            encoder.out_dim(),
-            &cfg.projector,
-            cfg.gn_groups,
-        )?;
+        let (encoder, projector) = encoder_and_projector(&mut store, cfg, in_channels)?;
         // The update pairs parameters by position: the target's are a prefix of the online's.
         for (t, o) in store.params().iter().zip(online.store.params()) {
             if t.name != o.name {

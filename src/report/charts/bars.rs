@@ -61,34 +61,13 @@ impl Chart for CosineBars<'_> {
                         c.filled(),
                     )))
                     .map_err(err)?;
-                let xc = (x0 + x1) / 2.0;
-                let whisker = vec![
-                    PathElement::new(vec![(xc, m - sd), (xc, m + sd)], BLACK.stroke_width(2)),
-                    PathElement::new(
-                        vec![(xc - 0.06, m - sd), (xc + 0.06, m - sd)],
-                        BLACK.stroke_width(2),
-                    ),
-                    PathElement::new(
-                        vec![(xc - 0.06, m + sd), (xc + 0.06, m + sd)],
-                        BLACK.stroke_width(2),
-                    ),
-                ];
-                chart.draw_series(whisker).map_err(err)?;
+                chart
+                    .draw_series(whisker((x0 + x1) / 2.0, m, sd))
+                    .map_err(err)?;
             }
             // Variant name under its bars, in the strip below the plot.
             let (px, _) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
-            lower
-                .draw(&Text::new(
-                    v.clone(),
-                    (px, 8),
-                    ("sans-serif", 16).into_font().color(&BLACK).pos(
-                        plotters::style::text_anchor::Pos::new(
-                            plotters::style::text_anchor::HPos::Center,
-                            plotters::style::text_anchor::VPos::Top,
-                        ),
-                    ),
-                ))
-                .map_err(err)?;
+            lower.draw(&centred_label(v, px)).map_err(err)?;
         }
         chart
             .draw_series([Rectangle::new([(0.0, -1.0), (0.0, -1.0)], POS.filled())])
@@ -103,4 +82,30 @@ impl Chart for CosineBars<'_> {
         legend(&mut chart, SeriesLabelPosition::UpperRight, 15)?;
         Ok(())
     }
+}
+
+/// A ±1 sd error bar at `x` around `mean`, with caps.
+fn whisker(x: f64, mean: f64, sd: f64) -> Vec<PathElement<(f64, f64)>> {
+    let (lo, hi) = (mean - sd, mean + sd);
+    [
+        vec![(x, lo), (x, hi)],
+        vec![(x - 0.06, lo), (x + 0.06, lo)],
+        vec![(x - 0.06, hi), (x + 0.06, hi)],
+    ]
+    .into_iter()
+    .map(|points| PathElement::new(points, BLACK.stroke_width(2)))
+    .collect()
+}
+
+/// `text` centred under pixel column `px`, at the top of the label strip.
+fn centred_label(text: &str, px: i32) -> Text<'static, (i32, i32), String> {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    Text::new(
+        text.to_string(),
+        (px, 8),
+        ("sans-serif", 16)
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Center, VPos::Top)),
+    )
 }
