@@ -17,24 +17,7 @@ impl Chart for ProbeCurves<'_> {
     {
         let t = self.0;
         let variants = t.variants();
-        let mut curves = Vec::new();
-        let mut max_epoch = 1u32;
-        for v in &variants {
-            let mut acc: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
-            for r in t.runs_of(v) {
-                for e in t.evals.get(&r.run_id).into_iter().flatten() {
-                    if let Some(p) = e.probe_acc {
-                        acc.entry(e.epoch).or_default().push(100.0 * p);
-                        max_epoch = max_epoch.max(e.epoch);
-                    }
-                }
-            }
-            let pts: Vec<(f64, f64)> = acc
-                .into_iter()
-                .filter_map(|(e, v)| mean_sd(&v).map(|(m, _)| (e as f64, m)))
-                .collect();
-            curves.push((v.clone(), pts));
-        }
+        let (curves, max_epoch) = probe_curves(t, &variants);
         let random = t.variant_stat(BASELINE_VARIANT, |r| {
             r.outcome.final_probe_acc.map(|p| 100.0 * p)
         });
@@ -78,16 +61,8 @@ impl Chart for ProbeCurves<'_> {
                 .map_err(err)?;
         }
         if let Some((m, _)) = random {
-            let dashes: Vec<_> = (0..40)
-                .filter(|k| k % 2 == 0)
-                .map(|k| {
-                    let a = max_epoch as f64 * k as f64 / 40.0;
-                    let b = max_epoch as f64 * (k + 1) as f64 / 40.0;
-                    PathElement::new(vec![(a, m), (b, m)], BLACK.stroke_width(2))
-                })
-                .collect();
             chart
-                .draw_series(dashes)
+                .draw_series(dashed(m, max_epoch as f64))
                 .map_err(err)?
                 .label(format!("random encoder ({m:.1} %)"))
                 .legend(|(x, y)| {
@@ -97,4 +72,40 @@ impl Chart for ProbeCurves<'_> {
         legend(&mut chart, SeriesLabelPosition::LowerRight, 15)?;
         Ok(())
     }
+}
+
+/// Per variant, (epoch, mean probe accuracy % over seeds) at each evaluated epoch; and the
+/// last epoch evaluated (at least 1).
+fn probe_curves(t: &GridTables, variants: &[String]) -> (Vec<(String, Vec<(f64, f64)>)>, u32) {
+    let mut curves = Vec::new();
+    let mut max_epoch = 1u32;
+    for v in variants {
+        let mut acc: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
+        for r in t.runs_of(v) {
+            for e in t.evals.get(&r.run_id).into_iter().flatten() {
+                if let Some(p) = e.probe_acc {
+                    acc.entry(e.epoch).or_default().push(100.0 * p);
+                    max_epoch = max_epoch.max(e.epoch);
+                }
+            }
+        }
+        let pts: Vec<(f64, f64)> = acc
+            .into_iter()
+            .filter_map(|(e, v)| mean_sd(&v).map(|(m, _)| (e as f64, m)))
+            .collect();
+        curves.push((v.clone(), pts));
+    }
+    (curves, max_epoch)
+}
+
+/// A dashed horizontal line at `y` from 0 to `x_max` (20 dashes).
+fn dashed(y: f64, x_max: f64) -> Vec<PathElement<(f64, f64)>> {
+    (0..40)
+        .filter(|k| k % 2 == 0)
+        .map(|k| {
+            let a = x_max * k as f64 / 40.0;
+            let b = x_max * (k + 1) as f64 / 40.0;
+            PathElement::new(vec![(a, y), (b, y)], BLACK.stroke_width(2))
+        })
+        .collect()
 }

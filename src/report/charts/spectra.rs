@@ -28,21 +28,7 @@ impl Chart for Spectra<'_> {
             .map_err(err)?;
         let (left, right) = body.split_horizontally(W / 2);
         for (k, (area, space)) in [(&left, "y"), (&right, "z")].into_iter().enumerate() {
-            let mut curves = Vec::new();
-            for v in &variants {
-                let lists: Vec<&Vec<f64>> = t
-                    .runs_of(v)
-                    .filter_map(|r| t.spectra.get(&r.run_id).and_then(|s| s.get(space)))
-                    .collect();
-                let len = lists.iter().map(|l| l.len()).min().unwrap_or(0);
-                let pts: Vec<(f64, f64)> = (0..len)
-                    .map(|i| {
-                        let m = lists.iter().map(|l| l[i]).sum::<f64>() / lists.len() as f64;
-                        ((i + 1) as f64, m.max(1e-12))
-                    })
-                    .collect();
-                curves.push(pts);
-            }
+            let curves = mean_spectra(t, &variants, space);
             let xmax = curves.iter().map(|c| c.len()).max().unwrap_or(1).max(2) as f64;
             let ymax = curves.iter().flatten().map(|p| p.1).fold(1e-6f64, f64::max) * 2.0;
             let ymin = (curves
@@ -95,4 +81,26 @@ impl Chart for Spectra<'_> {
         }
         Ok(())
     }
+}
+
+/// Per variant, the mean over seeds of the eigenvalues of `space` (`y` or `z`) at the last
+/// evaluation, as (index from 1, value ≥ 1e-12) for the log scale; truncated to the shortest
+/// seed's spectrum.
+fn mean_spectra(t: &GridTables, variants: &[String], space: &str) -> Vec<Vec<(f64, f64)>> {
+    variants
+        .iter()
+        .map(|v| {
+            let lists: Vec<&Vec<f64>> = t
+                .runs_of(v)
+                .filter_map(|r| t.spectra.get(&r.run_id).and_then(|s| s.get(space)))
+                .collect();
+            let len = lists.iter().map(|l| l.len()).min().unwrap_or(0);
+            (0..len)
+                .map(|i| {
+                    let m = lists.iter().map(|l| l[i]).sum::<f64>() / lists.len() as f64;
+                    ((i + 1) as f64, m.max(1e-12))
+                })
+                .collect()
+        })
+        .collect()
 }

@@ -82,73 +82,91 @@ impl Chart for SpreadSteps<'_> {
             )
             .map_err(err)?;
         let (left, right) = body.split_horizontally(W / 2);
-        type Getter = fn(&crate::log::StepRecord) -> f64;
-        type Panel<'p, DB> = (
-            &'p DrawingArea<DB, Shift>,
-            &'static str,
-            Getter,
-            f64,
-            String,
-        );
-        let panels: [Panel<DB>; 2] = [
-            (
-                &left,
-                "std of l2-normalised z",
-                |s| s.z_std,
-                1.0 / d.sqrt(),
-                format!("1/√d = {:.3}", 1.0 / d.sqrt()),
-            ),
-            (
-                &right,
-                "effective rank of z (RankMe)",
-                |s| s.effective_rank,
-                d,
-                format!("d = {d}"),
-            ),
+        let panels = [
+            SpreadPanel {
+                desc: "std of l2-normalised z",
+                metric: |s| s.z_std,
+                reference: 1.0 / d.sqrt(),
+                reference_label: format!("1/√d = {:.3}", 1.0 / d.sqrt()),
+            },
+            SpreadPanel {
+                desc: "effective rank of z (RankMe)",
+                metric: |s| s.effective_rank,
+                reference: d,
+                reference_label: format!("d = {d}"),
+            },
         ];
-        for (k, (area, desc, f, reference, ref_label)) in panels.into_iter().enumerate() {
-            let top = reference * 1.2;
-            let mut chart = ChartBuilder::on(area)
-                .margin(10)
-                .x_label_area_size(40)
-                .y_label_area_size(50)
-                .build_cartesian_2d(0f64..steps, 0f64..top)
+        for (k, (area, panel)) in [&left, &right].into_iter().zip(&panels).enumerate() {
+            panel.draw(area, t, &variants, steps, k == 0)?;
+        }
+        Ok(())
+    }
+}
+
+/// One panel of the spread chart: a per-step metric per variant and its reference line.
+struct SpreadPanel {
+    desc: &'static str,
+    metric: fn(&crate::log::StepRecord) -> f64,
+    reference: f64,
+    reference_label: String,
+}
+
+impl SpreadPanel {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+        t: &GridTables,
+        variants: &[String],
+        steps: f64,
+        with_legend: bool,
+    ) -> DrawResult
+    where
+        DB::ErrorType: 'static,
+    {
+        let (reference, top) = (self.reference, self.reference * 1.2);
+        let mut chart = ChartBuilder::on(area)
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..steps, 0f64..top)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_desc(self.desc)
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(err)?;
+        for (i, v) in variants.iter().enumerate() {
+            let c = colour(i);
+            let s = chart
+                .draw_series(LineSeries::new(
+                    mean_series(t, v, self.metric),
+                    c.stroke_width(2),
+                ))
                 .map_err(err)?;
-            chart
-                .configure_mesh()
-                .x_desc("step")
-                .x_label_formatter(&|v| format!("{v:.0}"))
-                .y_desc(desc)
-                .label_style(("sans-serif", 13))
-                .draw()
-                .map_err(err)?;
-            for (i, v) in variants.iter().enumerate() {
-                let c = colour(i);
-                let s = chart
-                    .draw_series(LineSeries::new(mean_series(t, v, f), c.stroke_width(2)))
-                    .map_err(err)?;
-                if k == 0 {
-                    s.label(v.clone()).legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3))
-                    });
-                }
+            if with_legend {
+                s.label(v.clone()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3))
+                });
             }
-            chart
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(0.0, reference), (steps, reference)],
-                    BLACK.stroke_width(1),
-                )))
-                .map_err(err)?;
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    ref_label,
-                    (steps * 0.02, reference * 1.06),
-                    ("sans-serif", 14).into_font(),
-                )))
-                .map_err(err)?;
-            if k == 0 {
-                legend(&mut chart, SeriesLabelPosition::UpperRight, 13)?;
-            }
+        }
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(0.0, reference), (steps, reference)],
+                BLACK.stroke_width(1),
+            )))
+            .map_err(err)?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                self.reference_label.clone(),
+                (steps * 0.02, reference * 1.06),
+                ("sans-serif", 14).into_font(),
+            )))
+            .map_err(err)?;
+        if with_legend {
+            legend(&mut chart, SeriesLabelPosition::UpperRight, 13)?;
         }
         Ok(())
     }
