@@ -6,6 +6,7 @@ mod grid;
 mod method;
 mod rules;
 mod run;
+mod table;
 
 pub use data::{AugmentConfig, DatasetConfig};
 pub use error::InputError;

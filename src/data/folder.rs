@@ -220,6 +220,74 @@ pub fn open_split(dir: &Path, size: usize) -> Result<InMemoryDataset, InputError
     build(&images, labels, &names, size, gray, dir)
 }
 
+/// The class names and the files of each split, with the folder each split was read from.
+struct Splits {
+    names: Vec<String>,
+    train_files: Vec<File>,
+    eval_files: Vec<File>,
+    train_src: PathBuf,
+    eval_src: PathBuf,
+}
+
+/// `root/train/` and `root/test/` (or `root/val/`), with the same class folders.
+fn given_splits(root: &Path, train_dir: PathBuf) -> Result<Splits, InputError> {
+    let Some(eval_dir) = ["test", "val"]
+        .iter()
+        .map(|s| root.join(s))
+        .find(|p| p.is_dir())
+    else {
+        return Err(file_error(
+            &root.join("test"),
+            "missing evaluation split: found train/ but neither test/ nor val/",
+        ));
+    };
+    let train_classes = classes(&train_dir)?;
+    let eval_classes = classes(&eval_dir)?;
+    let names: Vec<String> = train_classes.iter().map(|c| c.name.clone()).collect();
+    let eval_names: Vec<String> = eval_classes.iter().map(|c| c.name.clone()).collect();
+    if names != eval_names {
+        return Err(file_error(
+            &eval_dir,
+            format!("class folders {eval_names:?} differ from train's {names:?}"),
+        ));
+    }
+    Ok(Splits {
+        names,
+        train_files: files_of(&train_classes),
+        eval_files: files_of(&eval_classes),
+        train_src: train_dir,
+        eval_src: eval_dir,
+    })
+}
+
+/// Class folders directly under `root`: a stratified `dataset.eval_fraction` of each class,
+/// chosen by keys that do not depend on storage order, is held out for evaluation.
+fn held_out_split(root: &Path, cfg: &DatasetConfig) -> Result<Splits, InputError> {
+    let all = classes(root)?;
+    let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
+    let files = files_of(&all);
+    let keys = keys_of(&files, root, Selection::HeldOut.seed(cfg.split_seed));
+    let (held_out, rest) = stratified_split(&file_labels(&files), &keys, cfg.eval_fraction);
+    if held_out.is_empty() || rest.is_empty() {
+        return Err(file_error(
+            root,
+            format!(
+                "too few images ({}) to hold out dataset.eval_fraction = {} for evaluation \
+                 and train on the rest (or add train/ and test/ folders)",
+                files.len(),
+                cfg.eval_fraction
+            ),
+        ));
+    }
+    Ok(Splits {
+        names,
+        train_files: pick(&files, rest),
+        eval_files: pick(&files, held_out),
+        train_src: root.to_path_buf(),
+        eval_src: root.to_path_buf(),
+    })
+}
+
 /// The training and evaluation splits of the image folder at `root`, at
 /// `cfg.image_size × cfg.image_size`.
 pub fn open(
@@ -230,58 +298,16 @@ pub fn open(
         return Err(file_error(root, "image folder does not exist"));
     }
     let train_dir = root.join("train");
-    let eval_dir = ["test", "val"]
-        .iter()
-        .map(|s| root.join(s))
-        .find(|p| p.is_dir());
-    let (names, train_files, eval_files, train_src, eval_src) = if train_dir.is_dir() {
-        let Some(eval_dir) = eval_dir else {
-            return Err(file_error(
-                &root.join("test"),
-                "missing evaluation split: found train/ but neither test/ nor val/",
-            ));
-        };
-        let train_classes = classes(&train_dir)?;
-        let eval_classes = classes(&eval_dir)?;
-        let names: Vec<String> = train_classes.iter().map(|c| c.name.clone()).collect();
-        let eval_names: Vec<String> = eval_classes.iter().map(|c| c.name.clone()).collect();
-        if names != eval_names {
-            return Err(file_error(
-                &eval_dir,
-                format!("class folders {eval_names:?} differ from train's {names:?}"),
-            ));
-        }
-        (
-            names,
-            files_of(&train_classes),
-            files_of(&eval_classes),
-            train_dir,
-            eval_dir,
-        )
+    let Splits {
+        names,
+        train_files,
+        eval_files,
+        train_src,
+        eval_src,
+    } = if train_dir.is_dir() {
+        given_splits(root, train_dir)?
     } else {
-        let all = classes(root)?;
-        let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
-        let files = files_of(&all);
-        let keys = keys_of(&files, root, Selection::HeldOut.seed(cfg.split_seed));
-        let (held_out, rest) = stratified_split(&file_labels(&files), &keys, cfg.eval_fraction);
-        if held_out.is_empty() || rest.is_empty() {
-            return Err(file_error(
-                root,
-                format!(
-                    "too few images ({}) to hold out dataset.eval_fraction = {} for evaluation \
-                     and train on the rest (or add train/ and test/ folders)",
-                    files.len(),
-                    cfg.eval_fraction
-                ),
-            ));
-        }
-        (
-            names,
-            pick(&files, rest),
-            pick(&files, held_out),
-            root.to_path_buf(),
-            root.to_path_buf(),
-        )
+        held_out_split(root, cfg)?
     };
     let train_files = sample(
         train_files,

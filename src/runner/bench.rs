@@ -125,6 +125,17 @@ struct Bench<'a> {
     threads_label: String,
 }
 
+/// The threads a step may use (`RAYON_NUM_THREADS`, else the machine's) and how to print
+/// the setting (`RAYON_NUM_THREADS` as given, or `default`).
+fn threads_setting() -> (usize, String) {
+    let env = std::env::var("RAYON_NUM_THREADS").ok();
+    let threads = env
+        .as_deref()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    (threads, env.unwrap_or_else(|| "default".into()))
+}
+
 /// Times `steps` steps after `warmup` untimed ones.
 pub fn bench(
     cfg: &RunConfig,
@@ -147,18 +158,15 @@ pub fn bench(
         cfg.train.prefetch,
         cfg.train.loader_threads,
     )?;
-    let threads_env = std::env::var("RAYON_NUM_THREADS").ok();
+    let (threads, threads_label) = threads_setting();
     let b = Bench {
         cfg,
         what,
         device,
         warmup,
         steps,
-        threads: threads_env
-            .as_deref()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        threads_label: threads_env.unwrap_or_else(|| "default".into()),
+        threads,
+        threads_label,
     };
     if what == BenchWhat::Loader {
         return Ok(b.loader(loader));

@@ -172,12 +172,7 @@ pub(super) fn run_one(
     {
         // Everything is in the checkpoint; nothing is published. The embeddings writer is
         // dropped unfinished, so it writes no file.
-        let steps = recorder.map(|r| r.steps.rows).unwrap_or_default();
-        let mut row = row_from_logs(spec, &steps, &[]);
-        row.outcome.status = Status::Interrupted;
-        row.outcome.stop_reason = Some(format!(
-            "interrupted: checkpointed at step {next_step}; run the same command again to resume"
-        ));
+        let mut row = interrupted_row(spec, recorder, *next_step);
         row.outcome.wall_seconds = started.elapsed().as_secs_f64();
         return (
             row,
@@ -200,6 +195,17 @@ pub(super) fn run_one(
         row.outcome.error = Some(format!("publishing the run folder: {e:#}"));
     }
     (row, how)
+}
+
+/// The row of a run interrupted (and checkpointed) before step `next_step`.
+fn interrupted_row(spec: &RunSpec, recorder: Option<Recorder>, next_step: u64) -> SummaryRow {
+    let steps = recorder.map(|r| r.steps.rows).unwrap_or_default();
+    let mut row = row_from_logs(spec, &steps, &[]);
+    row.outcome.status = Status::Interrupted;
+    row.outcome.stop_reason = Some(format!(
+        "interrupted: checkpointed at step {next_step}; run the same command again to resume"
+    ));
+    row
 }
 
 /// A run being trained in its staging folder.

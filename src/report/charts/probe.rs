@@ -74,9 +74,12 @@ impl Chart for ProbeCurves<'_> {
     }
 }
 
+/// A variant and its (epoch, mean probe accuracy % over seeds) points.
+type Curve = (String, Vec<(f64, f64)>);
+
 /// Per variant, (epoch, mean probe accuracy % over seeds) at each evaluated epoch; and the
 /// last epoch evaluated (at least 1).
-fn probe_curves(t: &GridTables, variants: &[String]) -> (Vec<(String, Vec<(f64, f64)>)>, u32) {
+fn probe_curves(t: &GridTables, variants: &[String]) -> (Vec<Curve>, u32) {
     let mut curves = Vec::new();
     let mut max_epoch = 1u32;
     for v in variants {
