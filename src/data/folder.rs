@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::augment::{resize_crop, CropBox};
+use super::augment::resize_whole;
 use super::files::file_error;
 use super::split::{name_key, stratified_sample, stratified_split, Selection};
 use super::InMemoryDataset;
@@ -112,17 +112,7 @@ fn decode(path: &Path, size: usize) -> Result<Decoded, InputError> {
         }
     }
     let mut out = vec![0f32; 3 * size * size];
-    if h == size && w == size {
-        out.copy_from_slice(&chw);
-    } else {
-        let full = CropBox {
-            top: 0,
-            left: 0,
-            height: h,
-            width: w,
-        };
-        resize_crop(&chw, 3, h, w, full, size, &mut out);
-    }
+    resize_whole(&chw, 3, h, w, size, &mut out);
     let rgb = out
         .iter()
         .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)

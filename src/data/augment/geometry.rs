@@ -133,3 +133,19 @@ pub fn flip_horizontal(img: &mut [f32], w: usize) {
         row.reverse();
     }
 }
+
+/// The whole `h × w` image, resized to `size × size` (copied when it already is): what
+/// evaluation and the image-folder loader do without augmentation.
+pub fn resize_whole(src: &[f32], c: usize, h: usize, w: usize, size: usize, out: &mut [f32]) {
+    if h == size && w == size {
+        out.copy_from_slice(src);
+    } else {
+        let full = CropBox {
+            top: 0,
+            left: 0,
+            height: h,
+            width: w,
+        };
+        resize_crop(src, c, h, w, full, size, out);
+    }
+}

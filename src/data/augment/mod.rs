@@ -201,17 +201,7 @@ impl Augmenter {
         let s = self.out_size;
         assert_eq!(src.len(), c * h * w, "normalise_only: source is not C×H×W");
         assert_eq!(out.len(), c * s * s, "normalise_only: output is not C×S×S");
-        if h == s && w == s {
-            out.copy_from_slice(src);
-        } else {
-            let full = CropBox {
-                top: 0,
-                left: 0,
-                height: h,
-                width: w,
-            };
-            resize_crop(src, c, h, w, full, s, out);
-        }
+        resize_whole(src, c, h, w, s, out);
         self.clamp_and_normalise(out);
     }
 
