@@ -140,7 +140,7 @@ def main() -> None:
             total.append((t3 - t0) * 1e3)
     step = statistics.median(total)
     print(json.dumps({
-        "what": a.what, "impl": "pytorch", "torch": torch.__version__, "method": "byol",
+        "what": a.what, "impl": "pytorch", "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "method": "byol",
         "encoder": a.encoder, "image_size": a.image_size, "batch_size": a.batch,
         "threads": str(a.threads), "step_ms": round(step, 3),
         "forward_ms": round(statistics.median(fwd), 3), "backward_ms": round(statistics.median(bwd), 3),

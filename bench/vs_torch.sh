@@ -5,14 +5,30 @@
 #   bench/vs_torch.sh                       # small net: 32-64-128-256, 32 px, batch 256, 2 threads
 #   ENCODER=resnet18 WIDTH=64 bench/vs_torch.sh
 #   WHAT=step bench/vs_torch.sh             # the plain step (one view, no target) instead of BYOL's
+#   ISA=avx2 bench/vs_torch.sh              # both sides on AVX2 + FMA on an AVX-512 machine: ours
+#       built without the `avx512` feature (gemm's AVX2 kernels), PyTorch with oneDNN, MKL and
+#       ATen capped at AVX2 (ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS, ATEN_CPU_CAPABILITY)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pairs=${PAIRS:-5} threads=${THREADS:-2} encoder=${ENCODER:-convnet} width=${WIDTH:-32}
 depth=${DEPTH:-4} size=${SIZE:-32} batch=${BATCH:-256} steps=${STEPS:-10} warmup=${WARMUP:-3}
 what=${WHAT:-byol-step}
 python=$(bash bench/torch-venv.sh)
-bin="${CARGO_TARGET_DIR:-$HOME/.cache/collapse-lab/target}/release/collapse-lab"
-[ -x "$bin" ] || cargo build --release
+isa=${ISA:-native}
+release="${CARGO_TARGET_DIR:-$HOME/.cache/collapse-lab/target}/release"
+case "$isa" in
+  native) cargo build --release --quiet; bin="$release/collapse-lab" ;;
+  avx2)
+    # Same target folder, other features: cargo keeps both builds' artifacts; the AVX2
+    # binary is copied aside and the default one rebuilt (a re-link) so that nothing else
+    # picks up the AVX2 binary by accident.
+    cargo build --release --quiet --no-default-features
+    cp "$release/collapse-lab" "$release/collapse-lab-avx2"
+    cargo build --release --quiet
+    bin="$release/collapse-lab-avx2"
+    export ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2 ;;
+  *) echo "ISA=$isa: expected native or avx2" >&2; exit 2 ;;
+esac
 log=$(mktemp)
 for _ in $(seq "$pairs"); do
   "$bin" bench --what "$what" --threads "$threads" --warmup "$warmup" --steps "$steps" \
@@ -24,6 +40,8 @@ for _ in $(seq "$pairs"); do
     --what "$what" --image-size "$size" --batch "$batch" --threads "$threads" --warmup "$warmup" --steps "$steps" \
     | sed 's/^/torch /' | tee -a "$log"
 done
+lscpu | grep -E "^Model name" | sed 's/  */ /g'
+grep -o -e '"cpu":"[^"]*"' -e '"cpu_capability": "[^"]*"' "$log" | sort -u
 python3 - "$log" "$what, $encoder width $width, $size px, batch $batch, $threads threads" <<'PY'
 import json, statistics, sys
 ours, torch = [], []

@@ -56,8 +56,9 @@ pub struct SummaryRow {
 /// being written ([`SummaryRow`]) or read back ([`SummaryRecord`]).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunOutcome {
-    /// The CPU model and its widest vector instruction set: same seed ⇒ same numbers holds
-    /// per instruction set, not across them.
+    /// The CPU model, its widest vector instruction set and the one the kernels ran on
+    /// (`… (CPU AVX-512, kernels AVX-512)`): same seed ⇒ same numbers holds per kernels'
+    /// instruction set, not across them.
     pub cpu: String,
     pub status: Status,
     pub error: Option<String>,

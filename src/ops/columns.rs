@@ -14,6 +14,7 @@ use std::mem::MaybeUninit;
 
 use candle_core::WithDType;
 
+use super::isa::{Isa, Kernel};
 use super::parallel::{for_each_chunk_mut, map_indices};
 
 pub const EPS: f64 = 1e-5;
@@ -65,15 +66,57 @@ macro_rules! with_width {
     };
 }
 
-/// Per-column sums over all rows, `K` of them per column, in parallel over column blocks:
-/// `f(first column, block width)` returns the block's `K` accumulator rows.
-fn reduce<const K: usize>(
-    c: usize,
-    f: impl Fn(usize, usize) -> [[f64; COLUMNS]; K] + Sync,
-) -> [Vec<f64>; K] {
+/// A reduction over all rows of a column block: `K` sums per column. Implementations hold
+/// their inputs and mark `block` `#[inline(always)]`, so that [`Isa::run`] compiles its loops
+/// for the instruction set.
+trait ColumnPass<const K: usize>: Sync {
+    fn block(&self, start: usize, len: usize) -> [[f64; COLUMNS]; K];
+}
+
+/// An element-wise pass writing a chunk of whole rows, every column block of it (inline
+/// always, as [`ColumnPass`]).
+trait RowPass<T>: Sync {
+    fn rows(&self, first_row: usize, dst: &mut [MaybeUninit<T>]);
+}
+
+/// One column block of a [`ColumnPass`] of `K` sums, as a [`Kernel`].
+struct Block<'p, P, const K: usize> {
+    pass: &'p P,
+    start: usize,
+    len: usize,
+}
+
+impl<const K: usize, P: ColumnPass<K>> Kernel for Block<'_, P, K> {
+    type Output = [[f64; COLUMNS]; K];
+    #[inline(always)]
+    fn run(self) -> Self::Output {
+        self.pass.block(self.start, self.len)
+    }
+}
+
+/// One row chunk of a [`RowPass`], as a [`Kernel`].
+struct Chunk<'p, 'd, P, T> {
+    pass: &'p P,
+    first_row: usize,
+    dst: &'d mut [MaybeUninit<T>],
+}
+
+impl<T, P: RowPass<T>> Kernel for Chunk<'_, '_, P, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        self.pass.rows(self.first_row, self.dst)
+    }
+}
+
+/// Per-column sums over all rows, `K` of them per column, in parallel over column blocks
+/// on [`Isa::of_passes`].
+fn reduce<const K: usize>(c: usize, pass: &impl ColumnPass<K>) -> [Vec<f64>; K] {
+    let isa = Isa::of_passes();
     let blocks = map_indices(c.div_ceil(COLUMNS), |b| {
         let start = b * COLUMNS;
-        f(start, COLUMNS.min(c - start))
+        let len = COLUMNS.min(c - start);
+        isa.run(Block::<_, K> { pass, start, len })
     });
     std::array::from_fn(|k| {
         let mut total = Vec::with_capacity(c);
@@ -85,27 +128,49 @@ fn reduce<const K: usize>(
 }
 
 /// An element-wise pass producing a matrix the size of `len`, in parallel over chunks of
-/// [`ROWS`] rows, each chunk column block by column block: `f(first row, chunk, first
-/// column, width)` writes the block of the chunk.
-fn map_rows<T: WithDType>(
-    len: usize,
-    c: usize,
-    f: impl Fn(usize, &mut [MaybeUninit<T>], usize, usize) + Sync,
-) -> Vec<T> {
+/// [`ROWS`] rows on [`Isa::of_passes`].
+fn map_rows<T: WithDType>(len: usize, c: usize, pass: &impl RowPass<T>) -> Vec<T> {
     let mut out: Vec<T> = Vec::with_capacity(len);
+    let isa = Isa::of_passes();
     for_each_chunk_mut(&mut out.spare_capacity_mut()[..len], ROWS * c, |i, dst| {
-        let mut start = 0;
-        while start < c {
-            let width = COLUMNS.min(c - start);
-            f(i * ROWS, dst, start, width);
-            start += width;
-        }
+        isa.run(Chunk {
+            pass,
+            first_row: i * ROWS,
+            dst,
+        })
     });
     // Safety: len is a multiple of c, and every block of every row was written above.
     unsafe { out.set_len(len) };
     out
 }
 
+/// `$body` once per column block of a `$c`-wide row chunk, `$start` its first column and
+/// `$w` its [`Width`].
+macro_rules! for_each_block {
+    ($c:expr, |$start:ident, $w:ident| $body:expr) => {{
+        let mut $start = 0;
+        while $start < $c {
+            let len = COLUMNS.min($c - $start);
+            with_width!(len, |$w| $body);
+            $start += len;
+        }
+    }};
+}
+
+/// Σ x per column.
+struct Sum<'a, T> {
+    x: &'a [T],
+    c: usize,
+}
+
+impl<T: WithDType> ColumnPass<1> for Sum<'_, T> {
+    #[inline(always)]
+    fn block(&self, start: usize, len: usize) -> [[f64; COLUMNS]; 1] {
+        with_width!(len, |w| [sum_block(self.x, self.c, start, w)])
+    }
+}
+
+#[inline(always)]
 fn sum_block<T: WithDType, W: Width>(x: &[T], c: usize, start: usize, w: W) -> [f64; COLUMNS] {
     let n = w.get();
     let mut acc = [0.0f64; COLUMNS];
@@ -118,6 +183,23 @@ fn sum_block<T: WithDType, W: Width>(x: &[T], c: usize, start: usize, w: W) -> [
     acc
 }
 
+/// Σ (x − μ)² per column.
+struct SquaredDeviation<'a, T> {
+    x: &'a [T],
+    c: usize,
+    mean: &'a [f64],
+}
+
+impl<T: WithDType> ColumnPass<1> for SquaredDeviation<'_, T> {
+    #[inline(always)]
+    fn block(&self, start: usize, len: usize) -> [[f64; COLUMNS]; 1] {
+        with_width!(len, |w| [squared_deviation_block(
+            self.x, self.c, start, w, self.mean
+        )])
+    }
+}
+
+#[inline(always)]
 fn squared_deviation_block<T: WithDType, W: Width>(
     x: &[T],
     c: usize,
@@ -141,13 +223,9 @@ fn squared_deviation_block<T: WithDType, W: Width>(
 /// Per-column mean and 1/√(var + ε) (biased variance, two passes), in f64.
 pub fn moments<T: WithDType>(x: &[T], c: usize) -> (Vec<f64>, Vec<f64>) {
     let m = (x.len() / c).max(1) as f64;
-    let [sum] = reduce(c, |start, len| {
-        with_width!(len, |w| [sum_block(x, c, start, w)])
-    });
+    let [sum] = reduce(c, &Sum { x, c });
     let mean: Vec<f64> = sum.iter().map(|s| s / m).collect();
-    let [sq] = reduce(c, |start, len| {
-        with_width!(len, |w| [squared_deviation_block(x, c, start, w, &mean)])
-    });
+    let [sq] = reduce(c, &SquaredDeviation { x, c, mean: &mean });
     let inv_std = sq.iter().map(|s| 1.0 / (s / m + EPS).sqrt()).collect();
     (mean, inv_std)
 }
@@ -182,26 +260,60 @@ fn gated<T: WithDType, const RELU: bool>(x: T, dy: T, scale: f64, shift: f64) ->
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn gradient_sums_block<T: WithDType, W: Width, const RELU: bool>(
-    x: &[T],
-    dy: &[T],
+/// The ReLU gate's coefficients: the affine map a ReLU followed, if `RELU`. Without a ReLU
+/// the gate reads no coefficient, and any column-long slice will do.
+#[derive(Clone, Copy)]
+struct Gate<'a> {
+    scale: &'a [f64],
+    shift: &'a [f64],
+}
+
+impl<'a> Gate<'a> {
+    fn of(relu_after: Option<&'a Affine>, column_long: &'a [f64]) -> Self {
+        match relu_after {
+            Some(a) => Gate {
+                scale: &a.scale,
+                shift: &a.shift,
+            },
+            None => Gate {
+                scale: column_long,
+                shift: column_long,
+            },
+        }
+    }
+}
+
+/// Σ g and Σ g·(x − μ) per column.
+struct GradientSums<'a, T, const RELU: bool> {
+    x: &'a [T],
+    dy: &'a [T],
     c: usize,
+    mean: &'a [f64],
+    gate: Gate<'a>,
+}
+
+impl<T: WithDType, const RELU: bool> ColumnPass<2> for GradientSums<'_, T, RELU> {
+    #[inline(always)]
+    fn block(&self, start: usize, len: usize) -> [[f64; COLUMNS]; 2] {
+        with_width!(len, |w| gradient_sums_block::<T, _, RELU>(self, start, w))
+    }
+}
+
+#[inline(always)]
+fn gradient_sums_block<T: WithDType, W: Width, const RELU: bool>(
+    pass: &GradientSums<'_, T, RELU>,
     start: usize,
     w: W,
-    mean: &[f64],
-    scale: &[f64],
-    shift: &[f64],
 ) -> [[f64; COLUMNS]; 2] {
-    let n = w.get();
+    let (c, n) = (pass.c, w.get());
     let span = start..start + n;
     let (mean, scale, shift) = (
-        &mean[span.clone()],
-        &scale[span.clone()],
-        &shift[span.clone()],
+        &pass.mean[span.clone()],
+        &pass.gate.scale[span.clone()],
+        &pass.gate.shift[span.clone()],
     );
     let (mut sum_g, mut sum_gx) = ([0.0f64; COLUMNS], [0.0f64; COLUMNS]);
-    for (row, drow) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+    for (row, drow) in pass.x.chunks_exact(c).zip(pass.dy.chunks_exact(c)) {
         let (row, drow) = (&row[span.clone()], &drow[span.clone()]);
         for j in 0..n {
             let g = gated::<T, RELU>(row[j], drow[j], scale[j], shift[j]);
@@ -221,22 +333,50 @@ pub fn gradient_sums<T: WithDType>(
     mean: &[f64],
     relu_after: Option<&Affine>,
 ) -> (Vec<f64>, Vec<f64>) {
+    let gate = Gate::of(relu_after, mean);
     let [sum_g, sum_gx] = match relu_after {
-        Some(a) => reduce(c, |start, len| {
-            with_width!(len, |w| gradient_sums_block::<T, _, true>(
-                x, dy, c, start, w, mean, &a.scale, &a.shift
-            ))
-        }),
-        // Without a ReLU the gate reads no coefficient: any column-long slice will do.
-        None => reduce(c, |start, len| {
-            with_width!(len, |w| gradient_sums_block::<T, _, false>(
-                x, dy, c, start, w, mean, mean, mean
-            ))
-        }),
+        Some(_) => reduce(
+            c,
+            &GradientSums::<T, true> {
+                x,
+                dy,
+                c,
+                mean,
+                gate,
+            },
+        ),
+        None => reduce(
+            c,
+            &GradientSums::<T, false> {
+                x,
+                dy,
+                c,
+                mean,
+                gate,
+            },
+        ),
     };
     (sum_g, sum_gx)
 }
 
+/// y = x·scale + shift, then ReLU if `RELU`.
+struct AffineMap<'a, T, const RELU: bool> {
+    x: &'a [T],
+    c: usize,
+    a: &'a Affine,
+}
+
+impl<T: WithDType, const RELU: bool> RowPass<T> for AffineMap<'_, T, RELU> {
+    #[inline(always)]
+    fn rows(&self, first_row: usize, dst: &mut [MaybeUninit<T>]) {
+        let x = &self.x[first_row * self.c..first_row * self.c + dst.len()];
+        for_each_block!(self.c, |start, w| affine_block::<T, _, RELU>(
+            dst, x, self.c, start, w, self.a
+        ));
+    }
+}
+
+#[inline(always)]
 fn affine_block<T: WithDType, W: Width, const RELU: bool>(
     dst: &mut [MaybeUninit<T>],
     x: &[T],
@@ -259,13 +399,10 @@ fn affine_block<T: WithDType, W: Width, const RELU: bool>(
 
 /// y = x·scale + shift per column, then ReLU if asked.
 pub fn apply_affine<T: WithDType>(x: &[T], c: usize, a: &Affine, relu: bool) -> Vec<T> {
-    map_rows(x.len(), c, |row, dst, start, len| {
-        let x = &x[row * c..row * c + dst.len()];
-        match relu {
-            true => with_width!(len, |w| affine_block::<T, _, true>(dst, x, c, start, w, a)),
-            false => with_width!(len, |w| affine_block::<T, _, false>(dst, x, c, start, w, a)),
-        }
-    })
+    match relu {
+        true => map_rows(x.len(), c, &AffineMap::<T, true> { x, c, a }),
+        false => map_rows(x.len(), c, &AffineMap::<T, false> { x, c, a }),
+    }
 }
 
 /// Batch norm's input gradient as a per-column affine map of (g, x): dx = p·g + q·x + r
@@ -297,21 +434,43 @@ pub fn input_gradient_coefficients(
     InputGradient { p, q, r }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// dx = p·g + q·x + r.
+struct InputGradientMap<'a, T, const RELU: bool> {
+    x: &'a [T],
+    dy: &'a [T],
+    c: usize,
+    k: &'a InputGradient,
+    gate: Gate<'a>,
+}
+
+impl<T: WithDType, const RELU: bool> RowPass<T> for InputGradientMap<'_, T, RELU> {
+    #[inline(always)]
+    fn rows(&self, first_row: usize, dst: &mut [MaybeUninit<T>]) {
+        let span = first_row * self.c..first_row * self.c + dst.len();
+        let (x, dy) = (&self.x[span.clone()], &self.dy[span]);
+        for_each_block!(self.c, |start, w| input_gradient_block::<T, _, RELU>(
+            dst, x, dy, self, start, w
+        ));
+    }
+}
+
+#[inline(always)]
 fn input_gradient_block<T: WithDType, W: Width, const RELU: bool>(
     dst: &mut [MaybeUninit<T>],
     x: &[T],
     dy: &[T],
-    c: usize,
+    pass: &InputGradientMap<'_, T, RELU>,
     start: usize,
     w: W,
-    k: &InputGradient,
-    (scale, shift): (&[f64], &[f64]),
 ) {
-    let n = w.get();
+    let (c, n) = (pass.c, w.get());
     let span = start..start + n;
+    let k = pass.k;
     let (p, q, r) = (&k.p[span.clone()], &k.q[span.clone()], &k.r[span.clone()]);
-    let (scale, shift) = (&scale[span.clone()], &shift[span.clone()]);
+    let (scale, shift) = (
+        &pass.gate.scale[span.clone()],
+        &pass.gate.shift[span.clone()],
+    );
     for ((drow, row), grow) in dst
         .chunks_exact_mut(c)
         .zip(x.chunks_exact(c))
@@ -338,38 +497,25 @@ pub fn input_gradient<T: WithDType>(
     k: &InputGradient,
     relu_after: Option<&Affine>,
 ) -> Vec<T> {
-    map_rows(x.len(), c, |row, dst, start, len| {
-        let span = row * c..row * c + dst.len();
-        let (x, dy) = (&x[span.clone()], &dy[span]);
-        match relu_after {
-            Some(a) => with_width!(len, |w| input_gradient_block::<T, _, true>(
-                dst,
-                x,
-                dy,
-                c,
-                start,
-                w,
-                k,
-                (&a.scale, &a.shift)
-            )),
-            // Without a ReLU the gate reads no coefficient: any column-long slice will do.
-            None => with_width!(len, |w| input_gradient_block::<T, _, false>(
-                dst,
-                x,
-                dy,
-                c,
-                start,
-                w,
-                k,
-                (&k.p, &k.p)
-            )),
-        }
-    })
+    let gate = Gate::of(relu_after, &k.p);
+    match relu_after {
+        Some(_) => map_rows(
+            x.len(),
+            c,
+            &InputGradientMap::<T, true> { x, dy, c, k, gate },
+        ),
+        None => map_rows(
+            x.len(),
+            c,
+            &InputGradientMap::<T, false> { x, dy, c, k, gate },
+        ),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::isa;
 
     /// Deterministic values of both signs, so the ReLU gate opens and closes.
     fn matrix(rows: usize, c: usize, salt: usize) -> Vec<f32> {
@@ -387,8 +533,16 @@ mod tests {
     /// Widths below, at and past one block; rows past one parallel chunk.
     const SHAPES: [(usize, usize); 4] = [(7, 5), (300, 16), (300, 37), (513, 48)];
 
+    /// On every instruction set this machine runs (baseline, AVX2, AVX-512): the plain
+    /// loops are the baseline's, so each path gives the same bits.
     #[test]
-    fn moments_equal_plain_two_pass_loops_bit_for_bit() {
+    fn moments_equal_plain_two_pass_loops_bit_for_bit_on_every_path() {
+        for isa in isa::available() {
+            isa::with_passes_on(isa, moments_equal_plain_two_pass_loops);
+        }
+    }
+
+    fn moments_equal_plain_two_pass_loops() {
         for (rows, c) in SHAPES {
             let x = matrix(rows, c, 1);
             let (mean, inv_std) = moments(&x, c);
@@ -419,8 +573,16 @@ mod tests {
         assert_eq!(inv_std[1], 1.0 / (1.0 + EPS).sqrt());
     }
 
+    /// On every instruction set this machine runs (baseline, AVX2, AVX-512): the plain
+    /// loops are the baseline's, so each path gives the same bits.
     #[test]
-    fn passes_equal_plain_loops_bit_for_bit() {
+    fn passes_equal_plain_loops_bit_for_bit_on_every_path() {
+        for isa in isa::available() {
+            isa::with_passes_on(isa, passes_equal_plain_loops);
+        }
+    }
+
+    fn passes_equal_plain_loops() {
         for (rows, c) in SHAPES {
             let (x, dy) = (matrix(rows, c, 2), matrix(rows, c, 3));
             let (mean, inv_std) = moments(&x, c);

@@ -9,5 +9,6 @@ pub mod conv_bn_op;
 #[cfg(test)]
 pub(crate) mod gradcheck;
 pub mod im2col;
+pub mod isa;
 mod parallel;
 pub mod residual_op;

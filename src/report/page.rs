@@ -256,10 +256,10 @@ fn machine_line(t: &GridTables) -> String {
         cpus.join("; ")
     };
     format!(
-        "Data: {}. Measured on {on}. The same seed gives the same numbers bit for bit on a CPU with the \
-         same instruction set; on another (AVX2 against AVX-512) floating-point sums differ in \
-         their last digits and training amplifies that, so compare across machines within \
-         the seeds' spread.",
+        "Data: {}. Measured on {on}. The same seed gives the same numbers bit for bit with \
+         kernels of the same instruction set; with others (AVX2 against AVX-512) floating-point \
+         sums differ in their last digits and training amplifies that, so compare across \
+         machines within the seeds' spread.",
         t.distinct(|r| &r.data).join("; ")
     )
 }

@@ -56,18 +56,26 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// This machine's f32 peak, estimated as threads × clock × FLOP per cycle per core (two
-/// FMA pipes: 32 with AVX2 + FMA, 64 with AVX-512), from `/proc/cpuinfo`. `None` where that
-/// cannot be read. An estimate: turbo clocks and shared cores (SMT) move the real figure.
+/// This machine's f32 peak for `threads` threads at the kernels' instruction set: measured
+/// by running fused multiply-adds on all of them at once ([`measured_fma_gflops`]), with the
+/// nominal estimate (threads × clock × FLOP per cycle, from `/proc/cpuinfo`) beside it in the
+/// description. `None` without vector FMA.
 pub fn peak_gflops(threads: usize) -> Option<(f64, String)> {
     let cpu = super::cpu::cpu_info();
-    let (mhz, per_cycle) = (cpu.mhz?, cpu.flop_per_cycle);
-    let gflops = threads as f64 * mhz / 1e3 * per_cycle;
+    let measured = super::cpu::measured_fma_gflops(threads)?;
+    let nominal = match cpu.mhz {
+        Some(mhz) => format!(
+            "; nominal {threads} thread(s) × {mhz:.0} MHz × {:.0} FLOP/cycle = {:.0}",
+            cpu.flop_per_cycle,
+            threads as f64 * mhz / 1e3 * cpu.flop_per_cycle
+        ),
+        None => String::new(),
+    };
     Some((
-        gflops,
+        measured,
         format!(
-            "{threads} thread(s) × {mhz:.0} MHz × {per_cycle:.0} FLOP/cycle ({})",
-            cpu.isa
+            "measured: {threads} thread(s) of {} FMAs{nominal}",
+            cpu.kernels.name()
         ),
     ))
 }
@@ -342,6 +350,10 @@ impl Bench<'_> {
         } else {
             None
         };
+        let cpu = match self.device.is_cpu() {
+            true => super::cpu::cpu_description(),
+            false => "(not the device)",
+        };
         let (peak_human, peak_json) = match &peak {
             Some((p, how)) => (
                 format!(
@@ -371,7 +383,7 @@ impl Bench<'_> {
                 flops / 1e9
             ),
             json: format!(
-                r#"{{"what":"{what_str}","method":"{method_name}","encoder":"{encoder}","image_size":{size},"batch_size":{batch},"threads":"{threads_label}","step_ms":{step:.3},"forward_ms":{f:.3},"backward_ms":{b:.3},"update_ms":{u:.3},"metrics_ms":{m:.3},"images_per_s":{images_per_s:.1},"gflop_per_step":{:.3},"gflops":{gflops:.2}{peak_json}}}"#,
+                r#"{{"what":"{what_str}","method":"{method_name}","encoder":"{encoder}","image_size":{size},"batch_size":{batch},"threads":"{threads_label}","step_ms":{step:.3},"forward_ms":{f:.3},"backward_ms":{b:.3},"update_ms":{u:.3},"metrics_ms":{m:.3},"images_per_s":{images_per_s:.1},"gflop_per_step":{:.3},"gflops":{gflops:.2},"cpu":"{cpu}"{peak_json}}}"#,
                 flops / 1e9
             ),
         }
@@ -406,10 +418,13 @@ mod tests {
     }
 
     #[test]
-    fn peak_estimate_is_positive_where_cpuinfo_exists() {
-        if let Some((p, how)) = peak_gflops(2) {
+    fn the_peak_names_the_kernels_instruction_set() {
+        if let Some((p, how)) = peak_gflops(1) {
             assert!(p > 0.0, "{how}");
-            assert_eq!(peak_gflops(4).map(|(q, _)| q), Some(2.0 * p));
+            assert!(
+                how.contains(super::super::cpu::cpu_info().kernels.name()),
+                "{how}"
+            );
         }
     }
 }
