@@ -118,6 +118,24 @@ fn reduce<const K: usize>(c: usize, pass: &impl ColumnPass<K>) -> [Vec<f64>; K] 
         let len = COLUMNS.min(c - start);
         isa.run(Block::<_, K> { pass, start, len })
     });
+    gather(c, &blocks)
+}
+
+/// [`reduce`] on this thread (inside a parallel loop).
+fn reduce_here<const K: usize>(c: usize, pass: &impl ColumnPass<K>) -> [Vec<f64>; K] {
+    let isa = Isa::of_passes();
+    let blocks: Vec<_> = (0..c.div_ceil(COLUMNS))
+        .map(|b| {
+            let start = b * COLUMNS;
+            let len = COLUMNS.min(c - start);
+            isa.run(Block::<_, K> { pass, start, len })
+        })
+        .collect();
+    gather(c, &blocks)
+}
+
+/// The `K` per-column sums of column blocks, as `K` rows of `c`.
+fn gather<const K: usize>(c: usize, blocks: &[[[f64; COLUMNS]; K]]) -> [Vec<f64>; K] {
     std::array::from_fn(|k| {
         let mut total = Vec::with_capacity(c);
         for (b, acc) in blocks.iter().enumerate() {
@@ -226,8 +244,57 @@ pub fn moments<T: WithDType>(x: &[T], c: usize) -> (Vec<f64>, Vec<f64>) {
     let [sum] = reduce(c, &Sum { x, c });
     let mean: Vec<f64> = sum.iter().map(|s| s / m).collect();
     let [sq] = reduce(c, &SquaredDeviation { x, c, mean: &mean });
-    let inv_std = sq.iter().map(|s| 1.0 / (s / m + EPS).sqrt()).collect();
-    (mean, inv_std)
+    (mean, inv_std(&sq, m))
+}
+
+fn inv_std(squared_deviations: &[f64], m: f64) -> Vec<f64> {
+    squared_deviations
+        .iter()
+        .map(|s| 1.0 / (s / m + EPS).sqrt())
+        .collect()
+}
+
+/// The column moments of some of the rows: their count, mean and Σ (x − mean)², in f64.
+pub struct PartMoments {
+    count: usize,
+    mean: Vec<f64>,
+    squared_deviations: Vec<f64>,
+}
+
+/// [`PartMoments`] of `x`, two passes on this thread: for a part computed inside a parallel
+/// loop (the fused conv's image groups, each read while its gemm output is in cache).
+pub fn part_moments<T: WithDType>(x: &[T], c: usize) -> PartMoments {
+    let count = x.len() / c;
+    let [sum] = reduce_here(c, &Sum { x, c });
+    let mean: Vec<f64> = sum.iter().map(|s| s / count.max(1) as f64).collect();
+    let [squared_deviations] = reduce_here(c, &SquaredDeviation { x, c, mean: &mean });
+    PartMoments {
+        count,
+        mean,
+        squared_deviations,
+    }
+}
+
+/// Mean and 1/√(var + ε) of all the parts' rows (biased variance): the parts combined in
+/// order with Chan, Golub and LeVeque's pairwise update (as stable as two passes over all
+/// rows, without reading them again).
+pub fn combine_moments(parts: &[PartMoments]) -> (Vec<f64>, Vec<f64>) {
+    let c = parts.first().map_or(0, |p| p.mean.len());
+    let (mut n, mut mean, mut m2) = (0.0f64, vec![0.0f64; c], vec![0.0f64; c]);
+    for part in parts {
+        let nb = part.count as f64;
+        let total = n + nb;
+        if nb == 0.0 {
+            continue;
+        }
+        for j in 0..c {
+            let delta = part.mean[j] - mean[j];
+            mean[j] += delta * nb / total;
+            m2[j] += part.squared_deviations[j] + delta * delta * n * nb / total;
+        }
+        n = total;
+    }
+    (mean, inv_std(&m2, n.max(1.0)))
 }
 
 /// Batch norm's forward map per column, y = x·scale + shift.
@@ -637,5 +704,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Parts combined give the moments of all rows: to f64 rounding against the two-pass
+    /// moments (an independent computation), with uneven parts and an offset mean far from
+    /// zero; and exactly the closed form for constant columns.
+    #[test]
+    fn combined_part_moments_equal_the_moments_of_all_rows() {
+        let (rows, c) = (1000, 37);
+        let x: Vec<f32> = matrix(rows, c, 8).iter().map(|v| v + 1000.0).collect();
+        let (mean, inv_std) = moments(&x, c);
+        let parts: Vec<PartMoments> = [0, 1, 256, 513, 1000]
+            .windows(2)
+            .map(|w| part_moments(&x[w[0] * c..w[1] * c], c))
+            .collect();
+        let (pmean, pinv) = combine_moments(&parts);
+        for j in 0..c {
+            assert!((pmean[j] - mean[j]).abs() <= 1e-12 * mean[j].abs(), "{j}");
+            assert!((pinv[j] - inv_std[j]).abs() <= 1e-9 * inv_std[j], "{j}");
+        }
+        let constant = vec![2.5f32; 12];
+        let parts = [
+            part_moments(&constant[..4], 2),
+            part_moments(&constant[4..], 2),
+        ];
+        assert_eq!(
+            combine_moments(&parts),
+            (vec![2.5; 2], vec![1.0 / EPS.sqrt(); 2])
+        );
     }
 }

@@ -21,14 +21,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use candle_core::{
     CpuStorage, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor, WithDType,
 };
-use rayon::prelude::*;
 
 use super::batch_norm_op::{slice, to_f64};
 use super::columns::{
-    apply_affine, gradient_sums, input_gradient, input_gradient_coefficients, moments, Affine, EPS,
+    apply_affine, combine_moments, gradient_sums, input_gradient, input_gradient_coefficients,
+    part_moments, Affine, PartMoments, EPS,
 };
-use super::im2col::{col2im_add, im2col_cpu, im2col_into, Patch};
-use super::parallel::for_each;
+use super::im2col::{col2im_add, im2col_into, Patch};
+use super::parallel::{map_indices, map_items};
 
 /// The batch statistics of the last forward pass (for the running averages), and the conv
 /// output kept for the backward pass.
@@ -57,28 +57,10 @@ pub struct ConvBnTrain {
     pub state: Arc<Mutex<ConvBnState>>,
 }
 
-fn parallelism() -> gemm::Parallelism {
-    match candle_core::utils::get_num_threads() {
-        0 | 1 => gemm::Parallelism::None,
-        n => gemm::Parallelism::Rayon(n),
-    }
-}
-
 /// dst (m × n, row-major) = lhs · rhs, operands given by (pointer, row stride, column stride).
 ///
 /// # Safety
 /// The operands must cover the (m × k) and (k × n) elements their strides address.
-unsafe fn matmul<T: WithDType>(
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: (&[T], isize, isize),
-    rhs: (&[T], isize, isize),
-) -> Vec<T> {
-    unsafe { matmul_with(m, n, k, lhs, rhs, parallelism()) }
-}
-
-/// [`matmul`] with the given parallelism.
 unsafe fn matmul_with<T: WithDType>(
     m: usize,
     n: usize,
@@ -142,6 +124,45 @@ unsafe fn matmul_into<T: WithDType>(
     }
 }
 
+/// dst (rows × n, row-major) = lhs · rhs, plus dst's own values if `add`, on this thread.
+///
+/// # Safety
+/// The operands must cover the (rows × k) and (k × n) elements their strides address.
+unsafe fn matmul_add<T: WithDType>(
+    dst: &mut [T],
+    n: usize,
+    k: usize,
+    lhs: (&[T], isize, isize),
+    rhs: (&[T], isize, isize),
+    add: bool,
+) {
+    let m = dst.len() / n.max(1);
+    // Safety: dst is m × n, initialised; gemm reads it only if `add`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            add,
+            lhs.0.as_ptr(),
+            lhs.2,
+            lhs.1,
+            rhs.0.as_ptr(),
+            rhs.2,
+            rhs.1,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
 /// Output rows per gemm of the image-group passes ([`conv_forward`], the input gradient):
 /// enough for gemm to run at full speed, few enough that a group's im2col columns stay in
 /// cache (≤ 1.2 MB for the small net).
@@ -149,18 +170,19 @@ const GROUP_ROWS: usize = 256;
 
 /// Splits `data`, `per_image` elements an image, into groups of whole images with at least
 /// [`GROUP_ROWS`] output rows each (the last group takes the remainder; a batch with fewer
-/// rows is one group) and runs `f(first image, images, group's data)` on each, in parallel.
+/// rows is one group) and runs `f(first image, images, group's data)` on each, in parallel;
+/// the results in group order.
 ///
 /// No group is smaller because gemm takes other paths, with other summation orders, for
 /// products of ≤ 64 or ≤ 16 × 16 outputs; above those it sums each element over K in the
 /// same blocks whatever the number of rows. So each group's gemm gives bit for bit the rows
 /// that one product over the whole batch would.
-fn for_each_image_group<T: Send>(
+fn for_each_image_group<T: Send, R: Send>(
     data: &mut [T],
     per_image: usize,
     d: &ConvDims,
-    f: impl Fn(usize, usize, &mut [T]) + Sync + Send,
-) {
+    f: impl Fn(usize, usize, &mut [T]) -> R + Sync + Send,
+) -> Vec<R> {
     let n = d.input.0;
     let rows_per_image = (d.m / n.max(1)).max(1);
     let group = GROUP_ROWS.div_ceil(rows_per_image);
@@ -173,19 +195,26 @@ fn for_each_image_group<T: Send>(
         groups.push((g * group, images, head));
         rest = tail;
     }
-    for_each(groups, |(first, images, chunk)| f(first, images, chunk));
+    map_items(groups, |(first, images, chunk)| f(first, images, chunk))
 }
 
 /// z (M × O) = im2col(x) · Wᵀ, a group of images at a time, each group's columns built
 /// just before its gemm rather than all M × K of them first: those were ~9× the input (for
 /// the small net's second layer 75 MB a view), written to memory and read back. The result
-/// is bit for bit one big product's ([`for_each_image_group`]).
-fn conv_forward<T: WithDType>(x: &[T], w: &[T], d: &ConvDims, patch: Patch) -> Vec<T> {
+/// is bit for bit one big product's ([`for_each_image_group`]). With it, each group's column
+/// moments, read while its output is in cache: batch norm's statistics then need no pass
+/// over z of their own.
+fn conv_forward<T: WithDType>(
+    x: &[T],
+    w: &[T],
+    d: &ConvDims,
+    patch: Patch,
+) -> (Vec<T>, Vec<PartMoments>) {
     let (n, h, wd, c) = d.input;
     let len = d.m * d.o;
     let mut z: Vec<T> = Vec::with_capacity(len);
     let per_image = len / n.max(1);
-    for_each_image_group(
+    let parts = for_each_image_group(
         &mut z.spare_capacity_mut()[..len],
         per_image,
         d,
@@ -203,27 +232,18 @@ fn conv_forward<T: WithDType>(x: &[T], w: &[T], d: &ConvDims, patch: Patch) -> V
                     gemm::Parallelism::None,
                 )
             };
+            // Safety: matmul_into wrote every element of dst.
+            let written = unsafe { &*(dst as *const [MaybeUninit<T>] as *const [T]) };
+            part_moments(written, d.o)
         },
     );
     // Safety: every group's rows were written above.
     unsafe { z.set_len(len) };
-    z
+    (z, parts)
 }
 
-/// Rows of an im2col'd input: a 1×1, stride-1, unpadded conv needs none.
-fn columns<'a, T: WithDType>(
-    x: &'a [T],
-    dims: (usize, usize, usize, usize),
-    patch: Patch,
-) -> std::borrow::Cow<'a, [T]> {
-    if is_identity(patch) {
-        std::borrow::Cow::Borrowed(x)
-    } else {
-        std::borrow::Cow::Owned(im2col_cpu(x, dims, patch))
-    }
-}
-
-/// [`columns`] on this thread (for one group of images inside a parallel loop).
+/// The rows of an im2col'd input for one group of images, on this thread (inside a
+/// parallel loop): a 1×1, stride-1, unpadded conv needs none.
 fn group_columns<'a, T: WithDType>(
     x: &'a [T],
     dims: (usize, usize, usize, usize),
@@ -281,8 +301,8 @@ type Gradients<T> = (Option<Vec<T>>, Vec<T>, Vec<T>);
 
 impl ConvBnTrain {
     fn forward<T: WithDType>(&self, x: &[T], w: &[T], gb: &[T], d: &ConvDims) -> Result<Vec<T>> {
-        let z = conv_forward(x, w, d, self.patch);
-        let (mean, inv_std) = moments(&z, d.o);
+        let (z, parts) = conv_forward(x, w, d, self.patch);
+        let (mean, inv_std) = combine_moments(&parts);
         let gb = to_f64(gb);
         let a = Affine::new(&mean, &inv_std, &gb[..d.o], &gb[d.o..]);
         let y = apply_affine(&z, d.o, &a, self.relu);
@@ -327,9 +347,7 @@ impl ConvBnTrain {
         let k = input_gradient_coefficients(mean, inv_std, gamma, &sum_g, &sum_gz, d.m);
         let dz = input_gradient(z, dy, c, &k, relu_after);
         drop(st);
-        let cols = columns(x, d.input, self.patch);
-        let dwt = weight_gradient(&cols, &dz, d);
-        drop(cols);
+        let dwt = weight_gradient(x, &dz, d, self.patch);
         let mut dw = vec![T::zero(); d.o * d.k];
         for (kk, row) in dwt.chunks_exact(d.o).enumerate() {
             for (oo, v) in row.iter().enumerate() {
@@ -370,43 +388,52 @@ fn input_gradient_of_conv<T: WithDType>(dz: &[T], w: &[T], d: &ConvDims, patch: 
     dx
 }
 
-/// Row blocks of the weight gradient's reduction on several threads. gemm parallelises over
-/// the output, which for dW is only O × K (≤ 512 × 4 608) against M = N·Ho·Wo rows to sum
-/// over: it barely used the second core.
+/// Blocks of whole images over which the weight gradient's reduction runs in parallel (gemm
+/// parallelises over the output, which for dW is only O × K (≤ 512 × 4 608) against
+/// M = N·Ho·Wo rows to sum over: it barely used the second core).
 const DW_BLOCKS: usize = 8;
 
-/// dWᵀ (K × O) = colsᵀ · dz. On one thread, one gemm — candle's matmul backward, bit for
-/// bit; on several, summed over [`DW_BLOCKS`] row blocks computed in parallel (the same
-/// result for any thread count above one; it differs from one thread's in the last bits).
-fn weight_gradient<T: WithDType>(cols: &[T], dz: &[T], d: &ConvDims) -> Vec<T> {
-    if candle_core::utils::get_num_threads() <= 1 {
-        return unsafe {
-            matmul(
-                d.k,
-                d.o,
-                d.m,
-                (cols, 1, d.k as isize),
-                (dz, d.o as isize, 1),
-            )
-        };
-    }
-    let rows = d.m.div_ceil(DW_BLOCKS).max(1);
-    let partials: Vec<Vec<T>> = (0..DW_BLOCKS)
-        .into_par_iter()
-        .filter_map(|b| {
-            let (start, end) = (b * rows, ((b + 1) * rows).min(d.m));
-            (start < end).then(|| unsafe {
-                matmul_with(
-                    d.k,
+/// im2col elements per step of a block's reduction: ~1 MB of f32 columns, built and consumed
+/// while in cache.
+const DW_GROUP_ELEMENTS: usize = 1 << 18;
+
+/// dWᵀ (K × O) = colsᵀ · dz, cols = im2col(x). The rows go in [`DW_BLOCKS`] blocks of whole
+/// images, in parallel; within a block a few images at a time ([`DW_GROUP_ELEMENTS`]):
+/// their columns are built, multiplied and added onto the block's partial product. The full
+/// M × K columns were never needed at once: built whole they were ~9× the input (the small
+/// net's second layer: 75 MB a view), written to memory and read back. The blocks, groups
+/// and the order of their sums follow from the shapes alone, so the result is the same for
+/// any number of threads.
+fn weight_gradient<T: WithDType>(x: &[T], dz: &[T], d: &ConvDims, patch: Patch) -> Vec<T> {
+    let (n, h, wd, c) = d.input;
+    let rows_per_image = (d.m / n.max(1)).max(1);
+    let per_block = n.div_ceil(DW_BLOCKS).max(1);
+    let per_group = (DW_GROUP_ELEMENTS / (rows_per_image * d.k).max(1)).max(1);
+    let partials = map_indices(n.div_ceil(per_block), |b| {
+        let (first, end) = (b * per_block, ((b + 1) * per_block).min(n));
+        let mut acc = vec![T::zero(); d.k * d.o];
+        let mut image = first;
+        while image < end {
+            let images = per_group.min(end - image);
+            let xs = &x[image * h * wd * c..(image + images) * h * wd * c];
+            let cols = group_columns(xs, (images, h, wd, c), patch);
+            let rows = image * rows_per_image..(image + images) * rows_per_image;
+            let dzs = &dz[rows.start * d.o..rows.end * d.o];
+            // Safety: cols is (rows × K) and dzs (rows × O), both contiguous; acc is K × O.
+            unsafe {
+                matmul_add(
+                    &mut acc,
                     d.o,
-                    end - start,
-                    (&cols[start * d.k..end * d.k], 1, d.k as isize),
-                    (&dz[start * d.o..end * d.o], d.o as isize, 1),
-                    gemm::Parallelism::None,
+                    rows.len(),
+                    (&cols, 1, d.k as isize),
+                    (dzs, d.o as isize, 1),
+                    image > first,
                 )
-            })
-        })
-        .collect();
+            };
+            image += images;
+        }
+        acc
+    });
     let mut total = vec![T::zero(); d.k * d.o];
     for p in &partials {
         for (t, v) in total.iter_mut().zip(p) {
@@ -526,6 +553,19 @@ mod tests {
     use super::*;
     use crate::ops::im2col::col2im_cpu;
 
+    /// Rows of an im2col'd input: a 1×1, stride-1, unpadded conv needs none.
+    fn columns<'a, T: WithDType>(
+        x: &'a [T],
+        dims: (usize, usize, usize, usize),
+        patch: Patch,
+    ) -> std::borrow::Cow<'a, [T]> {
+        if is_identity(patch) {
+            std::borrow::Cow::Borrowed(x)
+        } else {
+            std::borrow::Cow::Owned(crate::ops::im2col::im2col_cpu(x, dims, patch))
+        }
+    }
+
     fn values(len: usize, salt: usize) -> Vec<f32> {
         (0..len)
             .map(|i| ((i * 29 + salt * 7) % 97) as f32 / 48.0 - 1.0)
@@ -580,7 +620,7 @@ mod tests {
                         gemm::Parallelism::None,
                     )
                 };
-                same(&conv_forward(&x, &wt, &d, patch), &one, "z", &d, patch);
+                same(&conv_forward(&x, &wt, &d, patch).0, &one, "z", &d, patch);
                 let dz = values(d.m * o, 3);
                 let dcols = unsafe {
                     matmul_with(
@@ -604,6 +644,50 @@ mod tests {
                     &d,
                     patch,
                 );
+            }
+        }
+    }
+
+    /// The weight gradient, built block by block and group by group, equals one product
+    /// colsᵀ · dz over all rows (to float32 rounding: the sums are split), with several
+    /// blocks, several groups in a block, a short last block, and identity patches.
+    #[test]
+    fn weight_gradient_by_blocks_equals_one_product() {
+        for (n, h, w, c, o) in [(37, 9, 9, 3, 20), (9, 16, 16, 8, 12), (17, 5, 5, 64, 9)] {
+            for (kernel, stride, padding) in [(3, 1, 1), (3, 2, 1), (1, 1, 0)] {
+                let patch = Patch {
+                    kernel,
+                    stride,
+                    padding,
+                };
+                let (ho, wo) = (patch.out_size(h), patch.out_size(w));
+                let d = ConvDims {
+                    input: (n, h, w, c),
+                    m: n * ho * wo,
+                    k: kernel * kernel * c,
+                    o,
+                    out: (n, ho, wo, o),
+                };
+                let (x, dz) = (values(n * h * w * c, 4), values(d.m * o, 5));
+                let cols = columns(&x, d.input, patch);
+                let got = weight_gradient(&x, &dz, &d, patch);
+                for kk in 0..d.k {
+                    for oo in 0..o {
+                        let want: f64 = (0..d.m)
+                            .map(|r| cols[r * d.k + kk] as f64 * dz[r * o + oo] as f64)
+                            .sum();
+                        let scale: f64 = (0..d.m)
+                            .map(|r| (cols[r * d.k + kk] as f64 * dz[r * o + oo] as f64).abs())
+                            .sum();
+                        let err = (got[kk * o + oo] as f64 - want).abs();
+                        assert!(
+                            err <= 1e-5 * scale.max(1e-3),
+                            "{:?} {patch:?} dW[{kk}, {oo}]: {} vs {want}",
+                            d.input,
+                            got[kk * o + oo]
+                        );
+                    }
+                }
             }
         }
     }

@@ -34,11 +34,11 @@ pub fn map_indices<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
     }
 }
 
-/// `f(item)` for each item, in no particular order.
-pub fn for_each<I: Send>(items: Vec<I>, f: impl Fn(I) + Sync + Send) {
+/// `[f(item) for each item]`, in the items' order.
+pub fn map_items<I: Send, R: Send>(items: Vec<I>, f: impl Fn(I) -> R + Sync + Send) -> Vec<R> {
     if parallel() {
-        items.into_par_iter().for_each(f);
+        items.into_par_iter().map(f).collect()
     } else {
-        items.into_iter().for_each(f);
+        items.into_iter().map(f).collect()
     }
 }
