@@ -168,8 +168,28 @@ unsafe fn matmul_add<T: WithDType>(
 /// cache (≤ 1.2 MB for the small net).
 const GROUP_ROWS: usize = 256;
 
+/// Output rows per group where the weights (K × O) are larger than [`LARGE_WEIGHTS`]: gemm
+/// packs them again for every product, from memory rather than cache, and 256 rows did not
+/// pay for that (ResNet-18's last stage: 113 GFLOP/s a thread at 256 rows, 144 at 1 024, on
+/// a Xeon with AVX-512).
+const LARGE_WEIGHT_GROUP_ROWS: usize = 1024;
+
+/// Weights (K × O elements) beyond which groups take [`LARGE_WEIGHT_GROUP_ROWS`]: 512 KiB of
+/// f32, about a core's share of L2.
+const LARGE_WEIGHTS: usize = 1 << 17;
+
+/// The least output rows of a group of `d`'s image-group passes. A function of the shapes
+/// alone: never of the thread count.
+fn group_rows(d: &ConvDims) -> usize {
+    if d.k * d.o >= LARGE_WEIGHTS {
+        LARGE_WEIGHT_GROUP_ROWS
+    } else {
+        GROUP_ROWS
+    }
+}
+
 /// Splits `data`, `per_image` elements an image, into groups of whole images with at least
-/// [`GROUP_ROWS`] output rows each (the last group takes the remainder; a batch with fewer
+/// [`group_rows`] output rows each (the last group takes the remainder; a batch with fewer
 /// rows is one group) and runs `f(first image, images, group's data)` on each, in parallel;
 /// the results in group order.
 ///
@@ -185,7 +205,7 @@ fn for_each_image_group<T: Send, R: Send>(
 ) -> Vec<R> {
     let n = d.input.0;
     let rows_per_image = (d.m / n.max(1)).max(1);
-    let group = GROUP_ROWS.div_ceil(rows_per_image);
+    let group = group_rows(d).div_ceil(rows_per_image);
     let count = (n / group).max(1);
     let mut groups = Vec::with_capacity(count);
     let mut rest = data;
@@ -365,10 +385,26 @@ impl ConvBnTrain {
 fn input_gradient_of_conv<T: WithDType>(dz: &[T], w: &[T], d: &ConvDims, patch: Patch) -> Vec<T> {
     let (n, h, wd, c) = d.input;
     let rows_per_image = d.m / n.max(1);
-    let mut dx = vec![T::zero(); n * h * wd * c];
-    for_each_image_group(&mut dx, h * wd * c, d, |first, images, dst| {
+    let len = n * h * wd * c;
+    let mut dx: Vec<T> = Vec::with_capacity(len);
+    let dst = &mut dx.spare_capacity_mut()[..len];
+    for_each_image_group(dst, h * wd * c, d, |first, images, dst| {
         let dz = &dz[first * rows_per_image * d.o..(first + images) * rows_per_image * d.o];
-        // Safety: dz is (rows × O) and w (O × K), both contiguous.
+        if is_identity(patch) {
+            // Safety: dz is (rows × O) and w (O × K), both contiguous; dst is rows × K.
+            unsafe {
+                matmul_into(
+                    dst,
+                    d.k,
+                    d.o,
+                    (dz, d.o as isize, 1),
+                    (w, d.k as isize, 1),
+                    gemm::Parallelism::None,
+                )
+            };
+            return;
+        }
+        // Safety: as above.
         let dcols = unsafe {
             matmul_with(
                 images * rows_per_image,
@@ -379,12 +415,17 @@ fn input_gradient_of_conv<T: WithDType>(dz: &[T], w: &[T], d: &ConvDims, patch: 
                 gemm::Parallelism::None,
             )
         };
-        if is_identity(patch) {
-            dst.copy_from_slice(&dcols);
-        } else {
-            col2im_add(&dcols, (images, h, wd, c), patch, dst);
+        // Zeroed here, just before the scatter-add, rather than all of dx up front: the
+        // group's part is then in cache for it.
+        for v in dst.iter_mut() {
+            v.write(T::zero());
         }
+        // Safety: every element was written just above.
+        let dst = unsafe { &mut *(dst as *mut [MaybeUninit<T>] as *mut [T]) };
+        col2im_add(&dcols, (images, h, wd, c), patch, dst);
     });
+    // Safety: every group's images were written above.
+    unsafe { dx.set_len(len) };
     dx
 }
 
@@ -393,12 +434,13 @@ fn input_gradient_of_conv<T: WithDType>(dz: &[T], w: &[T], d: &ConvDims, patch: 
 /// M = N·Ho·Wo rows to sum over: it barely used the second core).
 const DW_BLOCKS: usize = 8;
 
-/// im2col elements per step of a block's reduction: ~1 MB of f32 columns, built and consumed
-/// while in cache.
-const DW_GROUP_ELEMENTS: usize = 1 << 18;
+/// Rows per step of a block's reduction (at least; whole images): the step's product adds
+/// onto the block's K × O partial, which it reads and writes, so fewer rows made that
+/// traffic dominate for large weights.
+const DW_GROUP_ROWS: usize = 1024;
 
 /// dWᵀ (K × O) = colsᵀ · dz, cols = im2col(x). The rows go in [`DW_BLOCKS`] blocks of whole
-/// images, in parallel; within a block a few images at a time ([`DW_GROUP_ELEMENTS`]):
+/// images, in parallel; within a block a few images at a time ([`DW_GROUP_ROWS`]):
 /// their columns are built, multiplied and added onto the block's partial product. The full
 /// M × K columns were never needed at once: built whole they were ~9× the input (the small
 /// net's second layer: 75 MB a view), written to memory and read back. The blocks, groups
@@ -408,7 +450,7 @@ fn weight_gradient<T: WithDType>(x: &[T], dz: &[T], d: &ConvDims, patch: Patch) 
     let (n, h, wd, c) = d.input;
     let rows_per_image = (d.m / n.max(1)).max(1);
     let per_block = n.div_ceil(DW_BLOCKS).max(1);
-    let per_group = (DW_GROUP_ELEMENTS / (rows_per_image * d.k).max(1)).max(1);
+    let per_group = DW_GROUP_ROWS.div_ceil(rows_per_image);
     let partials = map_indices(n.div_ceil(per_block), |b| {
         let (first, end) = (b * per_block, ((b + 1) * per_block).min(n));
         let mut acc = vec![T::zero(); d.k * d.o];
@@ -603,7 +645,7 @@ mod tests {
                     o,
                     out: (n, ho, wo, o),
                 };
-                let group = GROUP_ROWS.div_ceil(ho * wo);
+                let group = group_rows(&d).div_ceil(ho * wo);
                 assert!(
                     n / group >= 2 && n % group > 0,
                     "several groups, a longer last one"
