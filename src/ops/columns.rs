@@ -145,18 +145,26 @@ fn gather<const K: usize>(c: usize, blocks: &[[[f64; COLUMNS]; K]]) -> [Vec<f64>
     })
 }
 
-/// An element-wise pass producing a matrix the size of `len`, in parallel over chunks of
-/// [`ROWS`] rows on [`Isa::of_passes`].
-fn map_rows<T: WithDType>(len: usize, c: usize, pass: &impl RowPass<T>) -> Vec<T> {
+/// An element-wise pass producing a matrix the size of `len`, over chunks of [`ROWS`] rows
+/// on [`Isa::of_passes`]: in parallel, or on this thread if `here` (inside a parallel loop).
+fn map_rows<T: WithDType>(len: usize, c: usize, pass: &impl RowPass<T>, here: bool) -> Vec<T> {
     let mut out: Vec<T> = Vec::with_capacity(len);
     let isa = Isa::of_passes();
-    for_each_chunk_mut(&mut out.spare_capacity_mut()[..len], ROWS * c, |i, dst| {
+    let chunk = |i: usize, dst: &mut [MaybeUninit<T>]| {
         isa.run(Chunk {
             pass,
             first_row: i * ROWS,
             dst,
         })
-    });
+    };
+    let dst = &mut out.spare_capacity_mut()[..len];
+    if here {
+        for (i, part) in dst.chunks_mut((ROWS * c).max(1)).enumerate() {
+            chunk(i, part);
+        }
+    } else {
+        for_each_chunk_mut(dst, ROWS * c, chunk);
+    }
     // Safety: len is a multiple of c, and every block of every row was written above.
     unsafe { out.set_len(len) };
     out
@@ -467,8 +475,8 @@ fn affine_block<T: WithDType, W: Width, const RELU: bool>(
 /// y = x·scale + shift per column, then ReLU if asked.
 pub fn apply_affine<T: WithDType>(x: &[T], c: usize, a: &Affine, relu: bool) -> Vec<T> {
     match relu {
-        true => map_rows(x.len(), c, &AffineMap::<T, true> { x, c, a }),
-        false => map_rows(x.len(), c, &AffineMap::<T, false> { x, c, a }),
+        true => map_rows(x.len(), c, &AffineMap::<T, true> { x, c, a }, false),
+        false => map_rows(x.len(), c, &AffineMap::<T, false> { x, c, a }, false),
     }
 }
 
@@ -564,17 +572,40 @@ pub fn input_gradient<T: WithDType>(
     k: &InputGradient,
     relu_after: Option<&Affine>,
 ) -> Vec<T> {
+    input_gradient_with(x, dy, c, (k, relu_after), false)
+}
+
+/// [`input_gradient`] on this thread: for some of the rows, inside a parallel loop.
+pub fn input_gradient_here<T: WithDType>(
+    x: &[T],
+    dy: &[T],
+    c: usize,
+    k: &InputGradient,
+    relu_after: Option<&Affine>,
+) -> Vec<T> {
+    input_gradient_with(x, dy, c, (k, relu_after), true)
+}
+
+fn input_gradient_with<T: WithDType>(
+    x: &[T],
+    dy: &[T],
+    c: usize,
+    (k, relu_after): (&InputGradient, Option<&Affine>),
+    here: bool,
+) -> Vec<T> {
     let gate = Gate::of(relu_after, &k.p);
     match relu_after {
         Some(_) => map_rows(
             x.len(),
             c,
             &InputGradientMap::<T, true> { x, dy, c, k, gate },
+            here,
         ),
         None => map_rows(
             x.len(),
             c,
             &InputGradientMap::<T, false> { x, dy, c, k, gate },
+            here,
         ),
     }
 }

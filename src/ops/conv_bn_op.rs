@@ -24,11 +24,11 @@ use candle_core::{
 
 use super::batch_norm_op::{slice, to_f64};
 use super::columns::{
-    apply_affine, combine_moments, gradient_sums, input_gradient, input_gradient_coefficients,
-    part_moments, Affine, PartMoments, EPS,
+    apply_affine, combine_moments, gradient_sums, input_gradient_coefficients, input_gradient_here,
+    part_moments, Affine, InputGradient, PartMoments, EPS,
 };
 use super::im2col::{col2im_add, im2col_into, Patch};
-use super::parallel::{map_indices, map_items};
+use super::parallel::map_items;
 
 /// The batch statistics of the last forward pass (for the running averages), and the conv
 /// output kept for the backward pass.
@@ -363,70 +363,18 @@ impl ConvBnTrain {
             .map(|(s, i)| T::from_f64(s * i))
             .collect();
         dgb.extend(sum_g.iter().map(|s| T::from_f64(*s)));
-        // dz: batch norm's input gradient.
+        // dz, batch norm's input gradient, is made group by group inside the conv's backward.
         let k = input_gradient_coefficients(mean, inv_std, gamma, &sum_g, &sum_gz, d.m);
-        let dz = input_gradient(z, dy, c, &k, relu_after);
+        let (dwt, dx) = conv_gradients((x, w), (z, dy, &k, relu_after), d, self.patch, want_dx);
         drop(st);
-        let dwt = weight_gradient(x, &dz, d, self.patch);
         let mut dw = vec![T::zero(); d.o * d.k];
         for (kk, row) in dwt.chunks_exact(d.o).enumerate() {
             for (oo, v) in row.iter().enumerate() {
                 dw[oo * d.k + kk] = *v;
             }
         }
-        let dx = want_dx.then(|| input_gradient_of_conv(&dz, w, d, self.patch));
         Ok((dx, dw, dgb))
     }
-}
-
-/// dx = col2im(dz · W), a group of images at a time (as [`conv_forward`]): each group's
-/// column gradient stays in cache between its gemm and the scatter-add. Groups hold whole
-/// images, so they add onto disjoint parts of dx, each in the order one big col2im would.
-fn input_gradient_of_conv<T: WithDType>(dz: &[T], w: &[T], d: &ConvDims, patch: Patch) -> Vec<T> {
-    let (n, h, wd, c) = d.input;
-    let rows_per_image = d.m / n.max(1);
-    let len = n * h * wd * c;
-    let mut dx: Vec<T> = Vec::with_capacity(len);
-    let dst = &mut dx.spare_capacity_mut()[..len];
-    for_each_image_group(dst, h * wd * c, d, |first, images, dst| {
-        let dz = &dz[first * rows_per_image * d.o..(first + images) * rows_per_image * d.o];
-        if is_identity(patch) {
-            // Safety: dz is (rows × O) and w (O × K), both contiguous; dst is rows × K.
-            unsafe {
-                matmul_into(
-                    dst,
-                    d.k,
-                    d.o,
-                    (dz, d.o as isize, 1),
-                    (w, d.k as isize, 1),
-                    gemm::Parallelism::None,
-                )
-            };
-            return;
-        }
-        // Safety: as above.
-        let dcols = unsafe {
-            matmul_with(
-                images * rows_per_image,
-                d.k,
-                d.o,
-                (dz, d.o as isize, 1),
-                (w, d.k as isize, 1),
-                gemm::Parallelism::None,
-            )
-        };
-        // Zeroed here, just before the scatter-add, rather than all of dx up front: the
-        // group's part is then in cache for it.
-        for v in dst.iter_mut() {
-            v.write(T::zero());
-        }
-        // Safety: every element was written just above.
-        let dst = unsafe { &mut *(dst as *mut [MaybeUninit<T>] as *mut [T]) };
-        col2im_add(&dcols, (images, h, wd, c), patch, dst);
-    });
-    // Safety: every group's images were written above.
-    unsafe { dx.set_len(len) };
-    dx
 }
 
 /// Blocks of whole images over which the weight gradient's reduction runs in parallel (gemm
@@ -439,40 +387,65 @@ const DW_BLOCKS: usize = 8;
 /// traffic dominate for large weights.
 const DW_GROUP_ROWS: usize = 1024;
 
-/// dWᵀ (K × O) = colsᵀ · dz, cols = im2col(x). The rows go in [`DW_BLOCKS`] blocks of whole
-/// images, in parallel; within a block a few images at a time ([`DW_GROUP_ROWS`]):
-/// their columns are built, multiplied and added onto the block's partial product. The full
-/// M × K columns were never needed at once: built whole they were ~9× the input (the small
-/// net's second layer: 75 MB a view), written to memory and read back. The blocks, groups
-/// and the order of their sums follow from the shapes alone, so the result is the same for
-/// any number of threads.
-fn weight_gradient<T: WithDType>(x: &[T], dz: &[T], d: &ConvDims, patch: Patch) -> Vec<T> {
+/// Batch norm's side of the backward pass: dz = p·g + q·z + r from z and dy
+/// ([`input_gradient_here`]).
+type BnBackward<'a, T> = (&'a [T], &'a [T], &'a InputGradient, Option<&'a Affine>);
+
+/// The conv's gradients from batch norm's: dWᵀ (K × O) = colsᵀ · dz (cols = im2col(x)) and,
+/// if wanted, dx = col2im(dz · W). One pass over the images in [`DW_BLOCKS`] blocks of whole
+/// images, in parallel, each block a group of images at a time ([`DW_GROUP_ROWS`] rows or
+/// more): the group's dz, its im2col columns, their product added onto the block's partial
+/// dWᵀ, then its dx. Neither dz nor the columns exist whole: dz went through memory three
+/// times (written, read for dW, read for dx), the columns are ~9× the input (the small net's
+/// second layer: 75 MB a view). Blocks, groups and the order of the sums follow from the
+/// shapes alone, so the result does not depend on the thread count.
+fn conv_gradients<T: WithDType>(
+    (x, w): (&[T], &[T]),
+    (z, dy, k, relu_after): BnBackward<'_, T>,
+    d: &ConvDims,
+    patch: Patch,
+    want_dx: bool,
+) -> (Vec<T>, Option<Vec<T>>) {
     let (n, h, wd, c) = d.input;
     let rows_per_image = (d.m / n.max(1)).max(1);
+    let (per_input, per_output) = (h * wd * c, rows_per_image * d.o);
     let per_block = n.div_ceil(DW_BLOCKS).max(1);
-    let per_group = DW_GROUP_ROWS.div_ceil(rows_per_image);
-    let partials = map_indices(n.div_ceil(per_block), |b| {
-        let (first, end) = (b * per_block, ((b + 1) * per_block).min(n));
+    let per_group = DW_GROUP_ROWS.max(group_rows(d)).div_ceil(rows_per_image);
+    let len = if want_dx { n * per_input } else { 0 };
+    let mut dx: Vec<T> = Vec::with_capacity(len);
+    let mut rest = &mut dx.spare_capacity_mut()[..len];
+    let mut blocks = Vec::new();
+    for first in (0..n).step_by(per_block) {
+        let images = per_block.min(n - first);
+        let (head, tail) =
+            std::mem::take(&mut rest).split_at_mut(if want_dx { images * per_input } else { 0 });
+        rest = tail;
+        blocks.push((first, images, head));
+    }
+    let partials = map_items(blocks, |(first, images, dx_block)| {
         let mut acc = vec![T::zero(); d.k * d.o];
-        let mut image = first;
-        while image < end {
-            let images = per_group.min(end - image);
-            let xs = &x[image * h * wd * c..(image + images) * h * wd * c];
-            let cols = group_columns(xs, (images, h, wd, c), patch);
-            let rows = image * rows_per_image..(image + images) * rows_per_image;
-            let dzs = &dz[rows.start * d.o..rows.end * d.o];
-            // Safety: cols is (rows × K) and dzs (rows × O), both contiguous; acc is K × O.
+        for done in (0..images).step_by(per_group) {
+            let (image, count) = (first + done, per_group.min(images - done));
+            let out = image * per_output..(image + count) * per_output;
+            let dz = input_gradient_here(&z[out.clone()], &dy[out], d.o, k, relu_after);
+            let xs = &x[image * per_input..(image + count) * per_input];
+            let cols = group_columns(xs, (count, h, wd, c), patch);
+            // Safety: cols is (rows × K) and dz (rows × O), both contiguous; acc is K × O.
             unsafe {
                 matmul_add(
                     &mut acc,
                     d.o,
-                    rows.len(),
+                    count * rows_per_image,
                     (&cols, 1, d.k as isize),
-                    (dzs, d.o as isize, 1),
-                    image > first,
+                    (&dz, d.o as isize, 1),
+                    done > 0,
                 )
             };
-            image += images;
+            drop(cols);
+            if want_dx {
+                let dst = &mut dx_block[done * per_input..(done + count) * per_input];
+                group_input_gradient(&dz, w, d, patch, count, dst);
+            }
         }
         acc
     });
@@ -482,7 +455,54 @@ fn weight_gradient<T: WithDType>(x: &[T], dz: &[T], d: &ConvDims, patch: Patch) 
             *t += *v;
         }
     }
-    total
+    // Safety: with want_dx, every block's images were written above (else len is 0).
+    unsafe { dx.set_len(len) };
+    (total, want_dx.then_some(dx))
+}
+
+/// dx of `images` images = col2im(dz · W), dz their rows (rows × O), on this thread.
+fn group_input_gradient<T: WithDType>(
+    dz: &[T],
+    w: &[T],
+    d: &ConvDims,
+    patch: Patch,
+    images: usize,
+    dst: &mut [MaybeUninit<T>],
+) {
+    let (_, h, wd, c) = d.input;
+    if is_identity(patch) {
+        // Safety: dz is (rows × O) and w (O × K), both contiguous; dst is rows × K.
+        unsafe {
+            matmul_into(
+                dst,
+                d.k,
+                d.o,
+                (dz, d.o as isize, 1),
+                (w, d.k as isize, 1),
+                gemm::Parallelism::None,
+            )
+        };
+        return;
+    }
+    // Safety: as above.
+    let dcols = unsafe {
+        matmul_with(
+            dz.len() / d.o.max(1),
+            d.k,
+            d.o,
+            (dz, d.o as isize, 1),
+            (w, d.k as isize, 1),
+            gemm::Parallelism::None,
+        )
+    };
+    // Zeroed here, just before the scatter-add, rather than all of dx up front: the group's
+    // part is then in cache for it.
+    for v in dst.iter_mut() {
+        v.write(T::zero());
+    }
+    // Safety: every element was written just above.
+    let dst = unsafe { &mut *(dst as *mut [MaybeUninit<T>] as *mut [T]) };
+    col2im_add(&dcols, (images, h, wd, c), patch, dst);
 }
 
 macro_rules! with_cpu {
@@ -608,6 +628,24 @@ mod tests {
         }
     }
 
+    /// dWᵀ and dx of the conv for a given dz: batch norm's side set to pass it through
+    /// (p = 1, q = r = 0, no ReLU: p·g + q·z + r is g exactly).
+    fn gradients_for(
+        x: &[f32],
+        w: &[f32],
+        dz: &[f32],
+        d: &ConvDims,
+        patch: Patch,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let through = InputGradient {
+            p: vec![1.0; d.o],
+            q: vec![0.0; d.o],
+            r: vec![0.0; d.o],
+        };
+        let (dwt, dx) = conv_gradients((x, w), (dz, dz, &through, None), d, patch, true);
+        (dwt, dx.unwrap_or_default())
+    }
+
     fn values(len: usize, salt: usize) -> Vec<f32> {
         (0..len)
             .map(|i| ((i * 29 + salt * 7) % 97) as f32 / 48.0 - 1.0)
@@ -625,10 +663,10 @@ mod tests {
     }
 
     /// Image groups give bit for bit what one product over all rows gives: the forward
-    /// conv and the input gradient, with several groups and a short last one, few-channel
-    /// (the fixed-width im2col) and many-channel inputs, and identity patches.
+    /// conv, with several groups and a short last one, few-channel (the fixed-width im2col)
+    /// and many-channel inputs, and identity patches.
     #[test]
-    fn image_groups_equal_one_product_bit_for_bit() {
+    fn forward_image_groups_equal_one_product_bit_for_bit() {
         let patches = [(3, 1, 1), (3, 2, 1), (1, 1, 0), (1, 2, 0)];
         for (n, h, w, c, o) in [(47, 7, 6, 3, 20), (140, 4, 4, 5, 8), (27, 9, 9, 1, 17)] {
             for (kernel, stride, padding) in patches {
@@ -663,39 +701,19 @@ mod tests {
                     )
                 };
                 same(&conv_forward(&x, &wt, &d, patch).0, &one, "z", &d, patch);
-                let dz = values(d.m * o, 3);
-                let dcols = unsafe {
-                    matmul_with(
-                        d.m,
-                        d.k,
-                        d.o,
-                        (&dz, d.o as isize, 1),
-                        (&wt, d.k as isize, 1),
-                        gemm::Parallelism::None,
-                    )
-                };
-                let one = if is_identity(patch) {
-                    dcols
-                } else {
-                    col2im_cpu(&dcols, d.input, patch)
-                };
-                same(
-                    &input_gradient_of_conv(&dz, &wt, &d, patch),
-                    &one,
-                    "dx",
-                    &d,
-                    patch,
-                );
             }
         }
     }
 
-    /// The weight gradient, built block by block and group by group, equals one product
-    /// colsᵀ · dz over all rows (to float32 rounding: the sums are split), with several
-    /// blocks, several groups in a block, a short last block, and identity patches.
+    /// The conv's gradients, built block by block and group by group, equal independent
+    /// f64 sums over all rows (to float32 rounding): dW = colsᵀ · dz and dx = col2im(dz · W),
+    /// with several blocks, several groups in a block, a short last block, and identity
+    /// patches.
     #[test]
-    fn weight_gradient_by_blocks_equals_one_product() {
-        for (n, h, w, c, o) in [(37, 9, 9, 3, 20), (9, 16, 16, 8, 12), (17, 5, 5, 64, 9)] {
+    fn gradients_by_blocks_equal_sums_over_all_rows() {
+        // The last: 256 rows an image, 10-image blocks of 4-image groups (4, 4, 2).
+        let shapes = [(37, 9, 9, 3, 20), (17, 5, 5, 64, 9), (80, 16, 16, 2, 4)];
+        for (n, h, w, c, o) in shapes {
             for (kernel, stride, padding) in [(3, 1, 1), (3, 2, 1), (1, 1, 0)] {
                 let patch = Patch {
                     kernel,
@@ -712,7 +730,28 @@ mod tests {
                 };
                 let (x, dz) = (values(n * h * w * c, 4), values(d.m * o, 5));
                 let cols = columns(&x, d.input, patch);
-                let got = weight_gradient(&x, &dz, &d, patch);
+                let wt = values(o * d.k, 6);
+                let (got, dx) = gradients_for(&x, &wt, &dz, &d, patch);
+                let dcols: Vec<f64> = (0..d.m * d.k)
+                    .map(|i| {
+                        let (r, kk) = (i / d.k, i % d.k);
+                        (0..o)
+                            .map(|oo| dz[r * o + oo] as f64 * wt[oo * d.k + kk] as f64)
+                            .sum()
+                    })
+                    .collect();
+                let want_dx = if is_identity(patch) {
+                    dcols
+                } else {
+                    col2im_cpu(&dcols, d.input, patch)
+                };
+                for (i, (a, b)) in dx.iter().zip(&want_dx).enumerate() {
+                    assert!(
+                        (*a as f64 - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                        "{:?} {patch:?} dx[{i}]: {a} vs {b}",
+                        d.input
+                    );
+                }
                 for kk in 0..d.k {
                     for oo in 0..o {
                         let want: f64 = (0..d.m)
