@@ -38,7 +38,10 @@ training mode (its batch norms use and update batch statistics), the queue newes
 import argparse
 import copy
 import math
+import os
+import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -435,6 +438,21 @@ def state_errors(ours, theirs, skip):
     return errors, problems
 
 
+# Set in a child process that only runs the free run and saves it here.
+CHILD_OUT = os.environ.get("COLLAPSE_LAB_PARITY_CHILD_OUT")
+HAS_AVX512 = "avx512f" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
+
+
+def avx2_free_run(dump):
+    """PyTorch's free run of `dump` (on collapse-lab's branches) with its kernels capped at AVX2."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "free.pt"
+        env = dict(os.environ, COLLAPSE_LAB_PARITY_CHILD_OUT=str(out), ONEDNN_MAX_CPU_ISA="AVX2",
+                   MKL_ENABLE_INSTRUCTIONS="AVX2", ATEN_CPU_CAPABILITY="avx2")
+        subprocess.run([sys.executable, __file__, str(dump)], env=env, check=True, stdout=subprocess.DEVNULL)
+        return torch.load(out, weights_only=False)
+
+
 def replay(dump, tol_step, tol_free):
     dump = Path(dump)
     cfg = tomllib.loads((dump / "config.toml").read_text())
@@ -542,6 +560,10 @@ def replay(dump, tol_step, tol_free):
         return max([worst, *errors.values()]), errors, problems, overridden, nearest, (free.state(), got)
 
     worst_free, errors, problems, overridden, nearest, (state32, got32) = free_run(True)
+    if CHILD_OUT:
+        # A child run on another instruction set (`avx2_free_run`): hand back the free run.
+        torch.save((state32, got32), CHILD_OUT)
+        return True
     worst_own, _, _, own_flips, _, _ = free_run(False)
 
     def moved(other):
@@ -553,7 +575,11 @@ def replay(dump, tol_step, tol_free):
     # PyTorch against itself: how far float32 rounding alone carries this run in K steps.
     perturbed = moved(free_run(True, perturb=True))
     channels_last = moved(free_run(True, channels_last=True))
-    sensitivity = max(perturbed, channels_last)
+    # The same free run with PyTorch's kernels on AVX2 (a child process: the instruction set is
+    # chosen at start-up): what a change of instruction set alone, such as ours between gemm's
+    # AVX2 and AVX-512 kernels, does to a run. 0 where the CPU has no AVX-512 (same kernels).
+    other_isa = moved((None,) * 5 + (avx2_free_run(dump),)) if HAS_AVX512 else 0.0
+    sensitivity = max(perturbed, channels_last, other_isa)
     failures.extend(f"after {k_steps} free steps: {p}" for p in problems)
     # Where float32 rounding alone moves PyTorch farther than the tolerance (a ResNet-18's batch
     # norms over a few pixels), no float32 implementation can do better: the bound is then that
@@ -566,7 +592,8 @@ def replay(dump, tol_step, tol_free):
     label = f"{dump.name:<26} {twin.method:<12} {k_steps:>2} steps"
     print(
         f"{label}  each step {worst_step:.1e}  {k_steps} free steps {worst_free:.1e}"
-        f" (PyTorch vs itself: one rounding on the weights {perturbed:.1e}, channels-last {channels_last:.1e})  "
+        f" (PyTorch vs itself: one rounding on the weights {perturbed:.1e}, channels-last {channels_last:.1e},"
+        f" AVX2 kernels {other_isa:.1e})  "
         + ("ok" if not failures else "DIFFERS")
     )
     print(

@@ -50,6 +50,7 @@ for line in open(sys.argv[1]):
     (ours if who == "ours" else torch).append(json.loads(payload)["images_per_s"])
 ratios = [o / t for o, t in zip(ours, torch)]
 print(f"{sys.argv[2]}: ours {statistics.median(ours):.0f} img/s, pytorch {statistics.median(torch):.0f} img/s, "
-      f"median ratio (ours / pytorch, per pair) {statistics.median(ratios):.2f} over {len(ratios)} pairs")
+      f"median ratio (ours / pytorch, per pair) {statistics.median(ratios):.2f} over {len(ratios)} pairs "
+      f"({', '.join(f'{r:.2f}' for r in ratios)})")
 PY
 rm -f "$log"

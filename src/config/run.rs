@@ -397,7 +397,7 @@ impl ModelConfig {
             }
         }
         if matches!(md.encoder_norm, EncoderNorm::Gn | EncoderNorm::GnWs)
-            && md.width % md.gn_groups != 0
+            && !md.width.is_multiple_of(md.gn_groups)
         {
             return Err(format!(
                 "model.width ({}) must be a multiple of model.gn_groups ({}) for group norm in the encoder",

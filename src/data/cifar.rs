@@ -106,7 +106,7 @@ pub fn parse_records(
     path: &Path,
 ) -> Result<(Vec<u8>, Vec<u32>), InputError> {
     let rec = format.record_len();
-    if bytes.len() % rec != 0 {
+    if !bytes.len().is_multiple_of(rec) {
         return Err(file_error(
             path,
             format!(

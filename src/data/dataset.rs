@@ -60,7 +60,7 @@ impl InMemoryDataset {
             .and_then(|v| v.checked_mul(width))
             .context("dataset image shape overflows usize")?;
         ensure!(
-            pixels.len() % image_len == 0,
+            pixels.len().is_multiple_of(image_len),
             "dataset pixel buffer of {} bytes is not a whole number of {channels}×{height}×{width} images",
             pixels.len()
         );

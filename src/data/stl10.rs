@@ -157,7 +157,7 @@ fn check_image_len(len: u64, path: &Path) -> Result<(), InputError> {
     if len == 0 {
         return Err(file_error(path, "empty file"));
     }
-    if len % IMAGE_BYTES as u64 != 0 {
+    if !len.is_multiple_of(IMAGE_BYTES as u64) {
         return Err(file_error(
             path,
             format!("truncated record: {len} bytes is not a whole number of {IMAGE_BYTES}-byte 3×96×96 images"),

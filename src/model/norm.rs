@@ -158,7 +158,7 @@ pub struct GroupNorm {
 impl GroupNorm {
     pub fn new(store: &mut ParamStore, name: &str, channels: usize, groups: usize) -> Result<Self> {
         let groups = groups.min(channels).max(1);
-        if channels % groups != 0 {
+        if !channels.is_multiple_of(groups) {
             candle_core::bail!(
                 "group norm `{name}`: {groups} groups do not divide {channels} channels"
             );

@@ -754,7 +754,7 @@ mod tests {
             assert!((pmean[j] - mean[j]).abs() <= 1e-12 * mean[j].abs(), "{j}");
             assert!((pinv[j] - inv_std[j]).abs() <= 1e-9 * inv_std[j], "{j}");
         }
-        let constant = vec![2.5f32; 12];
+        let constant = [2.5f32; 12];
         let parts = [
             part_moments(&constant[..4], 2),
             part_moments(&constant[4..], 2),

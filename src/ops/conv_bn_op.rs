@@ -3,17 +3,19 @@
 //! Built from separate ops, this unit is im2col, a matmul, batch norm, ReLU and their
 //! backward ops: a dozen graph nodes, each allocating and sweeping the activations, and for
 //! each node candle's backward pass zero-fills a gradient buffer and adds into it. Fused, the
-//! forward pass is im2col + gemm per group of images, one pass for the column moments and
-//! one to normalise (and clamp); the backward pass is one pass for the batch-norm sums, one
-//! for the gradient of the conv output, the weight-gradient gemm, and gemm + col2im per group
-//! of images for the input gradient. The conv output `z` is kept for the backward pass; the
-//! im2col columns are rebuilt there rather than kept (for ResNet-18 they are ~9× the
-//! activations).
+//! forward pass is im2col + gemm per group of images, each group's column moments taken
+//! while its output is in cache, and one pass to normalise (and clamp); the backward pass is
+//! one pass for the batch-norm sums, then one pass over blocks of image groups that makes
+//! each group's conv-output gradient, im2col columns, weight-gradient product and input
+//! gradient (gemm + col2im) while they are in cache ([`conv_gradients`]). The conv output `z`
+//! is kept for the backward pass; the im2col columns are rebuilt there rather than kept (for
+//! ResNet-18 they are ~9× the activations).
 //!
-//! The arithmetic is the separate ops' own: the same gemm kernels and operands as candle's
-//! matmul and its backward (per image group: [`for_each_image_group`]), and batch norm's f64
-//! formulas ([`super::columns`]); tests compare with the separate ops and finite
-//! differences.
+//! The arithmetic is the separate ops' (gemm's kernels, batch norm's f64 formulas in
+//! [`super::columns`]) with sums split differently: the forward product per image group is
+//! bit for bit one big product's ([`for_each_image_group`]); the moments combine per-group
+//! moments, the weight gradient per-block partial products, in orders fixed by the shapes.
+//! Tests compare with the separate ops, independent f64 sums and finite differences.
 
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex, MutexGuard};

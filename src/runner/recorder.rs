@@ -159,7 +159,7 @@ impl StepObserver for Recorder {
     ) -> anyhow::Result<()> {
         self.steps.rows.push(record.clone());
         if let Some(writer) = &self.embeddings {
-            if self.embeddings_every > 0 && record.step % self.embeddings_every == 0 {
+            if self.embeddings_every > 0 && record.step.is_multiple_of(self.embeddings_every) {
                 let mut blocks = Vec::with_capacity(8);
                 for v in 0..2 {
                     blocks.push(block("y", v as u8, &e.y[v])?);
@@ -188,7 +188,7 @@ impl StepObserver for Recorder {
         last: bool,
         method: &dyn Method,
     ) -> anyhow::Result<EpochEnd> {
-        if epoch % self.eval.config.log.eval_every_epochs == 0 || last {
+        if epoch.is_multiple_of(self.eval.config.log.eval_every_epochs) || last {
             match self.eval.run(method, epoch, step) {
                 Ok(record) => self.evals.push(record),
                 Err(e) if e.downcast_ref::<NonFiniteEmbeddings>().is_some() => {

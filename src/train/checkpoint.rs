@@ -64,7 +64,7 @@ impl Checkpointing {
     /// Whether to checkpoint after `done` steps of `total` (the last step needs none: the run
     /// is then finished and publishes its results).
     pub fn due(&self, done: u64, total: u64) -> bool {
-        done < total && (self.interrupted() || (self.every > 0 && done % self.every == 0))
+        done < total && (self.interrupted() || (self.every > 0 && done.is_multiple_of(self.every)))
     }
 
     /// Writes a checkpoint: `write_logs` fills the new folder with the observer's logs, then the

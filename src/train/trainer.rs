@@ -304,7 +304,7 @@ fn end_of_step(
         .stop_on_collapse
         .is_some_and(|n| collapsed_streak >= n);
     let done = at.step + 1;
-    if done % at.steps_per_epoch == 0 || done == at.total || stop {
+    if done.is_multiple_of(at.steps_per_epoch) || done == at.total || stop {
         let epoch = done.div_ceil(at.steps_per_epoch) as u32;
         let last = done == at.total || stop;
         if let EpochEnd::Diverged(why) = observer.on_epoch_end(epoch, done, last, method)? {
@@ -352,7 +352,7 @@ fn start_state(
 fn show_progress(progress: Option<&ProgressBar>, record: &StepRecord) {
     if let Some(pb) = progress {
         pb.inc(1);
-        if record.step % 5 == 0 {
+        if record.step.is_multiple_of(5) {
             pb.set_message(format!(
                 "loss {:.3} pos {:.3} neg {:.3}",
                 record.loss, record.pos_cos, record.neg_cos
