@@ -648,6 +648,27 @@ mod tests {
         (dwt, dx.unwrap_or_default())
     }
 
+    /// The patch and dimensions of a conv of `o` channels over (n, h, w, c) inputs.
+    fn conv_dims(
+        (n, h, w, c, o): (usize, usize, usize, usize, usize),
+        (kernel, stride, padding): (usize, usize, usize),
+    ) -> (Patch, ConvDims) {
+        let patch = Patch {
+            kernel,
+            stride,
+            padding,
+        };
+        let (ho, wo) = (patch.out_size(h), patch.out_size(w));
+        let d = ConvDims {
+            input: (n, h, w, c),
+            m: n * ho * wo,
+            k: kernel * kernel * c,
+            o,
+            out: (n, ho, wo, o),
+        };
+        (patch, d)
+    }
+
     fn values(len: usize, salt: usize) -> Vec<f32> {
         (0..len)
             .map(|i| ((i * 29 + salt * 7) % 97) as f32 / 48.0 - 1.0)
@@ -672,19 +693,8 @@ mod tests {
         let patches = [(3, 1, 1), (3, 2, 1), (1, 1, 0), (1, 2, 0)];
         for (n, h, w, c, o) in [(47, 7, 6, 3, 20), (140, 4, 4, 5, 8), (27, 9, 9, 1, 17)] {
             for (kernel, stride, padding) in patches {
-                let patch = Patch {
-                    kernel,
-                    stride,
-                    padding,
-                };
-                let (ho, wo) = (patch.out_size(h), patch.out_size(w));
-                let d = ConvDims {
-                    input: (n, h, w, c),
-                    m: n * ho * wo,
-                    k: kernel * kernel * c,
-                    o,
-                    out: (n, ho, wo, o),
-                };
+                let (patch, d) = conv_dims((n, h, w, c, o), (kernel, stride, padding));
+                let (ho, wo) = (d.out.1, d.out.2);
                 let group = group_rows(&d).div_ceil(ho * wo);
                 assert!(
                     n / group >= 2 && n % group > 0,
@@ -717,19 +727,7 @@ mod tests {
         let shapes = [(37, 9, 9, 3, 20), (17, 5, 5, 64, 9), (80, 16, 16, 2, 4)];
         for (n, h, w, c, o) in shapes {
             for (kernel, stride, padding) in [(3, 1, 1), (3, 2, 1), (1, 1, 0)] {
-                let patch = Patch {
-                    kernel,
-                    stride,
-                    padding,
-                };
-                let (ho, wo) = (patch.out_size(h), patch.out_size(w));
-                let d = ConvDims {
-                    input: (n, h, w, c),
-                    m: n * ho * wo,
-                    k: kernel * kernel * c,
-                    o,
-                    out: (n, ho, wo, o),
-                };
+                let (patch, d) = conv_dims((n, h, w, c, o), (kernel, stride, padding));
                 let (x, dz) = (values(n * h * w * c, 4), values(d.m * o, 5));
                 let cols = columns(&x, d.input, patch);
                 let wt = values(o * d.k, 6);
