@@ -27,6 +27,7 @@ ci:
     bash .ci/run
 
 # Our BYOL step vs PyTorch's, side by side (A B A B); e.g. `just bench-vs-torch ENCODER=resnet18 WIDTH=64`
+# or `just bench-vs-torch ISA=avx2` (both on AVX2 on an AVX-512 machine)
 bench-vs-torch *env="":
     env {{env}} bash bench/vs_torch.sh
 
