@@ -102,27 +102,16 @@ unsafe fn matmul_into<T: WithDType>(
     let m = dst.len() / n.max(1);
     // Safety: gemm writes every element of dst (read_dst = false) and reads none.
     unsafe {
-        gemm::gemm(
+        gemm_rows(
+            dst.as_mut_ptr().cast::<T>(),
             m,
             n,
             k,
-            dst.as_mut_ptr().cast::<T>(),
-            1,
-            n as isize,
-            false,
-            lhs.0.as_ptr(),
-            lhs.2,
-            lhs.1,
-            rhs.0.as_ptr(),
-            rhs.2,
-            rhs.1,
-            T::zero(),
-            T::one(),
-            false,
-            false,
+            lhs,
+            rhs,
             false,
             parallelism,
-        );
+        )
     }
 }
 
@@ -141,11 +130,42 @@ unsafe fn matmul_add<T: WithDType>(
     let m = dst.len() / n.max(1);
     // Safety: dst is m × n, initialised; gemm reads it only if `add`.
     unsafe {
+        gemm_rows(
+            dst.as_mut_ptr(),
+            m,
+            n,
+            k,
+            lhs,
+            rhs,
+            add,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// gemm's call for a row-major m × n dst: dst = lhs · rhs (+ dst if `add`).
+///
+/// # Safety
+/// dst must address m × n elements (initialised if `add`), the operands the (m × k) and
+/// (k × n) elements their strides address.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_rows<T: WithDType>(
+    dst: *mut T,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: (&[T], isize, isize),
+    rhs: (&[T], isize, isize),
+    add: bool,
+    parallelism: gemm::Parallelism,
+) {
+    let keep = if add { T::one() } else { T::zero() };
+    unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             add,
@@ -155,12 +175,12 @@ unsafe fn matmul_add<T: WithDType>(
             rhs.0.as_ptr(),
             rhs.2,
             rhs.1,
+            keep,
             T::one(),
-            T::one(),
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         )
     }
 }
