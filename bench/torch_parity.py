@@ -14,13 +14,15 @@ Two checks, float32 on both sides:
   difference that flipping one or two ReLU inputs within 1e-5 of the kink removes is reported as
   such (float32 rounding may put such an input on either side).
 - Free run: the twin runs all K steps from state 0 on its own, taking collapse-lab's ReLU branch
-  decisions (so that one input within rounding of the kink does not send the runs apart), and
-  its per-step values and state K must agree within --tolerance-free, or within CONDITIONING ×
-  the distance PyTorch's own free run moves under float32 rounding alone, where that is larger:
-  the larger of its run with the weights perturbed by one rounding (×(1 + 2⁻²⁴·N(0,1))) and its
-  run on channels-last kernels (measured and printed per run: ResNet-18's batch norms over a
-  few pixels of a 16 px image are that sensitive). The free run on the twin's own branches is
-  printed too.
+  decisions and max-pool taps (so that one input within rounding of a kink does not send the
+  runs apart: max(a, b) = b + relu(a − b) has the same kink), and its per-step values and state K
+  must agree within --tolerance-free, or within CONDITIONING × the distance PyTorch's own free
+  run moves under float32 rounding alone, where that is larger: the largest of its run with the
+  weights perturbed by one rounding (×(1 + 2⁻²⁴·N(0,1))), its run on channels-last kernels, on
+  AVX2 kernels (where the CPU has AVX-512) and its distance from the same run in float64
+  (measured and printed per run: ResNet-18's batch norms over a few pixels of a 16 px image, or
+  its group norms over one pixel, are that sensitive). collapse-lab's own distance from the
+  float64 run, and the free run on the twin's own branches, are printed too.
 
 Measured: for a per-step scalar |ours − torch| / max(|torch|, 1); for a tensor
 max |ours − torch| / max(max |torch|, 1e-3 · the largest entry of its group) — groups are the
@@ -94,6 +96,40 @@ class KinkReLU(nn.Module):
     def branch_decisions(self):
         """Per call, the elements whose gradient passes."""
         return [(x > 0) ^ self.flips[c] if c in self.flips else x > 0 for c, x in enumerate(self.inputs)]
+
+
+class _MaxPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, own, chosen):
+        ctx.save_for_backward(chosen)
+        ctx.shape = x.shape
+        return x.flatten(2).gather(2, own.flatten(2)).view(own.shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (chosen,) = ctx.saved_tensors
+        dx = grad.new_zeros(ctx.shape).flatten(2)
+        dx.scatter_add_(2, chosen.flatten(2), grad.flatten(2))
+        return dx.view(ctx.shape), None, None
+
+
+class KinkMaxPool(nn.Module):
+    """3×3 max pooling, stride 2, padding 1, whose choice of tap per window can be set: the
+    maximum of two taps within float32 rounding of each other is a kink like the ReLU's
+    (max(a, b) = b + relu(a − b)), and the gradient goes to whichever tap wins. Given `branches`
+    (per call, the chosen tap of every window), its gradient follows those choices; the value
+    stays its own maximum."""
+
+    def __init__(self):
+        super().__init__()
+        self.choices = []
+        self.branches = {}
+
+    def forward(self, x):
+        call = len(self.choices)
+        _, own = F.max_pool2d(x.detach(), 3, 2, 1, return_indices=True)
+        self.choices.append(own)
+        return _MaxPool.apply(x, own, self.branches.get(call, own))
 
 
 class WSConv2d(nn.Conv2d):
@@ -173,6 +209,7 @@ class ResNet18(nn.Module):
         self.conv1, self.bn1 = conv(cin, width, k, s, enc), norm2d(width, enc)
         self.relu = KinkReLU()
         self.imagenet = stem == "imagenet"
+        self.pool = KinkMaxPool()
         c = width
         for stage in range(4):
             out = width << stage
@@ -183,7 +220,7 @@ class ResNet18(nn.Module):
     def forward(self, x):
         h = self.relu(self.bn1(self.conv1(x)))
         if self.imagenet:
-            h = F.max_pool2d(h, 3, 2, 1)
+            h = self.pool(h)
         for stage in range(4):
             h = getattr(self, f"layer{stage + 1}")(h)
         return h.mean((2, 3))
@@ -474,6 +511,7 @@ def replay(dump, tol_step, tol_free):
     twin.load(states[0])
     skip = zero_gradient_params(twin, views["view0.0"], views["view1.0"])
     relus = [m for m in twin.online.modules() if isinstance(m, KinkReLU)]
+    pools = [m for m in twin.online.modules() if isinstance(m, KinkMaxPool)]
 
     def forced(k, flips):
         """Step k from collapse-lab's state k; the largest error against its step k and state
@@ -481,6 +519,8 @@ def replay(dump, tol_step, tol_free):
         twin.load(states[k])
         for i, r in enumerate(relus):
             r.inputs, r.flips, r.branches = [], flips.get(i, {}), {}
+        for p in pools:
+            p.choices, p.branches = [], {}
         got = step_views(twin, k)
         errors, problems = state_errors(states[k + 1], twin.state(), skip)
         worst, messages = 0.0, [f"after step {k}: {p}" for p in problems]
@@ -495,7 +535,7 @@ def replay(dump, tol_step, tol_free):
                 messages.append(f"after step {k}: {name} rel {err:.2e}")
         return worst, messages
 
-    worst_step, kinks, branches = 0.0, [], []
+    worst_step, kinks, branches, taps = 0.0, [], [], []
     for k in range(k_steps):
         worst, messages = forced(k, {})
         chosen = {}
@@ -526,6 +566,7 @@ def replay(dump, tol_step, tol_free):
             forced(k, chosen)
         # collapse-lab's branch decisions at step k, as the forced step (with its flips) saw them.
         branches.append([r.branch_decisions() for r in relus])
+        taps.append([p.choices for p in pools])
         worst_step = max(worst_step, worst)
         failures.extend(messages)
 
@@ -534,8 +575,8 @@ def replay(dump, tol_step, tol_free):
     # into a different gradient, which later steps amplify. With the branches shared, what is
     # left is everything else a run accumulates (momentum, EMA target, running statistics,
     # queue, schedules). The branches PyTorch would have taken differently are counted.
-    def free_run(follow, perturb=False, channels_last=False):
-        free = Twin(cfg, cin, channels_last=channels_last)
+    def free_run(follow, perturb=False, channels_last=False, dtype=torch.float32):
+        free = Twin(cfg, cin, dtype=dtype, channels_last=channels_last)
         free.load(states[0])
         if perturb:
             # One rounding's worth of noise on every weight.
@@ -544,10 +585,13 @@ def replay(dump, tol_step, tol_free):
                 for p in free.online.parameters():
                     p.mul_(1 + 2.0**-24 * torch.randn(p.shape, generator=gen))
         own = [m for m in free.online.modules() if isinstance(m, KinkReLU)]
-        got, overridden, nearest = [], 0, 0.0
+        own_pools = [m for m in free.online.modules() if isinstance(m, KinkMaxPool)]
+        got, overridden, nearest, windows = [], 0, 0.0, 0
         for k in range(k_steps):
             for i, r in enumerate(own):
                 r.inputs, r.branches = [], dict(enumerate(branches[k][i])) if follow else {}
+            for i, p in enumerate(own_pools):
+                p.choices, p.branches = [], dict(enumerate(taps[k][i])) if follow else {}
             got.append(step_views(free, k))
             for i, r in enumerate(own):
                 for call, x in enumerate(r.inputs):
@@ -555,31 +599,44 @@ def replay(dump, tol_step, tol_free):
                     overridden += int(differ.sum())
                     if differ.any():
                         nearest = max(nearest, x[differ].abs().max().item())
+            for i, p in enumerate(own_pools):
+                windows += sum(int((c != t).sum()) for c, t in zip(p.choices, taps[k][i]))
         worst = max((abs(x - y) / max(abs(y), 1.0) for sa, sb in zip(ours_scalars, got) for x, y in zip(sa, sb)), default=0.0)
         errors, problems = state_errors(states[k_steps], free.state(), skip)
-        return max([worst, *errors.values()]), errors, problems, overridden, nearest, (free.state(), got)
+        return max([worst, *errors.values()]), errors, problems, (overridden, nearest, windows), (free.state(), got)
 
-    worst_free, errors, problems, overridden, nearest, (state32, got32) = free_run(True)
+    worst_free, errors, problems, (overridden, nearest, windows), (state32, got32) = free_run(True)
     if CHILD_OUT:
         # A child run on another instruction set (`avx2_free_run`): hand back the free run.
         torch.save((state32, got32), CHILD_OUT)
         return True
-    worst_own, _, _, own_flips, _, _ = free_run(False)
+    worst_own, _, _, (own_flips, _, own_windows), _ = free_run(False)
+
+    def apart(run, reference):
+        """The largest error of a free run's (state K, per-step values) against a reference's."""
+        (state, got), (state_ref, got_ref) = run, reference
+        errors, _ = state_errors(state, state_ref, skip)
+        scalars = (abs(x - y) / max(abs(y), 1.0) for sa, sb in zip(got, got_ref) for x, y in zip(sa, sb))
+        return max([*scalars, *errors.values()])
 
     def moved(other):
         """How far PyTorch's own free run (on collapse-lab's branches) moves under `other`."""
-        *_, (state, got) = other
-        errors, _ = state_errors(state32, state, skip)
-        return max([*(abs(x - y) / max(abs(y), 1.0) for sa, sb in zip(got32, got) for x, y in zip(sa, sb)), *errors.values()])
+        return apart((state32, got32), other[-1])
 
     # PyTorch against itself: how far float32 rounding alone carries this run in K steps.
     perturbed = moved(free_run(True, perturb=True))
     channels_last = moved(free_run(True, channels_last=True))
+    # The same run in float64: how far float32 rounding at every operation of every step carries
+    # PyTorch's run from the exact one (a perturbation of the first state alone understates it
+    # where a network amplifies rounding, as the ResNet-18 with group norms over one pixel does).
+    exact = free_run(True, dtype=torch.float64)
+    float64 = moved(exact)
+    ours_from_exact = apart((states[k_steps], ours_scalars), exact[-1])
     # The same free run with PyTorch's kernels on AVX2 (a child process: the instruction set is
     # chosen at start-up): what a change of instruction set alone, such as ours between gemm's
     # AVX2 and AVX-512 kernels, does to a run. 0 where the CPU has no AVX-512 (same kernels).
-    other_isa = moved((None,) * 5 + (avx2_free_run(dump),)) if HAS_AVX512 else 0.0
-    sensitivity = max(perturbed, channels_last, other_isa)
+    other_isa = moved((avx2_free_run(dump),)) if HAS_AVX512 else 0.0
+    sensitivity = max(perturbed, channels_last, other_isa, float64)
     failures.extend(f"after {k_steps} free steps: {p}" for p in problems)
     # Where float32 rounding alone moves PyTorch farther than the tolerance (a ResNet-18's batch
     # norms over a few pixels), no float32 implementation can do better: the bound is then that
@@ -593,12 +650,14 @@ def replay(dump, tol_step, tol_free):
     print(
         f"{label}  each step {worst_step:.1e}  {k_steps} free steps {worst_free:.1e}"
         f" (PyTorch vs itself: one rounding on the weights {perturbed:.1e}, channels-last {channels_last:.1e},"
-        f" AVX2 kernels {other_isa:.1e})  "
+        f" AVX2 kernels {other_isa:.1e}, float64 {float64:.1e}; collapse-lab from float64 {ours_from_exact:.1e})  "
         + ("ok" if not failures else "DIFFERS")
     )
     print(
-        f"    free run on its own branches: {worst_own:.1e} ({own_flips} ReLU input(s) on the other side);"
-        f" on collapse-lab's: {overridden} input(s) overridden, the farthest {nearest:.1e} from the kink"
+        f"    free run on its own branches: {worst_own:.1e} ({own_flips} ReLU input(s) on the other side"
+        + (f", {own_windows} max-pool window(s) on another tap" if pools else "")
+        + f"); on collapse-lab's: {overridden} input(s) overridden, the farthest {nearest:.1e} from the kink"
+        + (f", {windows} max-pool window(s)" if pools else "")
     )
     if skip:
         print(f"    not compared (zero gradient in exact arithmetic): {', '.join(sorted(skip))}")
