@@ -99,7 +99,7 @@ pub struct EmaTarget {
 
 impl EmaTarget {
     pub fn new(online: &OnlineNetwork, cfg: &ModelConfig, in_channels: usize) -> Result<Self> {
-        let mut store = ParamStore::copy_of(&online.store)?;
+        let mut store = ParamStore::frozen_copy_of(&online.store)?;
         let (encoder, projector) = encoder_and_projector(&mut store, cfg, in_channels)?;
         // The update pairs parameters by position: the target's are a prefix of the online's.
         for (t, o) in store.params().iter().zip(online.store.params()) {

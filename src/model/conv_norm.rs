@@ -8,7 +8,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Module, ModuleT};
 
 use super::layers::{Conv2d, ConvSpec};
-use super::norm::{Norm, NormKind};
+use super::norm::{BatchNorm, Norm, NormKind};
 use super::params::ParamStore;
 use crate::ops::conv_bn_op::{lock_state, ConvBnState, ConvBnTrain};
 
@@ -34,12 +34,10 @@ impl ConvNorm {
 
     /// norm(conv(x)), then ReLU if `relu`. Channels-last in and out.
     pub fn forward_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
-        if let Norm::Batch(bn) = &self.norm {
-            if train && x.device().is_cpu() && !self.conv.has_bias() {
-                return self.fused(bn, x, relu);
-            }
+        match self.fusable(x, train) {
+            Some(bn) => self.fused(bn, x, relu),
+            None => self.forward_separate(x, train, relu),
         }
-        self.forward_separate(x, train, relu)
     }
 
     /// Like `forward_t` but always through the separate layers (the fused op's reference).
@@ -52,10 +50,23 @@ impl ConvNorm {
         }
     }
 
-    fn fused(&self, bn: &super::norm::BatchNorm, x: &Tensor, relu: bool) -> Result<Tensor> {
-        let weight = self.conv.weight_in_use()?;
+    /// The batch norm this unit's fused op would run: in training mode on the CPU, after a
+    /// conv without bias. `None` where the separate layers run.
+    pub(super) fn fusable(&self, x: &Tensor, train: bool) -> Option<&BatchNorm> {
+        match &self.norm {
+            Norm::Batch(bn) if train && x.device().is_cpu() && !self.conv.has_bias() => Some(bn),
+            _ => None,
+        }
+    }
+
+    /// The fused op's weight (standardised if asked) and [γ; β].
+    pub(super) fn fused_inputs(&self, bn: &BatchNorm) -> Result<(Tensor, Tensor)> {
         let (gamma, beta) = bn.affine_params();
-        let gamma_beta = Tensor::cat(&[gamma, beta], 0)?;
+        Ok((self.conv.weight_in_use()?, Tensor::cat(&[gamma, beta], 0)?))
+    }
+
+    fn fused(&self, bn: &BatchNorm, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let (weight, gamma_beta) = self.fused_inputs(bn)?;
         let state = Arc::new(Mutex::new(ConvBnState::default()));
         let keep = x.track_op() || weight.track_op() || gamma_beta.track_op();
         let y = x.contiguous()?.apply_op3(
@@ -68,16 +79,26 @@ impl ConvNorm {
                 state: state.clone(),
             },
         )?;
-        let (mean, var) = {
-            let st = lock_state(&state)?;
-            (st.mean.clone(), st.var.clone())
-        };
         let (n, ho, wo, _) = y.dims4()?;
-        let as_tensor =
-            |v: Vec<f64>| Tensor::new(v, &candle_core::Device::Cpu)?.to_dtype(x.dtype());
-        bn.update_running(&as_tensor(mean)?, &as_tensor(var)?, n * ho * wo)?;
+        record_batch_statistics(bn, &state, n * ho * wo, x.dtype())?;
         Ok(y)
     }
+}
+
+/// Moves `bn`'s running statistics towards the batch's, as the fused op found them over
+/// `rows` output positions.
+pub(super) fn record_batch_statistics(
+    bn: &BatchNorm,
+    state: &Mutex<ConvBnState>,
+    rows: usize,
+    dtype: candle_core::DType,
+) -> Result<()> {
+    let (mean, var) = {
+        let st = lock_state(state)?;
+        (st.mean.clone(), st.var.clone())
+    };
+    let as_tensor = |v: Vec<f64>| Tensor::new(v, &candle_core::Device::Cpu)?.to_dtype(dtype);
+    bn.update_running(&as_tensor(mean)?, &as_tensor(var)?, rows)
 }
 
 #[cfg(test)]

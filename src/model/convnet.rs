@@ -4,11 +4,15 @@
 use candle_core::{Result, Tensor};
 use candle_nn::ModuleT;
 
-use super::conv_norm::ConvNorm;
+use std::sync::{Arc, Mutex};
+
+use super::conv_norm::{record_batch_statistics, ConvNorm};
 use super::layers::ConvSpec;
 use super::norm::NormKind;
 use super::params::ParamStore;
 use super::pool::{global_average_pool, to_channels_last};
+use crate::ops::conv_bn_chain::{ChainUnit, ConvBnChain};
+use crate::ops::conv_bn_op::{ConvBnState, ConvBnTrain};
 
 #[derive(Debug, Clone)]
 pub struct ConvNet {
@@ -70,12 +74,170 @@ impl ConvNet {
     }
 }
 
-impl ModuleT for ConvNet {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+impl ConvNet {
+    /// The stages one op at a time (the chain's reference).
+    pub fn forward_stages(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = to_channels_last(x)?;
         for stage in &self.stages {
             h = stage.forward_t(&h, train, true)?;
         }
         global_average_pool(&h)
+    }
+
+    /// Every stage in one op ([`ConvBnChain`]) where each would run the fused conv + batch
+    /// norm op; `None` otherwise.
+    fn forward_chain(&self, x: &Tensor, train: bool) -> Result<Option<Tensor>> {
+        let h = to_channels_last(x)?;
+        let Some(norms) = self
+            .stages
+            .iter()
+            .map(|s| s.fusable(&h, train))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
+        let mut inputs = Vec::with_capacity(self.stages.len());
+        for (stage, bn) in self.stages.iter().zip(&norms) {
+            inputs.push(stage.fused_inputs(bn)?);
+        }
+        let keep = h.track_op() || inputs.iter().any(|(w, gb)| w.track_op() || gb.track_op());
+        let mut units = Vec::with_capacity(inputs.len());
+        let mut weights = Vec::with_capacity(inputs.len());
+        let mut gamma_beta = Vec::with_capacity(inputs.len());
+        for (stage, (w, gb)) in self.stages.iter().zip(inputs) {
+            units.push(ChainUnit {
+                op: ConvBnTrain {
+                    patch: stage.conv.patch(),
+                    relu: true,
+                    keep,
+                    state: Arc::new(Mutex::new(ConvBnState::default())),
+                },
+                weight: w.dims4()?,
+            });
+            weights.push(w.flatten_all()?);
+            gamma_beta.push(gb);
+        }
+        let states: Vec<_> = units.iter().map(|u| u.op.state.clone()).collect();
+        let patches: Vec<_> = units.iter().map(|u| u.op.patch).collect();
+        let y = h.apply_op3(
+            &Tensor::cat(&weights, 0)?,
+            &Tensor::cat(&gamma_beta, 0)?,
+            ConvBnChain::new(units),
+        )?;
+        let (n, mut height, mut width, _) = h.dims4()?;
+        for ((bn, state), patch) in norms.iter().zip(&states).zip(patches) {
+            (height, width) = (patch.out_size(height), patch.out_size(width));
+            record_batch_statistics(bn, state, n * height * width, h.dtype())?;
+        }
+        Ok(Some(global_average_pool(&y)?))
+    }
+}
+
+impl ModuleT for ConvNet {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self.forward_chain(x, train)? {
+            Some(y) => Ok(y),
+            None => self.forward_stages(x, train),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+
+    fn net(dtype: DType, standardize: bool) -> Result<(ParamStore, ConvNet)> {
+        let mut store = ParamStore::with_dtype(&Device::Cpu, 5, dtype);
+        let net = ConvNet::new(&mut store, "e", 3, 4, 3, NormKind::Batch, standardize)?;
+        // γ, β away from 1, 0 so that their gradients and the ReLUs' clipping take part.
+        for (i, p) in store.params().iter().enumerate() {
+            if p.name.contains(".norm.") {
+                let n = p.var.elem_count();
+                let v: Vec<f64> = (0..n)
+                    .map(|k| 0.6 + 0.15 * ((k + i) % 5) as f64 - 0.3)
+                    .collect();
+                p.var
+                    .set(&Tensor::from_vec(v, n, &Device::Cpu)?.to_dtype(dtype)?)?;
+            }
+        }
+        Ok((store, net))
+    }
+
+    fn values(t: &Tensor) -> Result<Vec<f64>> {
+        t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()
+    }
+
+    /// The chain (one op) against the stages one op at a time: the same code on the same
+    /// numbers, so outputs, every gradient and the running statistics are equal, not close.
+    #[test]
+    fn the_chain_equals_the_stages_one_by_one() -> Result<()> {
+        for dtype in [DType::F32, DType::F64] {
+            for standardize in [false, true] {
+                for track_input in [false, true] {
+                    let label = format!("{dtype:?} ws {standardize} tracked input {track_input}");
+                    let x =
+                        Tensor::rand(-1f64, 1.0, (3, 3, 9, 8), &Device::Cpu)?.to_dtype(dtype)?;
+                    let xv = Var::from_tensor(&x)?;
+                    let input = if track_input {
+                        xv.as_tensor().clone()
+                    } else {
+                        x.clone()
+                    };
+                    let (cs, chain) = net(dtype, standardize)?;
+                    let (ss, stages) = net(dtype, standardize)?;
+                    let yc = chain.forward_t(&input, true)?;
+                    let ys = stages.forward_stages(&input, true)?;
+                    assert_eq!(values(&yc)?, values(&ys)?, "{label}: forward");
+                    let r = Tensor::rand(-1f64, 1.0, yc.shape(), &Device::Cpu)?.to_dtype(dtype)?;
+                    let gc = (&yc * &r)?.sum_all()?.backward()?;
+                    let gs = (&ys * &r)?.sum_all()?.backward()?;
+                    for (a, b) in cs.params().iter().zip(ss.params()) {
+                        let (ga, gb) = (gc.get(a.var.as_tensor()), gs.get(b.var.as_tensor()));
+                        let (ga, gb) = (ga.expect("chain gradient"), gb.expect("stage gradient"));
+                        assert_eq!(values(ga)?, values(gb)?, "{label}: gradient of {}", a.name);
+                    }
+                    match (gc.get(xv.as_tensor()), gs.get(xv.as_tensor())) {
+                        (Some(a), Some(b)) => {
+                            assert!(track_input);
+                            assert_eq!(values(a)?, values(b)?, "{label}: input gradient");
+                        }
+                        (None, None) => assert!(!track_input, "{label}: no input gradient"),
+                        _ => panic!("{label}: an input gradient on one side only"),
+                    }
+                    for ((name, a), (_, b)) in cs.buffers().iter().zip(ss.buffers()) {
+                        assert_eq!(
+                            values(a.as_tensor())?,
+                            values(b.as_tensor())?,
+                            "{label}: running {name}"
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Without anything to differentiate (an EMA target's frozen parameters), the chain
+    /// keeps nothing and normalises in place: the same output and running statistics as
+    /// with gradients tracked.
+    #[test]
+    fn an_untracked_chain_gives_the_tracked_output() -> Result<()> {
+        let (store, tracked) = net(DType::F32, false)?;
+        let mut frozen = ParamStore::frozen_copy_of(&store)?;
+        let untracked = ConvNet::new(&mut frozen, "e", 3, 4, 3, NormKind::Batch, false)?;
+        let x = Tensor::rand(-1f32, 1.0, (4, 3, 8, 8), &Device::Cpu)?;
+        let y = tracked.forward_t(&x, true)?;
+        let y_untracked = untracked.forward_t(&x, true)?;
+        assert!(!y_untracked.track_op());
+        assert_eq!(values(&y)?, values(&y_untracked)?);
+        for ((name, a), (_, b)) in store.buffers().iter().zip(frozen.buffers()) {
+            assert_eq!(
+                values(a.as_tensor())?,
+                values(b.as_tensor())?,
+                "running {name}"
+            );
+        }
+        Ok(())
     }
 }

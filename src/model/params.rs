@@ -38,6 +38,8 @@ pub struct ParamStore {
     buffers: Vec<(String, Var)>,
     /// When set, values are copied from here by name instead of drawn.
     source: Option<HashMap<String, Tensor>>,
+    /// Layers get their parameters detached (see [`ParamStore::frozen_copy_of`]).
+    frozen: bool,
 }
 
 impl ParamStore {
@@ -54,6 +56,7 @@ impl ParamStore {
             params: Vec::new(),
             buffers: Vec::new(),
             source: None,
+            frozen: false,
         }
     }
 
@@ -73,6 +76,18 @@ impl ParamStore {
             params: Vec::new(),
             buffers: Vec::new(),
             source: Some(source),
+            frozen: false,
+        })
+    }
+
+    /// [`ParamStore::copy_of`] whose layers hold their parameters detached: the variables
+    /// still change in place (an EMA update, a checkpoint), but nothing computed from them
+    /// records a graph. For an EMA target, whose forward pass is never differentiated: its
+    /// ops then keep no activations for a backward pass.
+    pub fn frozen_copy_of(other: &ParamStore) -> Result<Self> {
+        Ok(Self {
+            frozen: true,
+            ..Self::copy_of(other)?
         })
     }
 
@@ -146,7 +161,11 @@ impl ParamStore {
             candle_core::bail!("parameter `{name}` defined twice");
         }
         let var = self.make(name, shape, init)?;
-        let t = var.as_tensor().clone();
+        // A detached tensor shares the variable's storage: it sees every `set`.
+        let t = match self.frozen {
+            true => var.as_tensor().detach(),
+            false => var.as_tensor().clone(),
+        };
         self.params.push(Param {
             name: name.to_string(),
             var,
@@ -219,6 +238,23 @@ mod tests {
         a.params()[0].var.set(&wa.zeros_like()?)?;
         assert!(diff(&wa, &wcopy)? > 0.0);
         assert!(copy.weight("missing", &[1], 1).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_frozen_copy_tracks_nothing_and_follows_its_variables() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut a = ParamStore::new(&dev, 7);
+        let wa = a.weight("w", &[4, 3], 3)?;
+        let mut frozen = ParamStore::frozen_copy_of(&a)?;
+        let wf = frozen.weight("w", &[4, 3], 3)?;
+        assert!(wa.track_op());
+        assert!(!wf.track_op());
+        let values = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        assert_eq!(values(&wf)?, values(&wa)?);
+        // An EMA update sets the variable: the layer's tensor sees it.
+        frozen.params()[0].var.set(&(wa.detach() * 0.5)?)?;
+        assert_eq!(values(&wf)?, values(&(wa.detach() * 0.5)?)?);
         Ok(())
     }
 }

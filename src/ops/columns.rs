@@ -149,6 +149,19 @@ fn gather<const K: usize>(c: usize, blocks: &[[[f64; COLUMNS]; K]]) -> [Vec<f64>
 /// on [`Isa::of_passes`]: in parallel, or on this thread if `here` (inside a parallel loop).
 fn map_rows<T: WithDType>(len: usize, c: usize, pass: &impl RowPass<T>, here: bool) -> Vec<T> {
     let mut out: Vec<T> = Vec::with_capacity(len);
+    run_rows(&mut out.spare_capacity_mut()[..len], c, pass, here);
+    // Safety: len is a multiple of c, and every block of every row was written by run_rows.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// Runs a [`RowPass`] over every row chunk of `dst`.
+fn run_rows<T: WithDType>(
+    dst: &mut [MaybeUninit<T>],
+    c: usize,
+    pass: &impl RowPass<T>,
+    here: bool,
+) {
     let isa = Isa::of_passes();
     let chunk = |i: usize, dst: &mut [MaybeUninit<T>]| {
         isa.run(Chunk {
@@ -157,7 +170,6 @@ fn map_rows<T: WithDType>(len: usize, c: usize, pass: &impl RowPass<T>, here: bo
             dst,
         })
     };
-    let dst = &mut out.spare_capacity_mut()[..len];
     if here {
         for (i, part) in dst.chunks_mut((ROWS * c).max(1)).enumerate() {
             chunk(i, part);
@@ -165,9 +177,6 @@ fn map_rows<T: WithDType>(len: usize, c: usize, pass: &impl RowPass<T>, here: bo
     } else {
         for_each_chunk_mut(dst, ROWS * c, chunk);
     }
-    // Safety: len is a multiple of c, and every block of every row was written above.
-    unsafe { out.set_len(len) };
-    out
 }
 
 /// `$body` once per column block of a `$c`-wide row chunk, `$start` its first column and
@@ -477,6 +486,55 @@ pub fn apply_affine<T: WithDType>(x: &[T], c: usize, a: &Affine, relu: bool) -> 
     match relu {
         true => map_rows(x.len(), c, &AffineMap::<T, true> { x, c, a }, false),
         false => map_rows(x.len(), c, &AffineMap::<T, false> { x, c, a }, false),
+    }
+}
+
+/// [`apply_affine`] over `x` itself: no second buffer, and each cache line is read and
+/// written back rather than a fresh one fetched for the write. Bit for bit the same values.
+pub fn apply_affine_in_place<T: WithDType>(x: &mut [T], c: usize, a: &Affine, relu: bool) {
+    // Safety: MaybeUninit<T> has T's layout; every element stays initialised (each is read
+    // before it is overwritten with an initialised value).
+    let dst = unsafe { &mut *(x as *mut [T] as *mut [MaybeUninit<T>]) };
+    match relu {
+        true => run_rows(dst, c, &AffineInPlace::<true> { c, a }, false),
+        false => run_rows(dst, c, &AffineInPlace::<false> { c, a }, false),
+    }
+}
+
+/// [`AffineMap`] reading each element from where it writes it.
+struct AffineInPlace<'a, const RELU: bool> {
+    c: usize,
+    a: &'a Affine,
+}
+
+impl<T: WithDType, const RELU: bool> RowPass<T> for AffineInPlace<'_, RELU> {
+    #[inline(always)]
+    fn rows(&self, _first_row: usize, dst: &mut [MaybeUninit<T>]) {
+        for_each_block!(self.c, |start, w| affine_in_place_block::<T, _, RELU>(
+            dst, self.c, start, w, self.a
+        ));
+    }
+}
+
+#[inline(always)]
+fn affine_in_place_block<T: WithDType, W: Width, const RELU: bool>(
+    dst: &mut [MaybeUninit<T>],
+    c: usize,
+    start: usize,
+    w: W,
+    a: &Affine,
+) {
+    let n = w.get();
+    let span = start..start + n;
+    let (scale, shift) = (&a.scale[span.clone()], &a.shift[span.clone()]);
+    for drow in dst.chunks_exact_mut(c) {
+        let drow = &mut drow[span.clone()];
+        for j in 0..n {
+            // Safety: apply_affine_in_place's buffer is initialised throughout.
+            let x = unsafe { drow[j].assume_init() };
+            let y = T::from_f64(x.to_f64() * scale[j] + shift[j]);
+            drow[j].write(if RELU && y < T::zero() { T::zero() } else { y });
+        }
     }
 }
 

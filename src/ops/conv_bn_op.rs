@@ -26,8 +26,9 @@ use candle_core::{
 
 use super::batch_norm_op::{slice, to_f64};
 use super::columns::{
-    apply_affine, combine_moments, gradient_sums, input_gradient_coefficients, input_gradient_here,
-    part_moments, Affine, InputGradient, PartMoments, EPS,
+    apply_affine, apply_affine_in_place, combine_moments, gradient_sums,
+    input_gradient_coefficients, input_gradient_here, part_moments, Affine, InputGradient,
+    PartMoments, EPS,
 };
 use super::im2col::{col2im_add, im2col_into, Patch};
 use super::parallel::map_items;
@@ -309,54 +310,79 @@ fn is_identity(patch: Patch) -> bool {
 }
 
 fn dims_of(xl: &Layout, wl: &Layout, patch: Patch) -> Result<ConvDims> {
-    let (n, h, w, c) = xl.shape().dims4()?;
-    let (o, kh, kw, wc) = wl.shape().dims4()?;
-    if kh != patch.kernel || kw != patch.kernel || wc != c {
-        candle_core::bail!(
-            "fused conv: weight {:?} does not fit input {:?} and kernel {}",
-            wl.shape(),
-            xl.shape(),
-            patch.kernel
-        );
-    }
-    Ok(ConvDims {
-        input: (n, h, w, c),
-        m: n * patch.out_size(h) * patch.out_size(w),
-        k: kh * kw * c,
-        o,
-        out: (n, patch.out_size(h), patch.out_size(w), o),
-    })
+    ConvDims::new(xl.shape().dims4()?, wl.shape().dims4()?, patch)
 }
 
-struct ConvDims {
+impl ConvDims {
+    /// The conv of a (N, H, W, C) input with a (O, kh, kw, C) weight.
+    pub(crate) fn new(
+        input: (usize, usize, usize, usize),
+        weight: (usize, usize, usize, usize),
+        patch: Patch,
+    ) -> Result<Self> {
+        let (n, h, w, c) = input;
+        let (o, kh, kw, wc) = weight;
+        if kh != patch.kernel || kw != patch.kernel || wc != c {
+            candle_core::bail!(
+                "fused conv: weight {weight:?} does not fit input {input:?} and kernel {}",
+                patch.kernel
+            );
+        }
+        Ok(Self {
+            input: (n, h, w, c),
+            m: n * patch.out_size(h) * patch.out_size(w),
+            k: kh * kw * c,
+            o,
+            out: (n, patch.out_size(h), patch.out_size(w), o),
+        })
+    }
+}
+
+pub(crate) struct ConvDims {
     input: (usize, usize, usize, usize),
     /// Output positions (rows of z).
     m: usize,
     /// Receptive-field length (columns of im2col).
     k: usize,
     o: usize,
-    out: (usize, usize, usize, usize),
+    pub(crate) out: (usize, usize, usize, usize),
 }
 
 /// (dx if wanted, dW (O, K), [dγ; dβ]).
-type Gradients<T> = (Option<Vec<T>>, Vec<T>, Vec<T>);
+pub(crate) type Gradients<T> = (Option<Vec<T>>, Vec<T>, Vec<T>);
 
 impl ConvBnTrain {
-    fn forward<T: WithDType>(&self, x: &[T], w: &[T], gb: &[T], d: &ConvDims) -> Result<Vec<T>> {
-        let (z, parts) = conv_forward(x, w, d, self.patch);
+    /// y from x, the weight and [γ; β]; the batch statistics (and z if `keep`) go to `state`.
+    pub(crate) fn forward<T: WithDType>(
+        &self,
+        x: &[T],
+        w: &[T],
+        gb: &[T],
+        d: &ConvDims,
+    ) -> Result<Vec<T>> {
+        let (mut z, parts) = conv_forward(x, w, d, self.patch);
         let (mean, inv_std) = combine_moments(&parts);
         let gb = to_f64(gb);
         let a = Affine::new(&mean, &inv_std, &gb[..d.o], &gb[d.o..]);
-        let y = apply_affine(&z, d.o, &a, self.relu);
         let mut st = lock_state(&self.state)?;
         st.var = inv_std.iter().map(|s| 1.0 / (s * s) - EPS).collect();
         st.mean = mean;
         st.inv_std = inv_std;
-        st.z = self.keep.then(|| T::to_cpu_storage_owned(z));
-        Ok(y)
+        if self.keep {
+            let y = apply_affine(&z, d.o, &a, self.relu);
+            st.z = Some(T::to_cpu_storage_owned(z));
+            Ok(y)
+        } else {
+            // No backward pass will read z (an EMA target, evaluation in training mode): y
+            // takes its place.
+            apply_affine_in_place(&mut z, d.o, &a, self.relu);
+            st.z = None;
+            Ok(z)
+        }
     }
 
-    fn backward<T: WithDType>(
+    /// The gradients of x (if `want_dx`), the weight and [γ; β] from dy; `forward` kept z.
+    pub(crate) fn backward<T: WithDType>(
         &self,
         x: &[T],
         w: &[T],

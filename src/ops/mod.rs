@@ -5,6 +5,7 @@
 
 pub mod batch_norm_op;
 pub mod columns;
+pub mod conv_bn_chain;
 pub mod conv_bn_op;
 #[cfg(test)]
 pub(crate) mod gradcheck;
