@@ -333,11 +333,24 @@ impl Affine {
     }
 }
 
+/// Batch norm's output for one element, x·scale + shift in f64 rounded to T, then ReLU if
+/// `RELU` (−0 stays −0, as candle's ReLU leaves it). Every pass that makes or recomputes a
+/// normalised value goes through this one formula, so they agree bit for bit.
+#[inline(always)]
+pub(crate) fn normalised<T: WithDType, const RELU: bool>(x: T, scale: f64, shift: f64) -> T {
+    let y = T::from_f64(x.to_f64() * scale + shift);
+    if RELU && y < T::zero() {
+        T::zero()
+    } else {
+        y
+    }
+}
+
 /// dy where a ReLU after the affine map passed it: where the map's output, recomputed bit
 /// for bit, is ≥ 0 (candle's ReLU-gradient convention); dy itself without a ReLU.
 #[inline(always)]
 fn gated<T: WithDType, const RELU: bool>(x: T, dy: T, scale: f64, shift: f64) -> f64 {
-    if !RELU || T::from_f64(x.to_f64() * scale + shift) >= T::zero() {
+    if !RELU || normalised::<T, false>(x, scale, shift) >= T::zero() {
         dy.to_f64()
     } else {
         0.0
@@ -475,8 +488,7 @@ fn affine_block<T: WithDType, W: Width, const RELU: bool>(
     for (drow, row) in dst.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
         let (drow, row) = (&mut drow[span.clone()], &row[span.clone()]);
         for j in 0..n {
-            let y = T::from_f64(row[j].to_f64() * scale[j] + shift[j]);
-            drow[j].write(if RELU && y < T::zero() { T::zero() } else { y });
+            drow[j].write(normalised::<T, RELU>(row[j], scale[j], shift[j]));
         }
     }
 }
@@ -532,8 +544,7 @@ fn affine_in_place_block<T: WithDType, W: Width, const RELU: bool>(
         for j in 0..n {
             // Safety: apply_affine_in_place's buffer is initialised throughout.
             let x = unsafe { drow[j].assume_init() };
-            let y = T::from_f64(x.to_f64() * scale[j] + shift[j]);
-            drow[j].write(if RELU && y < T::zero() { T::zero() } else { y });
+            drow[j].write(normalised::<T, RELU>(x, scale[j], shift[j]));
         }
     }
 }

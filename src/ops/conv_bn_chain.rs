@@ -6,18 +6,21 @@
 //! gradient buffer and adds the op's input gradient into it (`GradStore::or_insert`, then
 //! `add`): a write, two reads and another write of every activation the encoder passes on
 //! (`perf`: ~6 % of the small net's BYOL step in memset and the add). Inside the chain each
-//! unit's input gradient is the next one's output gradient directly. Results are bit for bit
-//! those of the units run one by one (adding a gradient to zeros is exact).
+//! unit's input gradient is the next one's output gradient directly. And a unit's normalised
+//! output is never written: the next unit's im2col reads its z through the batch norm and
+//! ReLU ([`InputMap`]), forward and backward, so one z per unit serves both units (a write
+//! and a read of every activation less; `perf`'s batch-norm passes were ~20 % of the step).
+//! Results are bit for bit those of the units run one by one (adding a gradient to zeros is
+//! exact; the map is the normalising pass's own formula).
 //!
 //! Inputs: x (N, H, W, C) contiguous; every unit's weight (O, kh, kw, C), flattened and
 //! concatenated in order; every unit's [γ; β], concatenated in order.
-
-use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor, WithDType};
 
 use super::batch_norm_op::slice;
 use super::conv_bn_op::{ConvBnTrain, ConvDims, Gradients};
+use super::im2col::InputMap;
 
 /// One unit of a [`ConvBnChain`].
 pub struct ChainUnit {
@@ -40,16 +43,11 @@ impl ChainUnit {
 /// Inputs: x, the concatenated weights, the concatenated [γ; β] (see the module's doc).
 pub struct ConvBnChain {
     pub units: Vec<ChainUnit>,
-    /// Every unit's output but the last, kept for the backward pass (the next unit's input).
-    inputs: Mutex<Vec<CpuStorage>>,
 }
 
 impl ConvBnChain {
     pub fn new(units: Vec<ChainUnit>) -> Self {
-        Self {
-            units,
-            inputs: Mutex::new(Vec::new()),
-        }
+        Self { units }
     }
 
     /// Each unit's slice of the concatenated weights and of [γ; β].
@@ -90,12 +88,9 @@ impl ConvBnChain {
         Ok(())
     }
 
-    fn lock_inputs(&self) -> Result<std::sync::MutexGuard<'_, Vec<CpuStorage>>> {
-        self.inputs
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("conv-bn chain state poisoned".into()))
-    }
-
+    /// Each unit's output but the last stays z: the next unit reads it through the unit's
+    /// batch norm and ReLU as its im2col gathers it ([`ConvBnTrain::output_map`]), and the
+    /// same z serves the unit's own backward pass. The last unit normalises.
     fn forward<T: WithDType>(
         &self,
         x: &[T],
@@ -103,24 +98,30 @@ impl ConvBnChain {
         gb: &[T],
         dims: &[ConvDims],
     ) -> Result<Vec<T>> {
-        let keep = self.units.iter().any(|u| u.op.keep);
-        let mut kept = Vec::new();
-        let mut y: Option<Vec<T>> = None;
-        for (unit, (d, (wr, gr))) in self.units.iter().zip(dims.iter().zip(self.offsets())) {
-            let input = y.as_deref().unwrap_or(x);
-            let out = unit.op.forward(input, &w[wr], &gb[gr], d)?;
-            if let Some(previous) = y.take() {
-                if keep {
-                    kept.push(T::to_cpu_storage_owned(previous));
+        let offsets = self.offsets();
+        let last = self.units.len().saturating_sub(1);
+        // The previous unit's z and the map to read it through.
+        let mut previous: Option<(Vec<T>, InputMap)> = None;
+        for (i, unit) in self.units.iter().enumerate() {
+            let (wr, gr) = offsets[i].clone();
+            let input = match &previous {
+                Some((z, map)) => (&z[..], Some(map)),
+                None => (x, None),
+            };
+            let out = unit
+                .op
+                .forward(input, &w[wr], &gb[gr.clone()], &dims[i], i == last)?;
+            if let Some((z, _)) = previous.take() {
+                if unit.op.keep {
+                    self.units[i - 1].op.keep_z(z)?;
                 }
             }
-            y = Some(out);
+            if i == last {
+                return Ok(out);
+            }
+            previous = Some((out, unit.op.output_map(&gb[gr])?));
         }
-        *self.lock_inputs()? = kept;
-        match y {
-            Some(y) => Ok(y),
-            None => candle_core::bail!("conv-bn chain without units"),
-        }
+        candle_core::bail!("conv-bn chain without units")
     }
 
     fn backward<T: WithDType>(
@@ -130,30 +131,30 @@ impl ConvBnChain {
         dims: &[ConvDims],
         want_dx: bool,
     ) -> Result<Gradients<T>> {
-        let inputs = self.lock_inputs()?;
         let offsets = self.offsets();
         let (mut dw, mut dgb) = (vec![T::zero(); w.len()], vec![T::zero(); gb.len()]);
         let mut dy_here: Option<Vec<T>> = None;
         for (i, unit) in self.units.iter().enumerate().rev() {
-            let input = match i {
-                0 => x,
-                _ => match inputs.get(i - 1) {
-                    Some(s) => T::cpu_storage_as_slice(s)?,
-                    None => {
-                        candle_core::bail!("conv-bn chain: backward pass without a kept forward")
-                    }
-                },
-            };
             let (wr, gr) = offsets[i].clone();
             let g = dy_here.as_deref().unwrap_or(dy);
-            let (dx, unit_dw, unit_dgb) = unit.op.backward(
-                input,
-                &w[wr.clone()],
-                &gb[gr.clone()],
-                g,
-                &dims[i],
-                i > 0 || want_dx,
-            )?;
+            let step = |input: (&[T], Option<&InputMap>)| {
+                unit.op.backward(
+                    input,
+                    &w[wr.clone()],
+                    &gb[gr.clone()],
+                    g,
+                    &dims[i],
+                    i > 0 || want_dx,
+                )
+            };
+            let (dx, unit_dw, unit_dgb) = match i {
+                0 => step((x, None))?,
+                _ => {
+                    let before = &self.units[i - 1].op;
+                    let map = before.output_map(&gb[offsets[i - 1].1.clone()])?;
+                    before.with_kept_z(|z| step((z, Some(&map))))?
+                }
+            };
             dw[wr].copy_from_slice(&unit_dw);
             dgb[gr].copy_from_slice(&unit_dgb);
             dy_here = dx;

@@ -30,7 +30,7 @@ use super::columns::{
     input_gradient_coefficients, input_gradient_here, part_moments, Affine, InputGradient,
     PartMoments, EPS,
 };
-use super::im2col::{col2im_add, im2col_into, Patch};
+use super::im2col::{col2im_add, im2col_into, im2col_mapped_into, InputMap, Patch};
 use super::parallel::map_items;
 
 /// The batch statistics of the last forward pass (for the running averages), and the conv
@@ -248,7 +248,7 @@ fn for_each_image_group<T: Send, R: Send>(
 /// moments, read while its output is in cache: batch norm's statistics then need no pass
 /// over z of their own.
 fn conv_forward<T: WithDType>(
-    x: &[T],
+    (x, map): (&[T], Option<&InputMap>),
     w: &[T],
     d: &ConvDims,
     patch: Patch,
@@ -263,7 +263,7 @@ fn conv_forward<T: WithDType>(
         d,
         |first, images, dst| {
             let xs = &x[first * h * wd * c..(first + images) * h * wd * c];
-            let cols = group_columns(xs, (images, h, wd, c), patch);
+            let cols = group_columns(xs, (images, h, wd, c), patch, map);
             // Safety: cols is (rows × K) and w (O × K), both contiguous.
             unsafe {
                 matmul_into(
@@ -285,21 +285,27 @@ fn conv_forward<T: WithDType>(
     (z, parts)
 }
 
-/// The rows of an im2col'd input for one group of images, on this thread (inside a
-/// parallel loop): a 1×1, stride-1, unpadded conv needs none.
+/// The rows of an im2col'd input for one group of images (through `map` if given), on this
+/// thread (inside a parallel loop): a 1×1, stride-1, unpadded conv of an unmapped input
+/// needs none.
 fn group_columns<'a, T: WithDType>(
     x: &'a [T],
     dims: (usize, usize, usize, usize),
     patch: Patch,
+    map: Option<&InputMap>,
 ) -> std::borrow::Cow<'a, [T]> {
-    if is_identity(patch) {
+    if is_identity(patch) && map.is_none() {
         return std::borrow::Cow::Borrowed(x);
     }
     let (n, h, w, c) = dims;
     let len = n * patch.out_size(h) * patch.out_size(w) * patch.kernel * patch.kernel * c;
     let mut cols: Vec<T> = Vec::with_capacity(len);
-    im2col_into(x, dims, patch, &mut cols.spare_capacity_mut()[..len]);
-    // Safety: im2col_into wrote all `len` elements.
+    let dst = &mut cols.spare_capacity_mut()[..len];
+    match map {
+        Some(map) => im2col_mapped_into(x, dims, patch, dst, map),
+        None => im2col_into(x, dims, patch, dst),
+    }
+    // Safety: im2col_into / im2col_mapped_into wrote all `len` elements.
     unsafe { cols.set_len(len) };
     std::borrow::Cow::Owned(cols)
 }
@@ -352,13 +358,17 @@ pub(crate) struct ConvDims {
 pub(crate) type Gradients<T> = (Option<Vec<T>>, Vec<T>, Vec<T>);
 
 impl ConvBnTrain {
-    /// y from x, the weight and [γ; β]; the batch statistics (and z if `keep`) go to `state`.
+    /// y from x (the conv's input, read through `map` if given), the weight and [γ; β]; the
+    /// batch statistics (and z if `keep`) go to `state`. Without `normalise` it returns z
+    /// itself and keeps nothing but the statistics: the caller reads z through
+    /// [`ConvBnTrain::output_map`] and hands it back with [`ConvBnTrain::keep_z`].
     pub(crate) fn forward<T: WithDType>(
         &self,
-        x: &[T],
+        x: (&[T], Option<&InputMap>),
         w: &[T],
         gb: &[T],
         d: &ConvDims,
+        normalise: bool,
     ) -> Result<Vec<T>> {
         let (mut z, parts) = conv_forward(x, w, d, self.patch);
         let (mean, inv_std) = combine_moments(&parts);
@@ -368,7 +378,10 @@ impl ConvBnTrain {
         st.var = inv_std.iter().map(|s| 1.0 / (s * s) - EPS).collect();
         st.mean = mean;
         st.inv_std = inv_std;
-        if self.keep {
+        if !normalise {
+            st.z = None;
+            Ok(z)
+        } else if self.keep {
             let y = apply_affine(&z, d.o, &a, self.relu);
             st.z = Some(T::to_cpu_storage_owned(z));
             Ok(y)
@@ -381,10 +394,46 @@ impl ConvBnTrain {
         }
     }
 
-    /// The gradients of x (if `want_dx`), the weight and [γ; β] from dy; `forward` kept z.
+    /// This unit's output as a map of z (batch norm with the last forward pass's statistics,
+    /// then its ReLU), for the next unit to read z through.
+    pub(crate) fn output_map<T: WithDType>(&self, gb: &[T]) -> Result<InputMap> {
+        let st = lock_state(&self.state)?;
+        let c = st.mean.len();
+        if gb.len() != 2 * c {
+            candle_core::bail!("fused conv: {} γ/β for {c} channels", gb.len());
+        }
+        let gb = to_f64(gb);
+        let a = Affine::new(&st.mean, &st.inv_std, &gb[..c], &gb[c..]);
+        Ok(InputMap {
+            scale: a.scale,
+            shift: a.shift,
+            relu: self.relu,
+        })
+    }
+
+    /// Keeps z (returned by a `forward` without `normalise`) for the backward pass.
+    pub(crate) fn keep_z<T: WithDType>(&self, z: Vec<T>) -> Result<()> {
+        lock_state(&self.state)?.z = Some(T::to_cpu_storage_owned(z));
+        Ok(())
+    }
+
+    /// `f` of the kept z.
+    pub(crate) fn with_kept_z<T: WithDType, R>(
+        &self,
+        f: impl FnOnce(&[T]) -> Result<R>,
+    ) -> Result<R> {
+        let st = lock_state(&self.state)?;
+        match &st.z {
+            Some(z) => f(T::cpu_storage_as_slice(z)?),
+            None => candle_core::bail!("fused conv: no kept forward pass"),
+        }
+    }
+
+    /// The gradients of x (if `want_dx`), the weight and [γ; β] from dy; `forward` kept z. x
+    /// is the conv's input as in `forward` (read through its map if given).
     pub(crate) fn backward<T: WithDType>(
         &self,
-        x: &[T],
+        x: (&[T], Option<&InputMap>),
         w: &[T],
         gb: &[T],
         dy: &[T],
@@ -448,7 +497,7 @@ type BnBackward<'a, T> = (&'a [T], &'a [T], &'a InputGradient, Option<&'a Affine
 /// second layer: 75 MB a view). Blocks, groups and the order of the sums follow from the
 /// shapes alone, so the result does not depend on the thread count.
 fn conv_gradients<T: WithDType>(
-    (x, w): (&[T], &[T]),
+    ((x, map), w): ((&[T], Option<&InputMap>), &[T]),
     (z, dy, k, relu_after): BnBackward<'_, T>,
     d: &ConvDims,
     patch: Patch,
@@ -477,7 +526,7 @@ fn conv_gradients<T: WithDType>(
             let out = image * per_output..(image + count) * per_output;
             let dz = input_gradient_here(&z[out.clone()], &dy[out], d.o, k, relu_after);
             let xs = &x[image * per_input..(image + count) * per_input];
-            let cols = group_columns(xs, (count, h, wd, c), patch);
+            let cols = group_columns(xs, (count, h, wd, c), patch, map);
             // Safety: cols is (rows × K) and dz (rows × O), both contiguous; acc is K × O.
             unsafe {
                 matmul_add(
@@ -581,18 +630,20 @@ impl CustomOp3 for ConvBnTrain {
         let y = match (xs, ws, bs) {
             (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
                 CpuStorage::F32(self.forward(
-                    slice(x, xl, "input")?,
+                    (slice(x, xl, "input")?, None),
                     slice(w, wl, "weight")?,
                     slice(b, bl, "γ, β")?,
                     &d,
+                    true,
                 )?)
             }
             (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
                 CpuStorage::F64(self.forward(
-                    slice(x, xl, "input")?,
+                    (slice(x, xl, "input")?, None),
                     slice(w, wl, "weight")?,
                     slice(b, bl, "γ, β")?,
                     &d,
+                    true,
                 )?)
             }
             _ => candle_core::bail!("fused conv + batch norm: f32 or f64, all alike"),
@@ -619,7 +670,7 @@ impl CustomOp3 for ConvBnTrain {
                     macro_rules! run {
                         ($x:expr, $w:expr, $b:expr, $g:expr) => {{
                             let (dx, dw, dgb) = self.backward(
-                                slice($x, xl, "input")?,
+                                (slice($x, xl, "input")?, None),
                                 slice($w, wl, "weight")?,
                                 slice($b, bl, "γ, β")?,
                                 slice($g, gl, "gradient")?,
@@ -690,7 +741,7 @@ mod tests {
             q: vec![0.0; d.o],
             r: vec![0.0; d.o],
         };
-        let (dwt, dx) = conv_gradients((x, w), (dz, dz, &through, None), d, patch, true);
+        let (dwt, dx) = conv_gradients(((x, None), w), (dz, dz, &through, None), d, patch, true);
         (dwt, dx.unwrap_or_default())
     }
 
@@ -758,7 +809,13 @@ mod tests {
                         gemm::Parallelism::None,
                     )
                 };
-                same(&conv_forward(&x, &wt, &d, patch).0, &one, "z", &d, patch);
+                same(
+                    &conv_forward((&x, None), &wt, &d, patch).0,
+                    &one,
+                    "z",
+                    &d,
+                    patch,
+                );
             }
         }
     }

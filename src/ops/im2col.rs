@@ -9,6 +9,8 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
 use std::mem::MaybeUninit;
 
+use super::columns::normalised;
+use super::isa::{Isa, Kernel};
 use super::parallel::for_each_chunk_mut;
 
 /// Geometry of a square-kernel convolution over an NHWC input.
@@ -118,7 +120,7 @@ fn zero<T: WithDType>(dst: &mut [MaybeUninit<T>]) {
 trait Channels: Copy {
     fn get(self) -> usize;
     /// Copies one pixel's channels per tap, `src` holding the taps side by side.
-    fn copy_taps<T: Copy>(self, dst: &mut [MaybeUninit<T>], src: &[T]);
+    fn copy_taps<T: WithDType>(self, dst: &mut [MaybeUninit<T>], src: &[T]);
 }
 
 #[derive(Clone, Copy)]
@@ -134,7 +136,7 @@ impl<const C: usize> Channels for Fixed<C> {
     }
 
     #[inline(always)]
-    fn copy_taps<T: Copy>(self, dst: &mut [MaybeUninit<T>], src: &[T]) {
+    fn copy_taps<T: WithDType>(self, dst: &mut [MaybeUninit<T>], src: &[T]) {
         for (d, s) in dst.chunks_exact_mut(C).zip(src.chunks_exact(C)) {
             for j in 0..C {
                 d[j].write(s[j]);
@@ -150,9 +152,85 @@ impl Channels for Any {
     }
 
     #[inline(always)]
-    fn copy_taps<T: Copy>(self, dst: &mut [MaybeUninit<T>], src: &[T]) {
+    fn copy_taps<T: WithDType>(self, dst: &mut [MaybeUninit<T>], src: &[T]) {
         put(dst, src)
     }
+}
+
+/// A per-channel map the input goes through as im2col reads it: batch norm's output
+/// x·scale + shift, then ReLU if `relu` ([`normalised`]). The previous unit's normalised
+/// output then never needs to exist in memory ([`super::conv_bn_chain`]).
+pub struct InputMap {
+    pub scale: Vec<f64>,
+    pub shift: Vec<f64>,
+    pub relu: bool,
+}
+
+/// Channels read through an [`InputMap`] (with ReLU if `RELU`).
+#[derive(Clone, Copy)]
+struct Mapped<'a, const RELU: bool>(&'a InputMap);
+
+impl<const RELU: bool> Channels for Mapped<'_, RELU> {
+    #[inline(always)]
+    fn get(self) -> usize {
+        self.0.scale.len()
+    }
+
+    #[inline(always)]
+    fn copy_taps<T: WithDType>(self, dst: &mut [MaybeUninit<T>], src: &[T]) {
+        let c = self.get();
+        let (scale, shift) = (&self.0.scale[..c], &self.0.shift[..c]);
+        for (d, s) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)) {
+            for j in 0..c {
+                d[j].write(normalised::<T, RELU>(s[j], scale[j], shift[j]));
+            }
+        }
+    }
+}
+
+/// One group's [`im2col_into`] through an [`InputMap`], as a [`Kernel`].
+struct MappedColumns<'a, 'd, T> {
+    src: &'a [T],
+    dims: (usize, usize, usize, usize),
+    patch: Patch,
+    dst: &'d mut [MaybeUninit<T>],
+    map: &'a InputMap,
+}
+
+impl<T: WithDType> Kernel for MappedColumns<'_, '_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let (n, h, w, c) = self.dims;
+        let per_image =
+            self.patch.out_size(h) * self.patch.out_size(w) * self.patch.kernel.pow(2) * c;
+        for (img, dst) in self.dst.chunks_exact_mut(per_image).take(n).enumerate() {
+            let src = &self.src[img * h * w * c..(img + 1) * h * w * c];
+            match self.map.relu {
+                true => im2col_image(src, dst, (h, w), Mapped::<true>(self.map), self.patch),
+                false => im2col_image(src, dst, (h, w), Mapped::<false>(self.map), self.patch),
+            }
+        }
+    }
+}
+
+/// [`im2col_into`] of the input mapped through `map` (c = its length), on this thread, in
+/// the kernels' instruction set ([`Isa::of_passes`]). Padding stays 0: it pads the map's
+/// output.
+pub(crate) fn im2col_mapped_into<T: WithDType>(
+    src: &[T],
+    dims: (usize, usize, usize, usize),
+    patch: Patch,
+    dst: &mut [MaybeUninit<T>],
+    map: &InputMap,
+) {
+    Isa::of_passes().run(MappedColumns {
+        src,
+        dims,
+        patch,
+        dst,
+        map,
+    })
 }
 
 pub(crate) fn im2col_cpu<T: WithDType>(
@@ -457,5 +535,62 @@ mod tests {
             im2col(x, patch)
         })?;
         Ok(())
+    }
+
+    /// im2col through a map = im2col of the mapped input (the batch-norm pass's formula),
+    /// bit for bit, on every instruction-set path, with padding left at 0.
+    #[test]
+    fn mapped_columns_equal_columns_of_the_mapped_input_on_every_path() {
+        for isa in crate::ops::isa::available() {
+            crate::ops::isa::with_passes_on(isa, mapped_columns_equal_columns_of_the_mapped_input);
+        }
+    }
+
+    fn mapped_columns_equal_columns_of_the_mapped_input() {
+        let (n, h, w, c) = (2, 5, 6, 19);
+        let x: Vec<f32> = (0..n * h * w * c)
+            .map(|i| ((i * 37 % 101) as f32) / 20.0 - 2.5)
+            .collect();
+        let scale: Vec<f64> = (0..c).map(|j| 0.3 + 0.1 * j as f64).collect();
+        let shift: Vec<f64> = (0..c).map(|j| 0.05 * j as f64 - 0.4).collect();
+        for relu in [false, true] {
+            let map = InputMap {
+                scale: scale.clone(),
+                shift: shift.clone(),
+                relu,
+            };
+            let mapped: Vec<f32> = x
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let y = (v as f64 * scale[i % c] + shift[i % c]) as f32;
+                    if relu && y < 0.0 {
+                        0.0
+                    } else {
+                        y
+                    }
+                })
+                .collect();
+            for (kernel, stride, padding) in [(3, 1, 1), (3, 2, 1), (1, 1, 0), (1, 2, 0)] {
+                let patch = Patch {
+                    kernel,
+                    stride,
+                    padding,
+                };
+                let want = im2col_cpu(&mapped, (n, h, w, c), patch);
+                let mut got: Vec<f32> = Vec::with_capacity(want.len());
+                im2col_mapped_into(
+                    &x,
+                    (n, h, w, c),
+                    patch,
+                    &mut got.spare_capacity_mut()[..want.len()],
+                    &map,
+                );
+                // Safety: im2col_mapped_into wrote every element.
+                unsafe { got.set_len(want.len()) };
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "relu {relu} patch {patch:?}");
+            }
+        }
     }
 }
