@@ -4,12 +4,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{Result, Tensor};
+use candle_core::{CustomOp3, Result, Tensor};
 use candle_nn::{Module, ModuleT};
 
 use super::layers::{Conv2d, ConvSpec};
 use super::norm::{BatchNorm, Norm, NormKind};
 use super::params::ParamStore;
+use crate::ops::conv_bn_chain::ChainUnit;
 use crate::ops::conv_bn_op::{lock_state, ConvBnState, ConvBnTrain};
 
 #[derive(Debug, Clone)]
@@ -79,23 +80,68 @@ impl ConvNorm {
                 state: state.clone(),
             },
         )?;
-        let (n, ho, wo, _) = y.dims4()?;
-        record_batch_statistics(bn, &state, n * ho * wo, x.dtype())?;
+        record_batch_statistics(bn, &state, x.dtype())?;
         Ok(y)
     }
 }
 
-/// Moves `bn`'s running statistics towards the batch's, as the fused op found them over
-/// `rows` output positions.
-pub(super) fn record_batch_statistics(
+/// Runs `units` (each a conv + batch norm, with ReLU or not) as one op that `op` makes from
+/// their fused ops ([`ChainUnit`]s), with x, their concatenated weights and their concatenated
+/// [γ; β] as inputs, and records each unit's batch statistics. `None` (nothing run) unless
+/// every unit would run the fused op.
+pub(super) fn fused_units<C: CustomOp3 + Send + Sync + 'static>(
+    x: &Tensor,
+    units: &[(&ConvNorm, bool)],
+    train: bool,
+    op: impl FnOnce(Vec<ChainUnit>) -> C,
+) -> Result<Option<Tensor>> {
+    let Some(norms) = units
+        .iter()
+        .map(|(u, _)| u.fusable(x, train))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Ok(None);
+    };
+    let mut inputs = Vec::with_capacity(units.len());
+    for ((unit, _), bn) in units.iter().zip(&norms) {
+        inputs.push(unit.fused_inputs(bn)?);
+    }
+    let keep = x.track_op() || inputs.iter().any(|(w, gb)| w.track_op() || gb.track_op());
+    let (mut chain, mut weights, mut gamma_beta) = (Vec::new(), Vec::new(), Vec::new());
+    for ((unit, relu), (w, gb)) in units.iter().zip(inputs) {
+        chain.push(ChainUnit {
+            op: ConvBnTrain {
+                patch: unit.conv.patch(),
+                relu: *relu,
+                keep,
+                state: Arc::new(Mutex::new(ConvBnState::default())),
+            },
+            weight: w.dims4()?,
+        });
+        weights.push(w.flatten_all()?);
+        gamma_beta.push(gb);
+    }
+    let states: Vec<_> = chain.iter().map(|u| u.op.state.clone()).collect();
+    let y = x.contiguous()?.apply_op3(
+        &Tensor::cat(&weights, 0)?,
+        &Tensor::cat(&gamma_beta, 0)?,
+        op(chain),
+    )?;
+    for (bn, state) in norms.iter().zip(&states) {
+        record_batch_statistics(bn, state, x.dtype())?;
+    }
+    Ok(Some(y))
+}
+
+/// Moves `bn`'s running statistics towards the batch's, as the fused op found them.
+fn record_batch_statistics(
     bn: &BatchNorm,
     state: &Mutex<ConvBnState>,
-    rows: usize,
     dtype: candle_core::DType,
 ) -> Result<()> {
-    let (mean, var) = {
+    let (mean, var, rows) = {
         let st = lock_state(state)?;
-        (st.mean.clone(), st.var.clone())
+        (st.mean.clone(), st.var.clone(), st.rows)
     };
     let as_tensor = |v: Vec<f64>| Tensor::new(v, &candle_core::Device::Cpu)?.to_dtype(dtype);
     bn.update_running(&as_tensor(mean)?, &as_tensor(var)?, rows)

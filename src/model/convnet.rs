@@ -4,15 +4,12 @@
 use candle_core::{Result, Tensor};
 use candle_nn::ModuleT;
 
-use std::sync::{Arc, Mutex};
-
-use super::conv_norm::{record_batch_statistics, ConvNorm};
+use super::conv_norm::{fused_units, ConvNorm};
 use super::layers::ConvSpec;
 use super::norm::NormKind;
 use super::params::ParamStore;
 use super::pool::{global_average_pool, to_channels_last};
-use crate::ops::conv_bn_chain::{ChainUnit, ConvBnChain};
-use crate::ops::conv_bn_op::{ConvBnState, ConvBnTrain};
+use crate::ops::conv_bn_chain::ConvBnChain;
 
 #[derive(Debug, Clone)]
 pub struct ConvNet {
@@ -88,48 +85,11 @@ impl ConvNet {
     /// norm op; `None` otherwise.
     fn forward_chain(&self, x: &Tensor, train: bool) -> Result<Option<Tensor>> {
         let h = to_channels_last(x)?;
-        let Some(norms) = self
-            .stages
-            .iter()
-            .map(|s| s.fusable(&h, train))
-            .collect::<Option<Vec<_>>>()
-        else {
-            return Ok(None);
-        };
-        let mut inputs = Vec::with_capacity(self.stages.len());
-        for (stage, bn) in self.stages.iter().zip(&norms) {
-            inputs.push(stage.fused_inputs(bn)?);
+        let units: Vec<(&ConvNorm, bool)> = self.stages.iter().map(|s| (s, true)).collect();
+        match fused_units(&h, &units, train, ConvBnChain::new)? {
+            Some(y) => Ok(Some(global_average_pool(&y)?)),
+            None => Ok(None),
         }
-        let keep = h.track_op() || inputs.iter().any(|(w, gb)| w.track_op() || gb.track_op());
-        let mut units = Vec::with_capacity(inputs.len());
-        let mut weights = Vec::with_capacity(inputs.len());
-        let mut gamma_beta = Vec::with_capacity(inputs.len());
-        for (stage, (w, gb)) in self.stages.iter().zip(inputs) {
-            units.push(ChainUnit {
-                op: ConvBnTrain {
-                    patch: stage.conv.patch(),
-                    relu: true,
-                    keep,
-                    state: Arc::new(Mutex::new(ConvBnState::default())),
-                },
-                weight: w.dims4()?,
-            });
-            weights.push(w.flatten_all()?);
-            gamma_beta.push(gb);
-        }
-        let states: Vec<_> = units.iter().map(|u| u.op.state.clone()).collect();
-        let patches: Vec<_> = units.iter().map(|u| u.op.patch).collect();
-        let y = h.apply_op3(
-            &Tensor::cat(&weights, 0)?,
-            &Tensor::cat(&gamma_beta, 0)?,
-            ConvBnChain::new(units),
-        )?;
-        let (n, mut height, mut width, _) = h.dims4()?;
-        for ((bn, state), patch) in norms.iter().zip(&states).zip(patches) {
-            (height, width) = (patch.out_size(height), patch.out_size(width));
-            record_batch_statistics(bn, state, n * height * width, h.dtype())?;
-        }
-        Ok(Some(global_average_pool(&y)?))
     }
 }
 

@@ -3,12 +3,14 @@
 use candle_core::{Result, Tensor};
 use candle_nn::ModuleT;
 
+use super::conv_norm::fused_units;
 use super::conv_norm::ConvNorm;
 use super::layers::ConvSpec;
 use super::norm::NormKind;
 use super::params::ParamStore;
 use super::pool::{global_average_pool, max_pool_3x3_s2, to_channels_last};
 use crate::config::ResnetStem;
+use crate::ops::residual_block::ResidualBlock;
 use crate::ops::residual_op::residual_relu;
 
 #[derive(Debug, Clone)]
@@ -99,6 +101,24 @@ impl BasicBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self.forward_fused(x, train)? {
+            Some(y) => Ok(y),
+            None => self.forward_units(x, train),
+        }
+    }
+
+    /// The block as one op ([`ResidualBlock`]) where every unit would run the fused conv +
+    /// batch norm op; `None` otherwise.
+    fn forward_fused(&self, x: &Tensor, train: bool) -> Result<Option<Tensor>> {
+        let units: Vec<(&ConvNorm, bool)> = [(&self.unit1, true), (&self.unit2, false)]
+            .into_iter()
+            .chain(self.shortcut.iter().map(|s| (s, false)))
+            .collect();
+        fused_units(x, &units, train, |units| ResidualBlock { units })
+    }
+
+    /// The units one op at a time (the fused block's reference).
+    fn forward_units(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let h = self.unit1.forward_t(x, train, true)?;
         let h = self.unit2.forward_t(&h, train, false)?;
         let skip = match &self.shortcut {
@@ -200,5 +220,92 @@ impl ModuleT for ResNet18 {
             h = block.forward_t(&h, train)?;
         }
         global_average_pool(&h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+
+    fn values(t: &Tensor) -> Result<Vec<f64>> {
+        t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()
+    }
+
+    fn block(
+        dtype: DType,
+        input: usize,
+        output: usize,
+        stride: usize,
+    ) -> Result<(ParamStore, BasicBlock)> {
+        let mut store = ParamStore::with_dtype(&Device::Cpu, 9, dtype);
+        let ctx = Ctx {
+            norm: NormKind::Batch,
+            standardize: false,
+        };
+        let block = BasicBlock::new(&mut store, "b", &ctx, input, output, stride)?;
+        // γ, β away from 1, 0: the ReLUs clip, and their gradients take part.
+        for (i, p) in store.params().iter().enumerate() {
+            if p.name.contains("norm") {
+                let n = p.var.elem_count();
+                let v: Vec<f64> = (0..n)
+                    .map(|k| 0.5 + 0.2 * ((k + i) % 4) as f64 - 0.2)
+                    .collect();
+                p.var
+                    .set(&Tensor::from_vec(v, n, &Device::Cpu)?.to_dtype(dtype)?)?;
+            }
+        }
+        Ok((store, block))
+    }
+
+    /// The block as one op against its units, the residual op and candle's gradient sums:
+    /// the same code on the same numbers, so everything is equal, not close — with and
+    /// without a shortcut conv, the input tracked or not.
+    #[test]
+    fn the_fused_block_equals_its_units() -> Result<()> {
+        for dtype in [DType::F32, DType::F64] {
+            for (input, output, stride) in [(4, 4, 1), (4, 6, 2), (3, 5, 1)] {
+                for track_input in [true, false] {
+                    let label =
+                        format!("{dtype:?} {input}→{output} /{stride} tracked {track_input}");
+                    let x = Tensor::rand(-1f64, 1.0, (3, 7, 6, input), &Device::Cpu)?
+                        .to_dtype(dtype)?;
+                    let xv = Var::from_tensor(&x)?;
+                    let x_in = if track_input {
+                        xv.as_tensor().clone()
+                    } else {
+                        x.clone()
+                    };
+                    let (fs, fused) = block(dtype, input, output, stride)?;
+                    let (us, units) = block(dtype, input, output, stride)?;
+                    let yf = fused
+                        .forward_fused(&x_in, true)?
+                        .expect("the fused path runs");
+                    let yu = units.forward_units(&x_in, true)?;
+                    assert_eq!(values(&yf)?, values(&yu)?, "{label}: forward");
+                    let r = Tensor::rand(-1f64, 1.0, yf.shape(), &Device::Cpu)?.to_dtype(dtype)?;
+                    let gf = (&yf * &r)?.sum_all()?.backward()?;
+                    let gu = (&yu * &r)?.sum_all()?.backward()?;
+                    for (a, b) in fs.params().iter().zip(us.params()) {
+                        let (ga, gb) = (gf.get(a.var.as_tensor()), gu.get(b.var.as_tensor()));
+                        let (ga, gb) = (ga.expect("fused gradient"), gb.expect("unit gradient"));
+                        assert_eq!(values(ga)?, values(gb)?, "{label}: gradient of {}", a.name);
+                    }
+                    match (gf.get(xv.as_tensor()), gu.get(xv.as_tensor())) {
+                        (Some(a), Some(b)) => assert_eq!(values(a)?, values(b)?, "{label}: dx"),
+                        (None, None) => assert!(!track_input, "{label}: no input gradient"),
+                        _ => panic!("{label}: an input gradient on one side only"),
+                    }
+                    for ((name, a), (_, b)) in fs.buffers().iter().zip(us.buffers()) {
+                        assert_eq!(
+                            values(a.as_tensor())?,
+                            values(b.as_tensor())?,
+                            "{label}: {name}"
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -18,6 +18,8 @@
 
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor, WithDType};
 
+use std::ops::Range;
+
 use super::batch_norm_op::slice;
 use super::conv_bn_op::{ConvBnTrain, ConvDims, Gradients};
 use super::im2col::InputMap;
@@ -34,9 +36,58 @@ impl ChainUnit {
         let (o, kh, kw, c) = self.weight;
         o * kh * kw * c
     }
+}
 
-    fn channels(&self) -> usize {
-        self.weight.0
+/// Each unit's part of the concatenated weights and [γ; β] of an op over several units.
+pub(crate) struct UnitSlices<'a, T> {
+    w: &'a [T],
+    gb: &'a [T],
+    parts: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl<'a, T: Copy> UnitSlices<'a, T> {
+    /// The parts of `w` and `gb`, which must hold exactly what the units take.
+    pub(crate) fn of(units: &[ChainUnit], w: &'a [T], gb: &'a [T]) -> Result<Self> {
+        let (mut at_w, mut at_gb) = (0, 0);
+        let parts = units
+            .iter()
+            .map(|u| {
+                let (lw, lgb) = (u.weight_len(), 2 * u.weight.0);
+                let part = (at_w..at_w + lw, at_gb..at_gb + lgb);
+                (at_w, at_gb) = (at_w + lw, at_gb + lgb);
+                part
+            })
+            .collect();
+        if (at_w, at_gb) != (w.len(), gb.len()) {
+            candle_core::bail!(
+                "{} weights and {} γ/β for units that take {at_w} and {at_gb}",
+                w.len(),
+                gb.len()
+            );
+        }
+        Ok(Self { w, gb, parts })
+    }
+
+    /// Unit i's weight.
+    pub(crate) fn w(&self, i: usize) -> &'a [T] {
+        &self.w[self.parts[i].0.clone()]
+    }
+
+    /// Unit i's [γ; β].
+    pub(crate) fn gb(&self, i: usize) -> &'a [T] {
+        &self.gb[self.parts[i].1.clone()]
+    }
+
+    /// Writes unit i's gradients into its parts of the concatenated gradients.
+    pub(crate) fn put(
+        &self,
+        i: usize,
+        (dw, dgb): (&mut [T], &mut [T]),
+        unit_dw: &[T],
+        unit_dgb: &[T],
+    ) {
+        dw[self.parts[i].0.clone()].copy_from_slice(unit_dw);
+        dgb[self.parts[i].1.clone()].copy_from_slice(unit_dgb);
     }
 }
 
@@ -48,20 +99,6 @@ pub struct ConvBnChain {
 impl ConvBnChain {
     pub fn new(units: Vec<ChainUnit>) -> Self {
         Self { units }
-    }
-
-    /// Each unit's slice of the concatenated weights and of [γ; β].
-    fn offsets(&self) -> Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> {
-        let (mut w, mut g) = (0, 0);
-        self.units
-            .iter()
-            .map(|u| {
-                let (wl, gl) = (u.weight_len(), 2 * u.channels());
-                let r = (w..w + wl, g..g + gl);
-                (w, g) = (w + wl, g + gl);
-                r
-            })
-            .collect()
     }
 
     /// Every unit's dims, from the input's shape on.
@@ -77,17 +114,6 @@ impl ConvBnChain {
             .collect()
     }
 
-    fn check_lengths(&self, w: usize, gb: usize) -> Result<()> {
-        let want_w: usize = self.units.iter().map(ChainUnit::weight_len).sum();
-        let want_gb: usize = self.units.iter().map(|u| 2 * u.channels()).sum();
-        if w != want_w || gb != want_gb {
-            candle_core::bail!(
-                "conv-bn chain: {w} weights and {gb} γ/β for units that take {want_w} and {want_gb}"
-            );
-        }
-        Ok(())
-    }
-
     /// Each unit's output but the last stays z: the next unit reads it through the unit's
     /// batch norm and ReLU as its im2col gathers it ([`ConvBnTrain::output_map`]), and the
     /// same z serves the unit's own backward pass. The last unit normalises.
@@ -98,19 +124,18 @@ impl ConvBnChain {
         gb: &[T],
         dims: &[ConvDims],
     ) -> Result<Vec<T>> {
-        let offsets = self.offsets();
+        let parts = UnitSlices::of(&self.units, w, gb)?;
         let last = self.units.len().saturating_sub(1);
         // The previous unit's z and the map to read it through.
         let mut previous: Option<(Vec<T>, InputMap)> = None;
         for (i, unit) in self.units.iter().enumerate() {
-            let (wr, gr) = offsets[i].clone();
             let input = match &previous {
                 Some((z, map)) => (&z[..], Some(map)),
                 None => (x, None),
             };
             let out = unit
                 .op
-                .forward(input, &w[wr], &gb[gr.clone()], &dims[i], i == last)?;
+                .forward(input, parts.w(i), parts.gb(i), &dims[i], i == last)?;
             if let Some((z, _)) = previous.take() {
                 if unit.op.keep {
                     self.units[i - 1].op.keep_z(z)?;
@@ -119,7 +144,7 @@ impl ConvBnChain {
             if i == last {
                 return Ok(out);
             }
-            previous = Some((out, unit.op.output_map(&gb[gr])?));
+            previous = Some((out, unit.op.output_map(parts.gb(i))?));
         }
         candle_core::bail!("conv-bn chain without units")
     }
@@ -131,32 +156,25 @@ impl ConvBnChain {
         dims: &[ConvDims],
         want_dx: bool,
     ) -> Result<Gradients<T>> {
-        let offsets = self.offsets();
+        let parts = UnitSlices::of(&self.units, w, gb)?;
         let (mut dw, mut dgb) = (vec![T::zero(); w.len()], vec![T::zero(); gb.len()]);
         let mut dy_here: Option<Vec<T>> = None;
         for (i, unit) in self.units.iter().enumerate().rev() {
-            let (wr, gr) = offsets[i].clone();
             let g = dy_here.as_deref().unwrap_or(dy);
             let step = |input: (&[T], Option<&InputMap>)| {
-                unit.op.backward(
-                    input,
-                    &w[wr.clone()],
-                    &gb[gr.clone()],
-                    g,
-                    &dims[i],
-                    i > 0 || want_dx,
-                )
+                let (w, gb) = (parts.w(i), parts.gb(i));
+                unit.op
+                    .backward(input, w, gb, g, &dims[i], i > 0 || want_dx)
             };
             let (dx, unit_dw, unit_dgb) = match i {
                 0 => step((x, None))?,
                 _ => {
                     let before = &self.units[i - 1].op;
-                    let map = before.output_map(&gb[offsets[i - 1].1.clone()])?;
+                    let map = before.output_map(parts.gb(i - 1))?;
                     before.with_kept_z(|z| step((z, Some(&map))))?
                 }
             };
-            dw[wr].copy_from_slice(&unit_dw);
-            dgb[gr].copy_from_slice(&unit_dgb);
+            parts.put(i, (&mut dw, &mut dgb), &unit_dw, &unit_dgb);
             dy_here = dx;
         }
         Ok((dy_here, dw, dgb))
@@ -187,7 +205,6 @@ impl CustomOp3 for ConvBnChain {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.check_lengths(wl.shape().elem_count(), bl.shape().elem_count())?;
         let dims = self.dims(xl.shape().dims4()?)?;
         let out = match dims.last() {
             Some(d) => d.out,

@@ -40,6 +40,8 @@ pub struct ConvBnState {
     /// Per output channel: batch mean and biased variance.
     pub mean: Vec<f64>,
     pub var: Vec<f64>,
+    /// Output positions the statistics are over (N·Ho·Wo).
+    pub rows: usize,
     inv_std: Vec<f64>,
     z: Option<CpuStorage>,
 }
@@ -378,6 +380,7 @@ impl ConvBnTrain {
         st.var = inv_std.iter().map(|s| 1.0 / (s * s) - EPS).collect();
         st.mean = mean;
         st.inv_std = inv_std;
+        st.rows = d.m;
         if !normalise {
             st.z = None;
             Ok(z)

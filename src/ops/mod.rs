@@ -12,4 +12,5 @@ pub(crate) mod gradcheck;
 pub mod im2col;
 pub mod isa;
 mod parallel;
+pub mod residual_block;
 pub mod residual_op;
