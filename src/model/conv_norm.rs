@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CustomOp3, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::{Module, ModuleT};
 
 use super::layers::{Conv2d, ConvSpec};
@@ -12,6 +12,7 @@ use super::norm::{BatchNorm, Norm, NormKind};
 use super::params::ParamStore;
 use crate::ops::conv_bn_chain::ChainUnit;
 use crate::ops::conv_bn_op::{lock_state, ConvBnState, ConvBnTrain};
+use crate::ops::fused_op::{Fused, FusedConv};
 
 #[derive(Debug, Clone)]
 pub struct ConvNorm {
@@ -73,12 +74,12 @@ impl ConvNorm {
         let y = x.contiguous()?.apply_op3(
             &weight,
             &gamma_beta,
-            ConvBnTrain {
+            Fused(ConvBnTrain {
                 patch: self.conv.patch(),
                 relu,
                 keep,
                 state: state.clone(),
-            },
+            }),
         )?;
         record_batch_statistics(bn, &state, x.dtype())?;
         Ok(y)
@@ -89,7 +90,7 @@ impl ConvNorm {
 /// their fused ops ([`ChainUnit`]s), with x, their concatenated weights and their concatenated
 /// [γ; β] as inputs, and records each unit's batch statistics. `None` (nothing run) unless
 /// every unit would run the fused op.
-pub(super) fn fused_units<C: CustomOp3 + Send + Sync + 'static>(
+pub(super) fn fused_units<C: FusedConv + 'static>(
     x: &Tensor,
     units: &[(&ConvNorm, bool)],
     train: bool,
@@ -125,7 +126,7 @@ pub(super) fn fused_units<C: CustomOp3 + Send + Sync + 'static>(
     let y = x.contiguous()?.apply_op3(
         &Tensor::cat(&weights, 0)?,
         &Tensor::cat(&gamma_beta, 0)?,
-        op(chain),
+        Fused(op(chain)),
     )?;
     for (bn, state) in norms.iter().zip(&states) {
         record_batch_statistics(bn, state, x.dtype())?;

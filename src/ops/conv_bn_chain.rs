@@ -16,12 +16,12 @@
 //! Inputs: x (N, H, W, C) contiguous; every unit's weight (O, kh, kw, C), flattened and
 //! concatenated in order; every unit's [γ; β], concatenated in order.
 
-use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{Result, Shape, WithDType};
 
 use std::ops::Range;
 
-use super::batch_norm_op::slice;
-use super::conv_bn_op::{ConvBnTrain, ConvDims, Gradients};
+use super::conv_bn_op::{ConvBnTrain, ConvDims};
+use super::fused_op::{FusedConv, Gradients, Inputs};
 use super::im2col::InputMap;
 
 /// One unit of a [`ConvBnChain`].
@@ -181,111 +181,27 @@ impl ConvBnChain {
     }
 }
 
-macro_rules! cpu_of {
-    ($t:expr, |$s:ident, $l:ident| $body:expr) => {{
-        let (guard, $l) = $t.storage_and_layout();
-        match &*guard {
-            candle_core::Storage::Cpu($s) => $body,
-            _ => candle_core::bail!("conv-bn chain runs on the CPU only"),
-        }
-    }};
-}
-
-impl CustomOp3 for ConvBnChain {
-    fn name(&self) -> &'static str {
+impl FusedConv for ConvBnChain {
+    fn op_name(&self) -> &'static str {
         "conv-batch-norm-chain"
     }
 
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-        bs: &CpuStorage,
-        bl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let dims = self.dims(xl.shape().dims4()?)?;
-        let out = match dims.last() {
-            Some(d) => d.out,
-            None => candle_core::bail!("conv-bn chain without units"),
-        };
-        let y = match (xs, ws, bs) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                CpuStorage::F32(self.forward(
-                    slice(x, xl, "input")?,
-                    slice(w, wl, "weights")?,
-                    slice(b, bl, "γ, β")?,
-                    &dims,
-                )?)
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
-                CpuStorage::F64(self.forward(
-                    slice(x, xl, "input")?,
-                    slice(w, wl, "weights")?,
-                    slice(b, bl, "γ, β")?,
-                    &dims,
-                )?)
-            }
-            _ => candle_core::bail!("conv-bn chain: f32 or f64, all alike"),
-        };
-        Ok((y, Shape::from(out)))
+    fn cpu_forward<T: WithDType>(&self, i: Inputs<'_, T>) -> Result<(Vec<T>, Shape)> {
+        let dims = self.dims(i.x_shape.dims4()?)?;
+        let out = dims
+            .last()
+            .map(|d| d.out)
+            .ok_or_else(|| candle_core::Error::Msg("conv-bn chain without units".into()))?;
+        Ok((self.forward(i.x, i.w, i.gb, &dims)?, Shape::from(out)))
     }
 
-    fn bwd(
+    fn cpu_backward<T: WithDType>(
         &self,
-        x: &Tensor,
-        w: &Tensor,
-        gb: &Tensor,
-        _res: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
-        let want_dx = x.track_op();
-        let dev = Device::Cpu;
-        cpu_of!(x, |xs, xl| cpu_of!(w, |ws, wl| cpu_of!(
-            gb,
-            |bs, bl| cpu_of!(dy, |gs, gl| {
-                let dims = self.dims(xl.shape().dims4()?)?;
-                macro_rules! run {
-                    ($x:expr, $w:expr, $b:expr, $g:expr) => {{
-                        let (dx, dw, dgb) = self.backward(
-                            (
-                                slice($x, xl, "input")?,
-                                slice($w, wl, "weights")?,
-                                slice($b, bl, "γ, β")?,
-                            ),
-                            slice($g, gl, "gradient")?,
-                            &dims,
-                            want_dx,
-                        )?;
-                        let dx = match dx.filter(|_| want_dx) {
-                            Some(v) => Some(Tensor::from_vec(v, x.shape(), &dev)?),
-                            None => None,
-                        };
-                        (
-                            dx,
-                            Some(Tensor::from_vec(dw, w.shape(), &dev)?),
-                            Some(Tensor::from_vec(dgb, gb.shape(), &dev)?),
-                        )
-                    }};
-                }
-                Ok(match (xs, ws, bs, gs) {
-                    (
-                        CpuStorage::F32(x),
-                        CpuStorage::F32(w),
-                        CpuStorage::F32(b),
-                        CpuStorage::F32(g),
-                    ) => run!(x, w, b, g),
-                    (
-                        CpuStorage::F64(x),
-                        CpuStorage::F64(w),
-                        CpuStorage::F64(b),
-                        CpuStorage::F64(g),
-                    ) => run!(x, w, b, g),
-                    _ => candle_core::bail!("conv-bn chain: f32 or f64, all alike"),
-                })
-            })
-        )))
+        i: Inputs<'_, T>,
+        dy: &[T],
+        want_dx: bool,
+    ) -> Result<Gradients<T>> {
+        let dims = self.dims(i.x_shape.dims4()?)?;
+        self.backward((i.x, i.w, i.gb), dy, &dims, want_dx)
     }
 }

@@ -20,16 +20,15 @@
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use candle_core::{
-    CpuStorage, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor, WithDType,
-};
+use candle_core::{CpuStorage, Result, Shape, WithDType};
 
-use super::batch_norm_op::{slice, to_f64};
+use super::batch_norm_op::to_f64;
 use super::columns::{
     apply_affine, apply_affine_in_place, combine_moments, gradient_sums,
     input_gradient_coefficients, input_gradient_here, part_moments, Affine, InputGradient,
     PartMoments, EPS,
 };
+use super::fused_op::{FusedConv, Gradients, Inputs};
 use super::im2col::{col2im_add, im2col_into, im2col_mapped_into, InputMap, Patch};
 use super::parallel::map_items;
 
@@ -317,10 +316,6 @@ fn is_identity(patch: Patch) -> bool {
     patch.kernel == 1 && patch.stride == 1 && patch.padding == 0
 }
 
-fn dims_of(xl: &Layout, wl: &Layout, patch: Patch) -> Result<ConvDims> {
-    ConvDims::new(xl.shape().dims4()?, wl.shape().dims4()?, patch)
-}
-
 impl ConvDims {
     /// The conv of a (N, H, W, C) input with a (O, kh, kw, C) weight.
     pub(crate) fn new(
@@ -355,9 +350,6 @@ pub(crate) struct ConvDims {
     o: usize,
     pub(crate) out: (usize, usize, usize, usize),
 }
-
-/// (dx if wanted, dW (O, K), [dγ; dβ]).
-pub(crate) type Gradients<T> = (Option<Vec<T>>, Vec<T>, Vec<T>);
 
 impl ConvBnTrain {
     /// y from x (the conv's input, read through `map` if given), the weight and [γ; β]; the
@@ -605,110 +597,25 @@ fn group_input_gradient<T: WithDType>(
     col2im_add(&dcols, (images, h, wd, c), patch, dst);
 }
 
-macro_rules! with_cpu {
-    ($t:expr, |$s:ident, $l:ident| $body:expr) => {{
-        let (guard, $l) = $t.storage_and_layout();
-        match &*guard {
-            Storage::Cpu($s) => $body,
-            _ => candle_core::bail!("fused conv + batch norm runs on the CPU only"),
-        }
-    }};
-}
-
-impl CustomOp3 for ConvBnTrain {
-    fn name(&self) -> &'static str {
+impl FusedConv for ConvBnTrain {
+    fn op_name(&self) -> &'static str {
         "conv-batch-norm-train"
     }
 
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-        bs: &CpuStorage,
-        bl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let d = dims_of(xl, wl, self.patch)?;
-        let y = match (xs, ws, bs) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                CpuStorage::F32(self.forward(
-                    (slice(x, xl, "input")?, None),
-                    slice(w, wl, "weight")?,
-                    slice(b, bl, "γ, β")?,
-                    &d,
-                    true,
-                )?)
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
-                CpuStorage::F64(self.forward(
-                    (slice(x, xl, "input")?, None),
-                    slice(w, wl, "weight")?,
-                    slice(b, bl, "γ, β")?,
-                    &d,
-                    true,
-                )?)
-            }
-            _ => candle_core::bail!("fused conv + batch norm: f32 or f64, all alike"),
-        };
+    fn cpu_forward<T: WithDType>(&self, i: Inputs<'_, T>) -> Result<(Vec<T>, Shape)> {
+        let d = ConvDims::new(i.x_shape.dims4()?, i.w_shape.dims4()?, self.patch)?;
+        let y = self.forward((i.x, None), i.w, i.gb, &d, true)?;
         Ok((y, Shape::from(d.out)))
     }
 
-    fn bwd(
+    fn cpu_backward<T: WithDType>(
         &self,
-        x: &Tensor,
-        w: &Tensor,
-        gb: &Tensor,
-        _res: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
-        let want_dx = x.track_op();
-        let dev = Device::Cpu;
-        with_cpu!(x, |xs, xl| with_cpu!(w, |ws, wl| with_cpu!(
-            gb,
-            |bs, bl| {
-                with_cpu!(dy, |gs, gl| {
-                    let d = dims_of(xl, wl, self.patch)?;
-                    macro_rules! run {
-                        ($x:expr, $w:expr, $b:expr, $g:expr) => {{
-                            let (dx, dw, dgb) = self.backward(
-                                (slice($x, xl, "input")?, None),
-                                slice($w, wl, "weight")?,
-                                slice($b, bl, "γ, β")?,
-                                slice($g, gl, "gradient")?,
-                                &d,
-                                want_dx,
-                            )?;
-                            let dx = match dx {
-                                Some(v) => Some(Tensor::from_vec(v, x.shape(), &dev)?),
-                                None => None,
-                            };
-                            (
-                                dx,
-                                Some(Tensor::from_vec(dw, w.shape(), &dev)?),
-                                Some(Tensor::from_vec(dgb, gb.shape(), &dev)?),
-                            )
-                        }};
-                    }
-                    Ok(match (xs, ws, bs, gs) {
-                        (
-                            CpuStorage::F32(x),
-                            CpuStorage::F32(w),
-                            CpuStorage::F32(b),
-                            CpuStorage::F32(g),
-                        ) => run!(x, w, b, g),
-                        (
-                            CpuStorage::F64(x),
-                            CpuStorage::F64(w),
-                            CpuStorage::F64(b),
-                            CpuStorage::F64(g),
-                        ) => run!(x, w, b, g),
-                        _ => candle_core::bail!("fused conv + batch norm: f32 or f64, all alike"),
-                    })
-                })
-            }
-        )))
+        i: Inputs<'_, T>,
+        dy: &[T],
+        want_dx: bool,
+    ) -> Result<Gradients<T>> {
+        let d = ConvDims::new(i.x_shape.dims4()?, i.w_shape.dims4()?, self.patch)?;
+        self.backward((i.x, None), i.w, i.gb, dy, &d, want_dx)
     }
 }
 

@@ -7,6 +7,7 @@ pub mod batch_norm_op;
 pub mod columns;
 pub mod conv_bn_chain;
 pub mod conv_bn_op;
+pub mod fused_op;
 #[cfg(test)]
 pub(crate) mod gradcheck;
 pub mod im2col;
