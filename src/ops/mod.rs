@@ -1,5 +1,6 @@
 //! CPU kernels behind the networks (what candle-core is to candle-nn): im2col/col2im, the
-//! fused convolution + batch-norm op, batch-norm column passes, the residual add + ReLU, and
+//! fused convolution + batch-norm op and the ops built from its units (the small encoder's
+//! chain, the ResNet basic block), batch-norm column passes, the residual add + ReLU, and
 //! the thread helpers they share. Each op has a reference test against candle's own ops and a
 //! finite-difference gradient test.
 
