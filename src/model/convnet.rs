@@ -105,6 +105,7 @@ impl ModuleT for ConvNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::gradcheck::assert_same_step;
     use candle_core::{DType, Device, Var};
 
     fn net(dtype: DType, standardize: bool) -> Result<(ParamStore, ConvNet)> {
@@ -138,40 +139,15 @@ mod tests {
                     let label = format!("{dtype:?} ws {standardize} tracked input {track_input}");
                     let x =
                         Tensor::rand(-1f64, 1.0, (3, 3, 9, 8), &Device::Cpu)?.to_dtype(dtype)?;
-                    let xv = Var::from_tensor(&x)?;
-                    let input = if track_input {
-                        xv.as_tensor().clone()
-                    } else {
-                        x.clone()
-                    };
                     let (cs, chain) = net(dtype, standardize)?;
                     let (ss, stages) = net(dtype, standardize)?;
-                    let yc = chain.forward_t(&input, true)?;
-                    let ys = stages.forward_stages(&input, true)?;
-                    assert_eq!(values(&yc)?, values(&ys)?, "{label}: forward");
-                    let r = Tensor::rand(-1f64, 1.0, yc.shape(), &Device::Cpu)?.to_dtype(dtype)?;
-                    let gc = (&yc * &r)?.sum_all()?.backward()?;
-                    let gs = (&ys * &r)?.sum_all()?.backward()?;
-                    for (a, b) in cs.params().iter().zip(ss.params()) {
-                        let (ga, gb) = (gc.get(a.var.as_tensor()), gs.get(b.var.as_tensor()));
-                        let (ga, gb) = (ga.expect("chain gradient"), gb.expect("stage gradient"));
-                        assert_eq!(values(ga)?, values(gb)?, "{label}: gradient of {}", a.name);
-                    }
-                    match (gc.get(xv.as_tensor()), gs.get(xv.as_tensor())) {
-                        (Some(a), Some(b)) => {
-                            assert!(track_input);
-                            assert_eq!(values(a)?, values(b)?, "{label}: input gradient");
-                        }
-                        (None, None) => assert!(!track_input, "{label}: no input gradient"),
-                        _ => panic!("{label}: an input gradient on one side only"),
-                    }
-                    for ((name, a), (_, b)) in cs.buffers().iter().zip(ss.buffers()) {
-                        assert_eq!(
-                            values(a.as_tensor())?,
-                            values(b.as_tensor())?,
-                            "{label}: running {name}"
-                        );
-                    }
+                    assert_same_step(
+                        &label,
+                        &Var::from_tensor(&x)?,
+                        track_input,
+                        (&cs, &|x| chain.forward_t(x, true)),
+                        (&ss, &|x| stages.forward_stages(x, true)),
+                    )?;
                 }
             }
         }

@@ -226,11 +226,8 @@ impl ModuleT for ResNet18 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::gradcheck::assert_same_step;
     use candle_core::{DType, Device, Var};
-
-    fn values(t: &Tensor) -> Result<Vec<f64>> {
-        t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()
-    }
 
     fn block(
         dtype: DType,
@@ -270,39 +267,21 @@ mod tests {
                         format!("{dtype:?} {input}→{output} /{stride} tracked {track_input}");
                     let x = Tensor::rand(-1f64, 1.0, (3, 7, 6, input), &Device::Cpu)?
                         .to_dtype(dtype)?;
-                    let xv = Var::from_tensor(&x)?;
-                    let x_in = if track_input {
-                        xv.as_tensor().clone()
-                    } else {
-                        x.clone()
-                    };
                     let (fs, fused) = block(dtype, input, output, stride)?;
                     let (us, units) = block(dtype, input, output, stride)?;
-                    let yf = fused
-                        .forward_fused(&x_in, true)?
-                        .expect("the fused path runs");
-                    let yu = units.forward_units(&x_in, true)?;
-                    assert_eq!(values(&yf)?, values(&yu)?, "{label}: forward");
-                    let r = Tensor::rand(-1f64, 1.0, yf.shape(), &Device::Cpu)?.to_dtype(dtype)?;
-                    let gf = (&yf * &r)?.sum_all()?.backward()?;
-                    let gu = (&yu * &r)?.sum_all()?.backward()?;
-                    for (a, b) in fs.params().iter().zip(us.params()) {
-                        let (ga, gb) = (gf.get(a.var.as_tensor()), gu.get(b.var.as_tensor()));
-                        let (ga, gb) = (ga.expect("fused gradient"), gb.expect("unit gradient"));
-                        assert_eq!(values(ga)?, values(gb)?, "{label}: gradient of {}", a.name);
-                    }
-                    match (gf.get(xv.as_tensor()), gu.get(xv.as_tensor())) {
-                        (Some(a), Some(b)) => assert_eq!(values(a)?, values(b)?, "{label}: dx"),
-                        (None, None) => assert!(!track_input, "{label}: no input gradient"),
-                        _ => panic!("{label}: an input gradient on one side only"),
-                    }
-                    for ((name, a), (_, b)) in fs.buffers().iter().zip(us.buffers()) {
-                        assert_eq!(
-                            values(a.as_tensor())?,
-                            values(b.as_tensor())?,
-                            "{label}: {name}"
-                        );
-                    }
+                    let fused_path = |x: &Tensor| -> Result<Tensor> {
+                        match fused.forward_fused(x, true)? {
+                            Some(y) => Ok(y),
+                            None => candle_core::bail!("the fused path did not run"),
+                        }
+                    };
+                    assert_same_step(
+                        &label,
+                        &Var::from_tensor(&x)?,
+                        track_input,
+                        (&fs, &fused_path),
+                        (&us, &|x| units.forward_units(x, true)),
+                    )?;
                 }
             }
         }
