@@ -17,7 +17,8 @@ SUMMARY = ["run_id", "variant", "seed", "method", "encoder", "encoder_norm", "pr
            "collapse_step", "steps", "wall_seconds", "images_per_second"]
 EVALS = ["run_id", "variant", "seed", "epoch", "step", "knn_acc", "probe_acc", "y_std",
          "y_effective_rank", "z_std", "z_effective_rank", "alpha_req", "align", "uniform",
-         "z_var_min", "z_var_median", "z_var_max", "split_seed", "fit_size", "score_size"]
+         "z_var_min", "z_var_median", "z_var_max", "split_seed", "fit_size", "score_size",
+         "folds", "knn_acc_se", "probe_acc_se"]
 SPECTRUM = ["run_id", "epoch", "space", "index", "singular_value"]
 EMBEDDINGS = ["run_id", "step", "epoch", "sample", "image_id", "label", "view", "kind", "vector"]
 

@@ -69,9 +69,14 @@ fn accuracies(cfg: &RunConfig, eval: &dyn Dataset) -> (f64, f64) {
     let split = EvalSplit::for_run(cfg, eval);
     let setup = EvalSetup::for_run(cfg, eval, &aug, &split, &dev);
     let r = evaluate(method.online(), &setup, 0, 0).expect("evaluates");
+    // Every image is scored once, each fold's probe fitted on the others.
     assert_eq!(
-        (r.fit_size, r.score_size),
-        (split.fit.len() as u64, split.score.len() as u64)
+        (r.fit_size, r.score_size, r.folds),
+        (
+            split.fit_size() as u64,
+            split.images.len() as u64,
+            split.folds as u32
+        )
     );
     (r.knn_acc.expect("labelled"), r.probe_acc.expect("labelled"))
 }
@@ -124,7 +129,7 @@ fn permuting_a_hard_split_changes_no_accuracy() {
 }
 
 /// End to end through `collapse-lab run`: the untrained baseline and a trained run on the
-/// class-sorted folder report sane accuracies, and `evals.parquet` records the halves.
+/// class-sorted folder report sane accuracies, and `evals.parquet` records the folds.
 #[test]
 fn a_grid_on_a_class_sorted_folder_reports_sane_accuracies() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -185,8 +190,8 @@ name = "byol"
             .into_no_null_iter()
             .collect()
     };
-    // limit_eval = 24 of 4 classes: 6 a class, 3 on each side.
-    assert!(col("fit_size").iter().all(|&n| n == 12));
-    assert!(col("score_size").iter().all(|&n| n == 12));
+    // limit_eval = 24 in 5 folds of 4–5: every image scored once, a probe fitted on ≤ 20.
+    assert!(col("fit_size").iter().all(|&n| n == 20));
+    assert!(col("score_size").iter().all(|&n| n == 24));
     assert!(col("split_seed").iter().all(|&s| s == 0));
 }

@@ -47,7 +47,8 @@ fn study_variants(file: &str) {
             "contrastive"
         ]
     );
-    assert_eq!(grid.seeds.len(), 3);
+    // Enough seeds for the claims' statistics: ≥ 3 decide anything at all.
+    assert!(grid.seeds.len() >= 3, "{file}: {} seeds", grid.seeds.len());
     use collapse_lab::config::{HeadNorm, MethodName};
     let runs = grid.expand().expect("expands");
     let get = |v: &str| {

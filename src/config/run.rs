@@ -233,6 +233,9 @@ pub struct LogConfig {
     pub eval_every_epochs: u32,
     /// Images of the evaluation split used for evaluation (0: all).
     pub eval_images: usize,
+    /// Folds of the probe's and kNN's cross-validation over the evaluation images
+    /// (class-stratified, dealt with `dataset.split_seed`; every image scored once).
+    pub eval_folds: usize,
 }
 
 impl Default for LogConfig {
@@ -241,9 +244,18 @@ impl Default for LogConfig {
             embeddings_every: 10,
             eval_every_epochs: 1,
             eval_images: 0,
+            eval_folds: DEFAULT_EVAL_FOLDS,
         }
     }
 }
+
+/// The probe's and kNN's folds unless a config says otherwise: each fold fits on 80 % of the
+/// evaluation images, as common k-fold practice.
+pub const DEFAULT_EVAL_FOLDS: usize = 5;
+/// Evaluation images a fold needs at the least (scored images, and a kNN memory beside them).
+const MIN_EVAL_IMAGES_PER_FOLD: usize = 2;
+/// Upper bound of `log.eval_folds` (each fold fits a probe).
+const MAX_EVAL_FOLDS: usize = 20;
 
 /// A fully resolved run. Written as `config.toml` next to the run's logs.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -295,6 +307,19 @@ impl RunConfig {
             return Err("train.stop_on_collapse must be ≥ 1 (or absent), got 0".into());
         }
         at_least_one("log.eval_every_epochs", self.log.eval_every_epochs as usize)?;
+        if !(2..=MAX_EVAL_FOLDS).contains(&self.log.eval_folds) {
+            return Err(format!(
+                "log.eval_folds must be in 2..={MAX_EVAL_FOLDS}, got {}",
+                self.log.eval_folds
+            ));
+        }
+        let least = MIN_EVAL_IMAGES_PER_FOLD * self.log.eval_folds;
+        if self.log.eval_images != 0 && self.log.eval_images < least {
+            return Err(format!(
+                "log.eval_images must be 0 (all) or ≥ {least} ({MIN_EVAL_IMAGES_PER_FOLD} images for each of log.eval_folds = {}), got {}",
+                self.log.eval_folds, self.log.eval_images
+            ));
+        }
         let d = &self.dataset;
         if d.image_size < 8 {
             return Err(format!(
@@ -314,6 +339,13 @@ impl RunConfig {
                 ));
             }
             at_least_one("dataset.eval_size", d.eval_size)?;
+            let least = MIN_EVAL_IMAGES_PER_FOLD * self.log.eval_folds;
+            if d.eval_size < least {
+                return Err(format!(
+                    "dataset.eval_size must be ≥ {least} ({MIN_EVAL_IMAGES_PER_FOLD} images for each of log.eval_folds = {}), got {}",
+                    self.log.eval_folds, d.eval_size
+                ));
+            }
         }
         if t.max_steps == Some(0) {
             return Err("train.max_steps must be ≥ 1 (or absent), got 0".into());

@@ -1,5 +1,5 @@
 //! Class-stratified, seeded selection of images: the one rule behind `dataset.limit_train` /
-//! `limit_eval`, a folder's held-out evaluation images, and the evaluation's fit/score halves.
+//! `limit_eval`, a folder's held-out evaluation images, and the evaluation's cross-validation folds.
 //!
 //! Real data sets are often stored class by class (image folders always are), so "the first N"
 //! or "the first half" of a split can hold whole classes and miss others. Every selection here
@@ -22,8 +22,8 @@ pub enum Selection {
     EvalSample = 2,
     /// A folder without `train/` and `test/`: the images held out for evaluation.
     HeldOut = 3,
-    /// The evaluation's fit/score halves (and `log.eval_images`' sample).
-    EvalHalves = 4,
+    /// The evaluation's cross-validation folds (and `log.eval_images`' sample).
+    EvalFolds = 4,
 }
 
 impl Selection {
@@ -120,6 +120,22 @@ pub fn stratified_split(
     (key_order(first, keys), key_order(second, keys))
 }
 
+/// Deals the images into `k` folds, every stratum in key order round-robin, the deal carried
+/// on from one stratum to the next (so fold sizes differ by at most one and every class is
+/// spread over the folds as evenly as its size allows). Returns each image's fold.
+pub fn stratified_folds(labels: &[Option<u32>], keys: &[u64], k: usize) -> Vec<usize> {
+    let k = k.max(1);
+    let mut fold = vec![0; labels.len()];
+    let mut next = 0;
+    for s in strata(labels, keys) {
+        for i in s {
+            fold[i] = next % k;
+            next += 1;
+        }
+    }
+    fold
+}
+
 #[cfg(test)]
 /// Per-stratum counts of `indices`: (label, count), labels ascending, `None` first.
 pub fn class_counts(labels: &[Option<u32>], indices: &[usize]) -> Vec<(Option<u32>, usize)> {
@@ -192,6 +208,28 @@ mod tests {
         assert_eq!(all, (0..100).collect::<Vec<_>>());
         // Each part is in key order.
         assert!(fit.windows(2).all(|w| keys[w[0]] <= keys[w[1]]));
+    }
+
+    #[test]
+    fn folds_spread_every_class_and_balance_their_sizes() {
+        let labels = sorted_labels();
+        let keys = position_keys(labels.len(), 3);
+        let fold = stratified_folds(&labels, &keys, 5);
+        for f in 0..5 {
+            let members: Vec<usize> = (0..100).filter(|&i| fold[i] == f).collect();
+            assert_eq!(members.len(), 20, "fold {f}");
+            assert_eq!(
+                class_counts(&labels, &members),
+                vec![(Some(0), 10), (Some(1), 6), (Some(2), 4)],
+                "fold {f}"
+            );
+        }
+        // 3 folds of 100: sizes 34, 33, 33; every class within one of its share.
+        let fold = stratified_folds(&labels, &keys, 3);
+        let sizes: Vec<usize> = (0..3)
+            .map(|f| fold.iter().filter(|&&x| x == f).count())
+            .collect();
+        assert_eq!(sizes, [34, 33, 33]);
     }
 
     #[test]

@@ -1,21 +1,20 @@
 //! Evaluation of a network on the labelled evaluation split: kNN and linear-probe accuracy on
-//! encoder features y (the study's protocol: fit on one half, score on the other — halves
-//! that are class-stratified and independent of storage order, see [`EvalSplit`]), spread and
-//! effective rank of y and z, covariance spectra, α-ReQ, alignment and uniformity.
+//! encoder features y (the study's probe, cross-validated over class-stratified folds that are
+//! independent of storage order, see [`EvalSplit`]), spread and effective rank of y and z,
+//! covariance spectra, α-ReQ, alignment and uniformity.
 
 use anyhow::Context;
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::cross_validation::{knn_and_probe, CrossValidated};
 use super::split::EvalSplit;
 use crate::config::RunConfig;
 use crate::data::{eval_batches, mix_seeds, Augmenter, Dataset};
 use crate::log::EvalRecord;
 use crate::method::OnlineNetwork;
 use crate::metrics::geometry::{alignment, dimension_variance, uniformity};
-use crate::metrics::knn::{knn_accuracy, Labelled};
-use crate::metrics::probe::probe_accuracy;
 use crate::metrics::rank::effective_rank;
 use crate::metrics::spectrum::{alpha_req, covariance_spectrum};
 use crate::metrics::spread::z_std;
@@ -48,7 +47,7 @@ pub struct EvalSetup<'a> {
     pub dataset: &'a dyn Dataset,
     pub augmenter: &'a Augmenter,
     pub batch_size: usize,
-    /// The images evaluated and their fit/score halves.
+    /// The images evaluated and their cross-validation folds.
     pub split: &'a EvalSplit,
     /// Seed of the augmented views used for alignment.
     pub seed: u64,
@@ -87,7 +86,7 @@ pub fn evaluate(
     step: u64,
 ) -> anyhow::Result<EvalRecord> {
     let ds = setup.dataset;
-    let order = setup.split.images();
+    let order = &setup.split.images;
     let n = order.len();
     if n < 4 {
         anyhow::bail!("evaluation needs at least 4 images, the evaluation split has {n}");
@@ -96,7 +95,7 @@ pub fn evaluate(
     let mut ys = Vec::new();
     let mut zs = Vec::new();
     let mut labels: Vec<Option<u32>> = Vec::with_capacity(n);
-    for batch in eval_batches(ds, &order, setup.augmenter, setup.batch_size) {
+    for batch in eval_batches(ds, order, setup.augmenter, setup.batch_size) {
         let x = Tensor::from_vec(batch.images, (batch.labels.len(), c, s, s), setup.device)?;
         let (y, z) = online.embed(&x)?;
         ys.push(y);
@@ -110,22 +109,28 @@ pub fn evaluate(
     }
 
     let [y0, y1] = two_view_features(online, setup)?;
-    let (knn_acc, probe_acc) = match labels.iter().copied().collect::<Option<Vec<u32>>>() {
+    let (knn, probe) = match labels.iter().copied().collect::<Option<Vec<u32>>>() {
         Some(labels) if setup.split.scored() => {
-            let (knn, probe) = knn_and_probe(&y, &labels, setup)?;
+            let (knn, probe) = cross_validated(&y, &labels, setup)?;
             (Some(knn), Some(probe))
         }
         _ => (None, None),
     };
-    let fit_n = setup.split.fit.len();
+    let (scored, fit_n) = if setup.split.scored() {
+        (n, setup.split.fit_size())
+    } else {
+        (0, 0)
+    };
     let y_spectrum = covariance_spectrum(&y).context("spectrum of y")?;
     let z_spectrum = covariance_spectrum(&z).context("spectrum of z")?;
     let (z_var_min, z_var_median, z_var_max) = dimension_variance(&z)?;
     Ok(EvalRecord {
         epoch,
         step,
-        knn_acc,
-        probe_acc,
+        knn_acc: knn.map(|c| c.accuracy),
+        probe_acc: probe.map(|c| c.accuracy),
+        knn_acc_se: knn.map(|c| c.standard_error),
+        probe_acc_se: probe.map(|c| c.standard_error),
         y_std: z_std(&y)?,
         y_effective_rank: effective_rank(&y)?,
         z_std: z_std(&z)?,
@@ -138,7 +143,8 @@ pub fn evaluate(
         z_var_max,
         split_seed: setup.split.seed,
         fit_size: fit_n as u64,
-        score_size: (n - fit_n) as u64,
+        score_size: scored as u64,
+        folds: setup.split.folds as u32,
         y_spectrum,
         z_spectrum,
     })
@@ -148,7 +154,7 @@ pub fn evaluate(
 /// uniformity), each view seeded by the image's place in the storage-independent order.
 fn two_view_features(online: &OnlineNetwork, setup: &EvalSetup) -> anyhow::Result<[Tensor; 2]> {
     let ds = setup.dataset;
-    let order = setup.split.images();
+    let order = &setup.split.images;
     let n = order.len();
     let (c, s) = (ds.channels(), setup.augmenter.out_size());
     let mut raw = vec![0f32; c * ds.height() * ds.width()];
@@ -178,10 +184,13 @@ fn two_view_features(online: &OnlineNetwork, setup: &EvalSetup) -> anyhow::Resul
     Ok([stack_rows(v0)?, stack_rows(v1)?])
 }
 
-/// kNN and linear-probe accuracy of features `y` (rows in evaluation order: the fit half,
-/// then the score half) with their labels.
-fn knn_and_probe(y: &Tensor, labels: &[u32], setup: &EvalSetup) -> anyhow::Result<(f64, f64)> {
-    let (fit_n, n) = (setup.split.fit.len(), labels.len());
+/// Cross-validated kNN and linear-probe accuracy of features `y` (rows in `split.images`
+/// order) with their labels.
+fn cross_validated(
+    y: &Tensor,
+    labels: &[u32],
+    setup: &EvalSetup,
+) -> anyhow::Result<(CrossValidated, CrossValidated)> {
     let classes = setup
         .dataset
         .num_classes()
@@ -190,19 +199,11 @@ fn knn_and_probe(y: &Tensor, labels: &[u32], setup: &EvalSetup) -> anyhow::Resul
         .to_dtype(candle_core::DType::F32)?
         .flatten_all()?
         .to_vec1()?;
-    let d = y.dim(1)?;
-    let fit = Labelled {
-        features: &feats[..fit_n * d],
-        labels: &labels[..fit_n],
-        dim: d,
-    };
-    let test = Labelled {
-        features: &feats[fit_n * d..n * d],
-        labels: &labels[fit_n..n],
-        dim: d,
-    };
-    Ok((
-        knn_accuracy(&fit, &test),
-        probe_accuracy(&fit, &test, classes),
+    Ok(knn_and_probe(
+        &feats,
+        y.dim(1)?,
+        labels,
+        setup.split,
+        classes,
     ))
 }

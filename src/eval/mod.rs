@@ -2,6 +2,7 @@
 //! above `method` (it runs the online network), beside `train`. The metrics themselves live in
 //! `crate::metrics`, the tables in `crate::log`.
 
+pub(crate) mod cross_validation;
 pub(crate) mod evaluate;
 pub(crate) mod split;
 

@@ -15,8 +15,13 @@ pub struct EvalRecord {
     /// 0 = before training, then the number of epochs completed.
     pub epoch: u32,
     pub step: u64,
+    /// kNN and probe accuracy over every evaluation image, each scored once by the fold that
+    /// left it out (k-fold cross-validation).
     pub knn_acc: Option<f64>,
     pub probe_acc: Option<f64>,
+    /// Standard errors of those accuracies: the folds' accuracies' sd / √folds.
+    pub knn_acc_se: Option<f64>,
+    pub probe_acc_se: Option<f64>,
     pub y_std: f64,
     pub y_effective_rank: f64,
     pub z_std: f64,
@@ -30,12 +35,15 @@ pub struct EvalRecord {
     pub z_var_min: f64,
     pub z_var_median: f64,
     pub z_var_max: f64,
-    /// `dataset.split_seed` of the fit/score halves.
+    /// `dataset.split_seed` the folds were dealt with.
     pub split_seed: u64,
-    /// Images the probe was fitted on (and the kNN memory holds).
+    /// The most images one fold's probe was fitted on (and its kNN memory holds).
     pub fit_size: u64,
-    /// Images the probe and kNN were scored on.
+    /// Images the probe and kNN were scored on (each once, over all folds).
     pub score_size: u64,
+    /// Cross-validation folds (`log.eval_folds`; 0 in tables written before folds existed,
+    /// whose probe fitted on one half and scored on the other).
+    pub folds: u32,
     pub y_spectrum: Vec<f64>,
     pub z_spectrum: Vec<f64>,
 }
@@ -61,10 +69,16 @@ pub fn metric_columns(table: TableBuilder, rows: &[&EvalRecord]) -> TableBuilder
         .u64("split_seed", rows.iter().map(|r| r.split_seed).collect())
         .u64("fit_size", rows.iter().map(|r| r.fit_size).collect())
         .u64("score_size", rows.iter().map(|r| r.score_size).collect())
+        .u32("folds", rows.iter().map(|r| r.folds).collect())
+        .opt_f64("knn_acc_se", rows.iter().map(|r| r.knn_acc_se).collect())
+        .opt_f64(
+            "probe_acc_se",
+            rows.iter().map(|r| r.probe_acc_se).collect(),
+        )
 }
 
 /// `evals.parquet`'s columns, in order (the run's identity, then [`metric_columns`]).
-pub const EVALS_COLUMNS: [&str; 20] = [
+pub const EVALS_COLUMNS: [&str; 23] = [
     "run_id",
     "variant",
     "seed",
@@ -85,6 +99,9 @@ pub const EVALS_COLUMNS: [&str; 20] = [
     "split_seed",
     "fit_size",
     "score_size",
+    "folds",
+    "knn_acc_se",
+    "probe_acc_se",
 ];
 
 /// `spectrum.parquet`'s columns, in order.
@@ -147,6 +164,21 @@ pub fn read_evals(path: &Path, spectrum: Option<&Path>) -> Result<Vec<EvalRecord
     let (z_var_min, z_var_median, z_var_max) =
         (f("z_var_min")?, f("z_var_median")?, f("z_var_max")?);
     let (split_seed, fit_size, score_size) = (u("split_seed")?, u("fit_size")?, u("score_size")?);
+    // Columns added with cross-validation: absent from older run folders.
+    let n = df.height();
+    let folds = if c.has("folds") {
+        c.required("folds", c.u32s("folds")?)?
+    } else {
+        vec![0; n]
+    };
+    let se = |name: &str| {
+        if c.has(name) {
+            c.f64s(name)
+        } else {
+            Ok(vec![None; n])
+        }
+    };
+    let (knn_acc_se, probe_acc_se) = (se("knn_acc_se")?, se("probe_acc_se")?);
     let mut spectra = match spectrum {
         Some(path) => read_spectrum(path)?,
         None => BTreeMap::new(),
@@ -159,6 +191,8 @@ pub fn read_evals(path: &Path, spectrum: Option<&Path>) -> Result<Vec<EvalRecord
                 step: step[i],
                 knn_acc: knn_acc[i],
                 probe_acc: probe_acc[i],
+                knn_acc_se: knn_acc_se[i],
+                probe_acc_se: probe_acc_se[i],
                 y_std: y_std[i],
                 y_effective_rank: y_effective_rank[i],
                 z_std: z_std[i],
@@ -172,6 +206,7 @@ pub fn read_evals(path: &Path, spectrum: Option<&Path>) -> Result<Vec<EvalRecord
                 split_seed: split_seed[i],
                 fit_size: fit_size[i],
                 score_size: score_size[i],
+                folds: folds[i],
                 y_spectrum: take("y").unwrap_or_default(),
                 z_spectrum: take("z").unwrap_or_default(),
             }
@@ -224,6 +259,8 @@ mod tests {
             step: 8,
             knn_acc: Some(0.5),
             probe_acc: None,
+            knn_acc_se: Some(0.01),
+            probe_acc_se: None,
             y_std: 0.1,
             y_effective_rank: 3.0,
             z_std: 0.2,
@@ -237,6 +274,7 @@ mod tests {
             split_seed: 0,
             fit_size: 10,
             score_size: 10,
+            folds: 5,
             y_spectrum: vec![2.0, 1.0],
             z_spectrum: vec![1.0],
         };

@@ -94,6 +94,11 @@ impl<'a> ColumnReader<'a> {
             .map_err(|_| InputError::new(&self.file, format!("missing column `{name}`")))
     }
 
+    /// Whether the table has column `name` (for columns added after older files were written).
+    pub fn has(&self, name: &str) -> bool {
+        self.df.column(name).is_ok()
+    }
+
     fn wrong(&self, name: &str, want: &str) -> InputError {
         InputError::new(&self.file, format!("column `{name}` is not {want}"))
     }

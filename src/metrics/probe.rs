@@ -20,42 +20,40 @@ pub struct LinearProbe {
 }
 
 impl LinearProbe {
+    /// Fits by full-batch Adam; the logits and the weight gradient are matrix products
+    /// (faer), the same sums as [`tests::fit_by_loops`] in another order.
     pub fn fit(train: &Labelled, classes: usize, iterations: usize) -> Self {
+        use faer::Mat;
         let d = train.dim;
         let n = train.labels.len();
         let (mean, scale) = standardisation(train.features, d);
-        let x = standardise(train.features, d, &mean, &scale);
+        let xs = standardise(train.features, d, &mean, &scale);
+        let x = Mat::<f64>::from_fn(n, d, |i, j| xs[i * d + j]);
         let c = classes.max(1);
-        let mut w = vec![0.0f64; c * d];
+        let mut w = Mat::<f64>::zeros(c, d);
         let mut b = vec![0.0f64; c];
         let lambda = 1.0 / n.max(1) as f64; // 1 / (C·n) with C = 1; gradient of ‖W‖²/(2Cn)
         let (lr, beta1, beta2, eps) = (0.05, 0.9, 0.999, 1e-8);
         let mut m = vec![0.0f64; c * d + c];
         let mut v = vec![0.0f64; c * d + c];
         let mut grad = vec![0.0f64; c * d + c];
-        let mut logits = vec![0.0f64; c];
+        let inv_n = 1.0 / n.max(1) as f64;
         for t in 1..=iterations {
-            grad.iter_mut().for_each(|g| *g = 0.0);
-            for (row, &label) in x.chunks(d).zip(train.labels) {
-                for k in 0..c {
-                    logits[k] = b[k]
-                        + w[k * d..(k + 1) * d]
-                            .iter()
-                            .zip(row)
-                            .map(|(a, b)| a * b)
-                            .sum::<f64>();
-                }
-                softmax_in_place(&mut logits);
-                for k in 0..c {
-                    let err = (logits[k] - if k == label as usize { 1.0 } else { 0.0 }) / n as f64;
-                    for (g, xv) in grad[k * d..(k + 1) * d].iter_mut().zip(row) {
-                        *g += err * xv;
-                    }
-                    grad[c * d + k] += err;
+            // err = (softmax(x Wᵀ + b) − onehot) / n, then ∇W = errᵀ x + λW, ∇b = Σ err.
+            let mut err = &x * w.transpose();
+            for (i, &label) in train.labels.iter().enumerate() {
+                let mut row: Vec<f64> = (0..c).map(|k| err[(i, k)] + b[k]).collect();
+                softmax_in_place(&mut row);
+                for (k, p) in row.into_iter().enumerate() {
+                    err[(i, k)] = (p - if k == label as usize { 1.0 } else { 0.0 }) * inv_n;
                 }
             }
-            for (g, wv) in grad[..c * d].iter_mut().zip(&w) {
-                *g += lambda * wv;
+            let gw = err.transpose() * &x;
+            for k in 0..c {
+                for j in 0..d {
+                    grad[k * d + j] = gw[(k, j)] + lambda * w[(k, j)];
+                }
+                grad[c * d + k] = (0..n).map(|i| err[(i, k)]).sum();
             }
             let bc1 = 1.0 - beta1_pow(beta1, t);
             let bc2 = 1.0 - beta1_pow(beta2, t);
@@ -64,7 +62,7 @@ impl LinearProbe {
                 v[i] = beta2 * v[i] + (1.0 - beta2) * grad[i] * grad[i];
                 let step = lr * (m[i] / bc1) / ((v[i] / bc2).sqrt() + eps);
                 if i < c * d {
-                    w[i] -= step;
+                    w[(i / d, i % d)] -= step;
                 } else {
                     b[i - c * d] -= step;
                 }
@@ -75,7 +73,7 @@ impl LinearProbe {
             classes: c,
             mean,
             scale,
-            weights: w,
+            weights: (0..c * d).map(|i| w[(i / d, i % d)]).collect(),
             bias: b,
         }
     }
@@ -165,6 +163,98 @@ mod tests {
     use crate::metrics::knn::tests::clusters;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+
+    /// The probe's fit written as plain loops over examples and classes: the independent
+    /// computation the matrix form is checked against.
+    pub(crate) fn fit_by_loops(train: &Labelled, classes: usize, iterations: usize) -> LinearProbe {
+        let d = train.dim;
+        let n = train.labels.len();
+        let (mean, scale) = standardisation(train.features, d);
+        let x = standardise(train.features, d, &mean, &scale);
+        let c = classes.max(1);
+        let mut w = vec![0.0f64; c * d];
+        let mut b = vec![0.0f64; c];
+        let lambda = 1.0 / n.max(1) as f64;
+        let (lr, beta1, beta2, eps) = (0.05, 0.9, 0.999, 1e-8);
+        let mut m = vec![0.0f64; c * d + c];
+        let mut v = vec![0.0f64; c * d + c];
+        let mut grad = vec![0.0f64; c * d + c];
+        let mut logits = vec![0.0f64; c];
+        for t in 1..=iterations {
+            grad.iter_mut().for_each(|g| *g = 0.0);
+            for (row, &label) in x.chunks(d).zip(train.labels) {
+                for k in 0..c {
+                    logits[k] = b[k]
+                        + w[k * d..(k + 1) * d]
+                            .iter()
+                            .zip(row)
+                            .map(|(a, b)| a * b)
+                            .sum::<f64>();
+                }
+                softmax_in_place(&mut logits);
+                for k in 0..c {
+                    let err = (logits[k] - if k == label as usize { 1.0 } else { 0.0 }) / n as f64;
+                    for (g, xv) in grad[k * d..(k + 1) * d].iter_mut().zip(row) {
+                        *g += err * xv;
+                    }
+                    grad[c * d + k] += err;
+                }
+            }
+            for (g, wv) in grad[..c * d].iter_mut().zip(&w) {
+                *g += lambda * wv;
+            }
+            let bc1 = 1.0 - beta1_pow(beta1, t);
+            let bc2 = 1.0 - beta1_pow(beta2, t);
+            for i in 0..grad.len() {
+                m[i] = beta1 * m[i] + (1.0 - beta1) * grad[i];
+                v[i] = beta2 * v[i] + (1.0 - beta2) * grad[i] * grad[i];
+                let step = lr * (m[i] / bc1) / ((v[i] / bc2).sqrt() + eps);
+                if i < c * d {
+                    w[i] -= step;
+                } else {
+                    b[i - c * d] -= step;
+                }
+            }
+        }
+        LinearProbe {
+            dim: d,
+            classes: c,
+            mean,
+            scale,
+            weights: w,
+            bias: b,
+        }
+    }
+
+    #[test]
+    fn the_matrix_fit_equals_the_loop_fit() {
+        // Overlapping clusters, so the optimum is not at infinity and the weights move all along.
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let (n, d, c) = (150, 6, 3);
+        let y: Vec<u32> = (0..n).map(|i| (i % c) as u32).collect();
+        let x: Vec<f32> = (0..n * d)
+            .map(|k| (k % d == y[k / d] as usize) as u8 as f32 + rng.random_range(-1.0f32..1.0))
+            .collect();
+        let train = Labelled {
+            features: &x,
+            labels: &y,
+            dim: d,
+        };
+        let (a, b) = (
+            LinearProbe::fit(&train, c, 200),
+            fit_by_loops(&train, c, 200),
+        );
+        let worst = a
+            .weights
+            .iter()
+            .chain(&a.bias)
+            .zip(b.weights.iter().chain(&b.bias))
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-9, "largest difference {worst}");
+        assert!(a.weights.iter().any(|w| w.abs() > 0.1), "the weights moved");
+        assert_eq!(a.predict(&x), b.predict(&x));
+    }
 
     #[test]
     fn separable_is_perfect_and_shuffled_is_chance() {

@@ -4,6 +4,7 @@
 pub(crate) mod charts;
 pub(crate) mod claims;
 pub(crate) mod page;
+pub(crate) mod statistics;
 pub(crate) mod tables;
 
 use std::path::{Path, PathBuf};

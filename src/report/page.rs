@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::claims::Claim;
+use super::statistics::Part;
 use super::tables::GridTables;
 use crate::config::{MethodName, BASELINE_VARIANT};
 use crate::log::{write_parquet, write_text, Status, TableBuilder};
@@ -159,6 +160,38 @@ fn variant_table(t: &GridTables) -> Table {
     }
 }
 
+/// Every part of every claim with the numbers that decided it.
+fn tests_table(claims: &[Claim]) -> Table {
+    let num = |v: Option<f64>| v.map_or("—".into(), |x| format!("{x:.3}"));
+    Table {
+        header: [
+            "claim", "part", "test", "effect", "95 % CI", "seeds", "minimum", "verdict",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: claims
+            .iter()
+            .flat_map(|c| {
+                c.parts.iter().map(move |p| {
+                    vec![
+                        c.claim_id.into(),
+                        p.label.clone(),
+                        p.test.clone(),
+                        num(p.effect),
+                        match (p.low, p.high) {
+                            (Some(lo), Some(hi)) => format!("[{lo:.3}, {hi:.3}]"),
+                            _ => "—".into(),
+                        },
+                        p.seeds.to_string(),
+                        num(Some(p.min_effect).filter(|m| m.is_finite())),
+                        p.verdict.as_str().into(),
+                    ]
+                })
+            })
+            .collect(),
+    }
+}
+
 fn claims_table(claims: &[Claim]) -> Table {
     Table {
         header: ["claim", "statement", "measured", "verdict"]
@@ -245,7 +278,19 @@ pub const CHARTS: [(&str, &str); 5] = [
 const NOTE: &str = "The study's numbers come from ResNet-18 on STL-10 (96 px, batch 256, 10 epochs); ours from \
 the grid's own setting. Compare the pattern (which variants collapse, which separate and beat the untrained \
 encoder), not the absolute values. Every claim's test was written before any result was seen; where our \
-setting disagrees with the study, the claim says `fails` with its numbers.";
+setting disagrees with the study, the claim says `fails` with its numbers, and where the seeds cannot tell, \
+`inconclusive`.";
+
+/// How the claims are decided, said once on the page (the rules live in report/statistics.rs).
+const RULES: &str = "How a verdict is reached: a claim holds when each of its parts holds, fails when any \
+part fails, and is inconclusive otherwise. Probe comparisons pair each run with the other variant's run of the \
+same seed (the untrained encoder of that seed, for `random`) and take the 95 % Student-t confidence interval \
+of the mean paired difference (seeds − 1 degrees of freedom): \"A above B\" holds when the whole interval lies \
+above the minimum effect of 3 points, fails when it lies wholly below, and is inconclusive when it straddles \
+it (\"not above\" the other way round). Collapse (pos and neg cosine > 0.99) and separation (pos − neg > 0.3) \
+are judged per seed: they hold on ≥ 80 % of the seeds, fail on < 50 %, and are inconclusive in between. Fewer \
+than 3 seeds decide nothing. Probe and kNN accuracies are 5-fold cross-validated over every evaluation image \
+(class-stratified folds, the same for every run).";
 
 /// Which data and CPU the numbers come from, and what that means for reproducing them.
 fn machine_line(t: &GridTables) -> String {
@@ -268,12 +313,14 @@ fn machine_line(t: &GridTables) -> String {
 pub fn write_page(t: &GridTables, claims: &[Claim], out: &Path) -> anyhow::Result<()> {
     let variants = variant_table(t);
     let claims_t = claims_table(claims);
+    let tests_t = tests_table(claims);
     let runs = runs_table(t);
     let machine = machine_line(t);
     let mut md = format!("# collapse-lab report: {}\n\n", t.name);
     md += &format!(
-        "{NOTE}\n\n{machine}\n\n## Claims (findings F1–F7 of the study)\n\n{}\n",
-        claims_t.markdown()
+        "{NOTE}\n\n{machine}\n\n## Claims (findings F1–F7 of the study)\n\n{RULES}\n\n{}\n### How each claim was decided\n\n{}\n",
+        claims_t.markdown(),
+        tests_t.markdown()
     );
     md += &format!(
         "## Variants (the study's table)\n\n{}\n",
@@ -296,8 +343,10 @@ pub fn write_page(t: &GridTables, claims: &[Claim], out: &Path) -> anyhow::Resul
         machine = html_escape(&machine)
     );
     html += &format!(
-        "<h2>Claims (findings F1–F7 of the study)</h2>\n{}",
-        claims_t.html()
+        "<h2>Claims (findings F1–F7 of the study)</h2>\n<p>{}</p>\n{}<h3>How each claim was decided</h3>\n{}",
+        html_escape(RULES),
+        claims_t.html(),
+        tests_t.html()
     );
     html += &format!("<h2>Variants (the study's table)</h2>\n{}", variants.html());
     html += "<h2>Charts</h2>\n";
@@ -311,6 +360,14 @@ pub fn write_page(t: &GridTables, claims: &[Claim], out: &Path) -> anyhow::Resul
     html += &format!("<h2>Runs</h2>\n{}</body></html>\n", runs.html());
     write_text(&out.join("index.html"), &html)?;
 
+    write_claims(claims, out)
+}
+
+/// `claims.parquet` (one row per claim, with the statistics of the part that decided it) and
+/// `claim_tests.parquet` (one row per part of every claim).
+fn write_claims(claims: &[Claim], out: &Path) -> anyhow::Result<()> {
+    let decisive: Vec<Option<&Part>> = claims.iter().map(|c| c.decisive()).collect();
+    let of = |f: fn(&Part) -> Option<f64>| decisive.iter().map(|p| p.and_then(f)).collect();
     let mut df = TableBuilder::new()
         .str(
             "claim_id",
@@ -331,6 +388,60 @@ pub fn write_page(t: &GridTables, claims: &[Claim], out: &Path) -> anyhow::Resul
                 .map(|c| c.verdict.as_str().to_string())
                 .collect(),
         )
+        .opt_str(
+            "comparison",
+            decisive
+                .iter()
+                .map(|p| p.map(|p| p.label.clone()))
+                .collect(),
+        )
+        .opt_f64("effect", of(|p| p.effect))
+        .opt_f64("ci_low", of(|p| p.low))
+        .opt_f64("ci_high", of(|p| p.high))
+        .opt_str(
+            "test",
+            decisive.iter().map(|p| p.map(|p| p.test.clone())).collect(),
+        )
+        .u64(
+            "seeds",
+            decisive
+                .iter()
+                .map(|p| p.map_or(0, |p| p.seeds as u64))
+                .collect(),
+        )
+        .opt_f64(
+            "min_effect",
+            of(|p| Some(p.min_effect).filter(|m| m.is_finite())),
+        )
         .build()?;
-    write_parquet(&out.join("claims.parquet"), &mut df)
+    write_parquet(&out.join("claims.parquet"), &mut df)?;
+    let parts: Vec<(&str, &Part)> = claims
+        .iter()
+        .flat_map(|c| c.parts.iter().map(move |p| (c.claim_id, p)))
+        .collect();
+    let col = |f: fn(&Part) -> Option<f64>| parts.iter().map(|(_, p)| f(p)).collect();
+    let mut df = TableBuilder::new()
+        .str(
+            "claim_id",
+            parts.iter().map(|(c, _)| c.to_string()).collect(),
+        )
+        .str("part", parts.iter().map(|(_, p)| p.label.clone()).collect())
+        .str("test", parts.iter().map(|(_, p)| p.test.clone()).collect())
+        .opt_f64("effect", col(|p| p.effect))
+        .opt_f64("ci_low", col(|p| p.low))
+        .opt_f64("ci_high", col(|p| p.high))
+        .u64("seeds", parts.iter().map(|(_, p)| p.seeds as u64).collect())
+        .opt_f64(
+            "min_effect",
+            col(|p| Some(p.min_effect).filter(|m| m.is_finite())),
+        )
+        .str(
+            "verdict",
+            parts
+                .iter()
+                .map(|(_, p)| p.verdict.as_str().to_string())
+                .collect(),
+        )
+        .build()?;
+    write_parquet(&out.join("claim_tests.parquet"), &mut df)
 }
