@@ -22,6 +22,8 @@
 pub mod block_cache;
 pub mod cli;
 pub mod config;
+/// `outln!`, `out!`, `errln!`: printing that a closed pipe cannot panic.
+pub mod console;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod data;

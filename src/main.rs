@@ -27,13 +27,13 @@ fn main() {
                 .chain()
                 .find_map(|e| e.downcast_ref::<collapse_lab::config::InputError>())
             {
-                Some(input) => eprintln!("error: {input}"),
-                None => eprintln!("error: {err}"),
+                Some(input) => collapse_lab::errln!("error: {input}"),
+                None => collapse_lab::errln!("error: {err}"),
             }
         } else if code == collapse_lab::cli::EXIT_INTERRUPTED {
-            eprintln!("{err}");
+            collapse_lab::errln!("{err}");
         } else {
-            eprintln!("error: {err:#}");
+            collapse_lab::errln!("error: {err:#}");
         }
         std::process::exit(code);
     }

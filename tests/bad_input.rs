@@ -185,6 +185,10 @@ fn out_of_range_values_are_refused_before_training() {
         (&["augment.std=[0.0]"][..], "augment.std"),
         (&["dataset.objects=0"][..], "dataset.objects"),
         (&["dataset.eval_size=0"][..], "dataset.eval_size"),
+        // Too few to score 5 folds: every run would fail at its first evaluation.
+        (&["dataset.eval_size=3"][..], "dataset.eval_size"),
+        (&["log.eval_folds=1"][..], "log.eval_folds"),
+        (&["log.eval_images=4"][..], "log.eval_images"),
         (&["dataset.eval_fraction=1.0"][..], "dataset.eval_fraction"),
         (&["train.max_steps=0"][..], "train.max_steps"),
         (

@@ -214,7 +214,7 @@ fn finish_task(task: TaskSlice, outcome: &GridOutcome) -> anyhow::Result<()> {
         .iter()
         .filter(|r| r.outcome.status == Status::Failed)
         .count();
-    eprintln!(
+    crate::errln!(
         "task {}: {} run(s), {failed} failed → {}",
         task.index,
         outcome.rows.len(),
@@ -241,13 +241,20 @@ fn finish_grid(outcome: &GridOutcome) -> anyhow::Result<()> {
     };
     let (failed, diverged) = (count(Status::Failed), count(Status::Diverged));
     let report = render(&outcome.dir, None)?;
-    eprintln!("report → {}", report.join("index.md").display());
-    eprintln!(
+    crate::errln!("report → {}", report.join("index.md").display());
+    crate::errln!(
         "{} runs ({failed} failed, {diverged} diverged) + {} untrained baseline(s) → {}",
         trained.len(),
         outcome.rows.len() - trained.len(),
         outcome.dir.join("summary.parquet").display()
     );
+    // A diverged run (NaN loss: what some ablations do) is a result; a failed one is an error.
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} runs failed (their errors are in the summary and the report); run the grid again to retry them",
+            trained.len()
+        );
+    }
     Ok(())
 }
 
@@ -276,15 +283,15 @@ pub fn slurm(args: SlurmArgs) -> anyhow::Result<()> {
         },
     )?;
     for command in &done.commands {
-        println!("{command}");
+        crate::outln!("{command}");
     }
     let dir = done.grid_dir.display();
     match (&done.array_job, &done.finalize_job) {
-        (Some(array), Some(fin)) => eprintln!(
+        (Some(array), Some(fin)) => crate::errln!(
             "submitted array job {array} ({} tasks: {} runs + the baselines) and finalisation job {fin} → {dir}; watch it with `collapse-lab status {dir}`",
             done.tasks, done.runs
         ),
-        _ => eprintln!(
+        _ => crate::errln!(
             "dry run: scripts in {dir}/slurm/ ({} tasks: {} runs + the baselines); nothing submitted",
             done.tasks, done.runs
         ),
@@ -296,11 +303,11 @@ pub fn finalize(args: GridDirArgs) -> anyhow::Result<()> {
     let state = read_state(&args.dir)?;
     let summary = state.write_summary()?;
     let report = render(&args.dir, None)?;
-    eprintln!("report → {}", report.join("index.md").display());
-    eprintln!("{} → {}", state.counts(), summary.display());
+    crate::errln!("report → {}", report.join("index.md").display());
+    crate::errln!("{} → {}", state.counts(), summary.display());
     let unfinished = state.unfinished();
     for (spec, run) in &unfinished {
-        eprintln!("{}: {} ({})", spec.run_id, run.label(), run.detail());
+        crate::errln!("{}: {} ({})", spec.run_id, run.label(), run.detail());
     }
     if !unfinished.is_empty() {
         anyhow::bail!(
@@ -321,13 +328,13 @@ pub fn status(args: GridDirArgs) -> anyhow::Result<()> {
         .max()
         .unwrap_or(0);
     for (spec, run) in &state.runs {
-        println!(
+        crate::outln!(
             "{:<width$}  {:<11}  {}",
             spec.run_id,
             run.label(),
             run.detail()
         );
     }
-    println!("{}: {}", state.grid.name, state.counts());
+    crate::outln!("{}: {}", state.grid.name, state.counts());
     Ok(())
 }

@@ -252,7 +252,7 @@ pub fn fetch_file(
         match download_once(agent, url, &part, progress)? {
             Transfer::Complete => break,
             Transfer::Interrupted(e) if attempts < MAX_ATTEMPTS => {
-                eprintln!("{url}: connection dropped ({e}); resuming");
+                crate::errln!("{url}: connection dropped ({e}); resuming");
             }
             Transfer::Interrupted(e) => {
                 bail!("{url}: connection dropped {MAX_ATTEMPTS} times, last: {e}; run again to resume from {}", part.display())
