@@ -40,6 +40,12 @@ bench *args="":
 build-cuda *args="":
     bash scripts/build-cuda.sh {{args}}
 
+# The GPU check kit (gpu-kit/, ≤ 48 MiB): the CUDA binary stripped and xz-compressed, the smoke
+# grid and run.sh, which runs selftest, the smoke grid on GPU vs CPU and a ResNet-18 bench on a
+# GPU machine (README "CUDA")
+gpu-kit:
+    bash scripts/gpu-kit.sh
+
 # Render the report of a grid folder
 report dir="runs/bn-ablation":
     cargo run --release -- report {{dir}}

@@ -16,6 +16,7 @@ use crate::runner::analyze::{analyze_run, reevaluate_run, run_dirs};
 use crate::runner::bench::{bench, BenchWhat};
 use crate::runner::export::export_torch;
 use crate::runner::parity::parity_dump;
+use crate::runner::selftest::selftest;
 use crate::train::parse_device;
 
 /// The grid `collapse-lab run` uses when none is named.
@@ -60,6 +61,28 @@ pub enum Command {
     /// Download a public data set (`data fetch`) or summarise one on disk (`data inspect`).
     #[command(subcommand)]
     Data(DataCommand),
+    /// Check a device: training steps repeat bit for bit; on a GPU, each CUDA kernel against
+    /// the CPU code it replaces and training on the GPU against the CPU. Exit 1 on a failure.
+    Selftest(SelftestArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SelftestArgs {
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// A grid (its first run, or --variant) or a run's config.toml to train.
+    #[arg(long, default_value = "experiments/smoke.toml")]
+    pub config: PathBuf,
+    /// The grid variant to train.
+    #[arg(long, default_value = "byol")]
+    pub variant: String,
+    /// Training steps compared.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -174,9 +197,10 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => grid::status(args),
         Command::Analyze(args) => analyze(args),
         Command::Bench(args) => bench_command(args),
+        Command::Selftest(args) => selftest_command(args),
         Command::Report(args) => {
             let out = render(&args.dir, args.out.as_deref())?;
-            eprintln!("report → {}", out.join("index.md").display());
+            crate::errln!("report → {}", out.join("index.md").display());
             Ok(())
         }
         Command::ParityDump(args) => parity_dump_command(args),
@@ -189,7 +213,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
                 .into());
             }
             for path in export_torch(&args.run_dir)? {
-                println!("{}", path.display());
+                crate::outln!("{}", path.display());
             }
             Ok(())
         }
@@ -198,7 +222,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
             let dir = args.dir.unwrap_or_else(|| fetch::default_dir(set.name));
             let url = fetch::resolve_base_url(set, args.base_url.as_deref());
             for line in fetch::fetch(set, &dir, &url, !args.quiet)? {
-                println!("{line}");
+                crate::outln!("{line}");
             }
             Ok(())
         }
@@ -209,10 +233,33 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
                     .map_or_else(|| "data".into(), |n| n.to_string_lossy().to_string());
                 PathBuf::from("runs/inspect").join(label)
             });
-            print!("{}", inspect::inspect(&args.path_or_name, &out)?.to_text());
+            crate::out!("{}", inspect::inspect(&args.path_or_name, &out)?.to_text());
             Ok(())
         }
     }
+}
+
+fn selftest_command(args: SelftestArgs) -> anyhow::Result<()> {
+    // As `run` trains: each op on one thread, so two runs sum in the same order.
+    single_threaded_kernels();
+    if args.steps == 0 {
+        return Err(InputError::new("--steps", "expected at least 1").into());
+    }
+    let device = parse_device(&args.device)?;
+    let config = runs_of(&args.config, &[], &[args.variant])?
+        .into_iter()
+        .next()
+        .ok_or_else(|| InputError::new(args.config.display().to_string(), "the grid has no runs"))?
+        .config;
+    let report = selftest(&config, &device, args.steps)?;
+    crate::out!("{}", report.text());
+    if let Some(path) = &args.json {
+        crate::log::write_text(path, &(report.json() + "\n"))?;
+    }
+    if !report.passed() {
+        anyhow::bail!("selftest failed on {}", report.device);
+    }
+    Ok(())
 }
 
 fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
@@ -232,8 +279,8 @@ fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
         .ok_or_else(|| InputError::new(args.config.display().to_string(), "the grid has no runs"))?
         .config;
     let report = bench(&config, args.what, &device, args.warmup, args.steps.max(1))?;
-    println!("{}", report.human);
-    println!("{}", report.json);
+    crate::outln!("{}", report.human);
+    crate::outln!("{}", report.json);
     Ok(())
 }
 
@@ -280,7 +327,7 @@ fn parity_dump_command(args: ParityDumpArgs) -> anyhow::Result<()> {
     for spec in runs_of(&args.config, &args.set, &[])? {
         let dir = args.out.join(&spec.run_id);
         let k = parity_dump(&spec.config, args.steps, &dir, &device)?;
-        println!("{} steps → {}", k, dir.display());
+        crate::outln!("{} steps → {}", k, dir.display());
     }
     Ok(())
 }
@@ -309,7 +356,7 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
         let seen = count_comparisons(evals.iter().map(|e| (e.live, e.max_abs_diff_live)));
         format!("; final evaluations {seen}")
     };
-    eprintln!(
+    crate::errln!(
         "analyzed {} runs, {} logged steps → {}; offline vs live: steps {steps_seen}{evals_seen}",
         runs.len(),
         steps.len(),

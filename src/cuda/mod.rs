@@ -68,3 +68,25 @@ fn upload<T: candle_core::cuda_backend::cudarc::driver::DeviceRepr + 'static>(
 ) -> Result<candle_core::cuda_backend::cudarc::driver::CudaSlice<T>> {
     dev.clone_htod(values)
 }
+
+/// The GPU in words: name, compute capability, driver version and ordinal (what `selftest`
+/// reports).
+pub fn describe(dev: &CudaDevice) -> String {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    let stream = dev.cuda_stream();
+    let ctx = stream.context();
+    let name = ctx.name().unwrap_or_else(|e| format!("unnamed ({e:?})"));
+    let cap = ctx
+        .compute_capability()
+        .map_or_else(|e| format!("unknown ({e:?})"), |(a, b)| format!("{a}.{b}"));
+    let mut version: std::ffi::c_int = 0;
+    // Safety: writes one int through a valid pointer; the driver is loaded (a context exists).
+    let driver = match unsafe { sys::cuDriverGetVersion(&mut version) } {
+        sys::CUresult::CUDA_SUCCESS => format!("{}.{}", version / 1000, (version % 1000) / 10),
+        e => format!("unknown ({e:?})"),
+    };
+    format!(
+        "cuda:{}: {name}, compute capability {cap}, CUDA driver {driver}",
+        ctx.ordinal()
+    )
+}

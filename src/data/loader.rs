@@ -134,6 +134,22 @@ impl TwoViewLoader {
         )
     }
 
+    /// The first `steps` batches of a run of `cfg` on `dataset` (the run's seed, batch size,
+    /// augmentation and prefetch; epochs enough for `steps`): what `bench` and `selftest` step
+    /// through outside the trainer.
+    pub fn for_steps(
+        dataset: Arc<dyn Dataset>,
+        cfg: &crate::config::RunConfig,
+        steps: usize,
+        workers: usize,
+    ) -> Result<Self> {
+        let augmenter = Augmenter::new(&cfg.augment, cfg.dataset.image_size, dataset.channels())?;
+        let batch = cfg.train.batch_size;
+        let epochs = (steps * batch / dataset.len().max(1) + 2) as u32;
+        let (seed, prefetch) = (cfg.train.seed, cfg.train.prefetch);
+        Self::spawn_with_workers(dataset, augmenter, batch, epochs, seed, prefetch, workers)
+    }
+
     /// As [`TwoViewLoader::spawn_with_workers`], starting at `plan.start_step`: a resumed run
     /// gets exactly the batches an uninterrupted one would have had from there on (every
     /// epoch's shuffle and every view have their own seeds, so nothing before is replayed).

@@ -9,7 +9,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::RunConfig;
-use crate::data::{open_dataset, Augmenter, TwoViewBatch, TwoViewLoader};
+use crate::data::{open_dataset, TwoViewBatch, TwoViewLoader};
 use candle_nn::ModuleT;
 
 use crate::method::{Embeddings, OnlineNetwork};
@@ -154,16 +154,10 @@ pub fn bench(
 ) -> anyhow::Result<BenchReport> {
     let pair = open_dataset(&cfg.dataset)?;
     let channels = pair.train.channels();
-    let batch = cfg.train.batch_size;
-    let augmenter = Augmenter::new(&cfg.augment, cfg.dataset.image_size, channels)?;
-    let epochs = ((warmup + steps) * batch / pair.train.len().max(1) + 2) as u32;
-    let loader = TwoViewLoader::spawn_with_workers(
+    let loader = TwoViewLoader::for_steps(
         pair.train.clone(),
-        augmenter,
-        batch,
-        epochs,
-        cfg.train.seed,
-        cfg.train.prefetch,
+        cfg,
+        warmup + steps,
         cfg.train.loader_threads,
     )?;
     let (threads, threads_label) = threads_setting();

@@ -12,6 +12,7 @@ mod one_run;
 pub(crate) mod parity;
 mod recorder;
 pub(crate) mod resources;
+pub(crate) mod selftest;
 pub(crate) mod slurm;
 pub(crate) mod staging;
 pub(crate) mod tasks;
@@ -231,7 +232,7 @@ fn train_runs(
                 if opts.progress {
                     multi.println(line).ok();
                 } else {
-                    eprintln!("{line}");
+                    crate::errln!("{line}");
                 }
                 let mut all = results.lock().unwrap_or_else(|p| p.into_inner());
                 all[i] = Some(row);

@@ -2,7 +2,7 @@
 
 pub mod checkpoint;
 mod device;
-mod optim;
+pub(crate) mod optim;
 mod schedule;
 mod step;
 mod trainer;
