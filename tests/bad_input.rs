@@ -147,6 +147,13 @@ fn colliding_or_escaping_names() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("out");
     let out = out.to_str().unwrap();
+    let check = |body: &str, expected: &str| {
+        let f = grid_file(&d, body);
+        expect_exit_2(
+            &["run", &f, "--quiet", "--out", out],
+            &["bad.toml", expected],
+        );
+    };
     for (body, expected) in [
         ("name = \"x\"\nseeds = [0, 0]\n", "seed 0 appears twice"),
         (
@@ -157,16 +164,35 @@ fn colliding_or_escaping_names() {
         ("name = \"x\"\n[[variant]]\nname = \"..\"\n", "variant #1"),
         ("name = \"x\"\nvariant = []\n", "field `variant`"),
     ] {
-        let f = grid_file(&d, body);
-        expect_exit_2(
-            &["run", &f, "--quiet", "--out", out],
-            &["bad.toml", expected],
-        );
+        check(body, expected);
+    }
+    // Names too long for a folder (the file system's 255 bytes): refused, not a failed run.
+    let long = "a".repeat(250);
+    for (body, expected) in [
+        (format!("name = \"{long}\"\n"), "at most 200"),
+        (
+            format!("name = \"x\"\n[[variant]]\nname = \"{long}\"\n"),
+            "variant #1",
+        ),
+    ] {
+        check(&body, expected);
     }
     let f = grid_file(&d, "name = \"x\"\n");
     expect_exit_2(
         &["run", &f, "--quiet", "--out", out, "--seeds", "1,2,1"],
         &["--seeds", "seed 1 is given twice"],
+    );
+    expect_exit_2(
+        &[
+            "run",
+            "experiments/smoke.toml",
+            "--quiet",
+            "--out",
+            out,
+            "--seeds",
+            "18446744073709551615",
+        ],
+        &["--seeds", "18446744073709551615", "signed 64-bit"],
     );
     assert!(!d.path().join("out").exists(), "nothing written");
 }

@@ -81,7 +81,7 @@ impl Grid {
             Some(v) => {
                 return Err(InputError::new(
                     src,
-                    format!("field `name`: expected a non-empty name of letters, digits, '-', '_' or '.' not starting with '.', got {v}"),
+                    format!("field `name`: expected a non-empty name of at most {MAX_NAME_LEN} letters, digits, '-', '_' or '.' not starting with '.', got {v}"),
                 ))
             }
             None => return Err(InputError::new(src, "missing field `name` (the grid's name)")),
@@ -181,6 +181,15 @@ impl Grid {
     /// Replaces the grid's seeds (`--seeds 0,1`); a seed given twice is refused (the two
     /// runs would share one folder).
     pub fn with_seeds(mut self, seeds: Vec<u64>) -> Result<Self, InputError> {
+        if let Some(s) = seeds.iter().find(|&&s| s > i64::MAX as u64) {
+            return Err(InputError::new(
+                "--seeds",
+                format!(
+                    "seed {s} is larger than {} (configs are TOML, whose integers are signed 64-bit)",
+                    i64::MAX
+                ),
+            ));
+        }
         if let Some(d) = first_duplicate(&seeds) {
             return Err(InputError::new(
                 "--seeds",
@@ -307,10 +316,16 @@ pub fn load_run_config(path: &Path) -> Result<RunConfig, InputError> {
     Ok(run)
 }
 
+/// Longest grid or variant name: a folder name (run folders add `-s<seed>`, up to 22
+/// characters, and temporary names a few more) must stay within the file systems' 255 bytes.
+pub const MAX_NAME_LEN: usize = 200;
+
 /// A grid or variant name is also a folder name: letters, digits, '-', '_' and '.', not
-/// starting with '.' (so never `.` or `..`, which would leave `--out`).
+/// starting with '.' (so never `.` or `..`, which would leave `--out`), at most
+/// [`MAX_NAME_LEN`] characters.
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
+        && s.len() <= MAX_NAME_LEN
         && !s.starts_with('.')
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -399,7 +414,7 @@ fn parse_variants(value: Option<Value>, src: &str) -> Result<Vec<Variant>, Input
                 return Err(InputError::new(
                     src,
                     format!(
-                        "variant #{}: field `name` must be a non-empty name of letters, digits, '-', '_' or '.' not starting with '.'",
+                        "variant #{}: field `name` must be a non-empty name of at most {MAX_NAME_LEN} letters, digits, '-', '_' or '.' not starting with '.'",
                         i + 1
                     ),
                 ))
