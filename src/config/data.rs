@@ -42,7 +42,15 @@ pub struct DatasetConfig {
     /// An image folder without `train/` and `test/`: the fraction of every class held out as
     /// the evaluation split (never trained on).
     pub eval_fraction: f64,
+    /// An image folder's largest image, in pixels (width × height, read from the file's header
+    /// before anything is decoded): a small file can declare a huge image (a 97 KB PNG of
+    /// 10 000 × 10 000 took 1.6 GB to decode).
+    pub max_image_pixels: u64,
 }
+
+/// `dataset.max_image_pixels` unless a config says otherwise: 64 MPixel, far above any image
+/// data set's (ImageNet's largest are ~20 MPixel).
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 64_000_000;
 
 impl Default for DatasetConfig {
     fn default() -> Self {
@@ -59,6 +67,7 @@ impl Default for DatasetConfig {
             limit_eval: None,
             split_seed: 0,
             eval_fraction: 0.2,
+            max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
         }
     }
 }

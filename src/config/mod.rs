@@ -8,7 +8,7 @@ mod rules;
 mod run;
 mod table;
 
-pub use data::{AugmentConfig, DatasetConfig};
+pub use data::{AugmentConfig, DatasetConfig, DEFAULT_MAX_IMAGE_PIXELS};
 pub use error::InputError;
 pub use grid::{load_run_config, Grid, Override, RunSpec, Variant, BASELINE_VARIANT};
 pub use method::{MethodConfig, MethodName, MethodSpec, TauSchedule};

@@ -350,6 +350,9 @@ impl RunConfig {
         if t.max_steps == Some(0) {
             return Err("train.max_steps must be ≥ 1 (or absent), got 0".into());
         }
+        if d.max_image_pixels == 0 {
+            return Err("dataset.max_image_pixels must be ≥ 1, got 0".into());
+        }
         if !(d.eval_fraction > 0.0 && d.eval_fraction < 1.0) {
             return Err(format!(
                 "dataset.eval_fraction must be in (0, 1), got {}",

@@ -21,7 +21,7 @@ use super::augment::resize_whole;
 use super::files::file_error;
 use super::split::{name_key, stratified_sample, stratified_split, Selection};
 use super::InMemoryDataset;
-use crate::config::{DatasetConfig, InputError};
+use crate::config::{DatasetConfig, InputError, DEFAULT_MAX_IMAGE_PIXELS};
 
 /// File name endings read as images (case-insensitive).
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
@@ -89,9 +89,19 @@ fn classes(dir: &Path) -> Result<Vec<Class>, InputError> {
         .collect()
 }
 
-/// Decodes `path` and resizes it to `size × size` RGB, CHW.
-fn decode(path: &Path, size: usize) -> Result<Decoded, InputError> {
+/// Decodes `path` and resizes it to `size × size` RGB, CHW. An image of more than
+/// `max_pixels` pixels (by its header) is refused before anything is allocated for it.
+fn decode(path: &Path, size: usize, max_pixels: u64) -> Result<Decoded, InputError> {
     let unreadable = |e: &dyn std::fmt::Display| file_error(path, format!("unreadable image: {e}"));
+    let (w, h) = image::image_dimensions(path).map_err(|e| unreadable(&e))?;
+    if u64::from(w) * u64::from(h) > max_pixels {
+        return Err(file_error(
+            path,
+            format!(
+                "image of {w} × {h} pixels is larger than dataset.max_image_pixels = {max_pixels}"
+            ),
+        ));
+    }
     let img = image::io::Reader::open(path)
         .map_err(|e| unreadable(&e))?
         .with_guessed_format()
@@ -165,10 +175,14 @@ fn sample(files: Vec<File>, root: &Path, limit: Option<usize>, seed: u64) -> Vec
 }
 
 /// `files` decoded in parallel, with their labels.
-fn load(files: &[File], size: usize) -> Result<(Vec<Decoded>, Vec<u32>), InputError> {
+fn load(
+    files: &[File],
+    size: usize,
+    max_pixels: u64,
+) -> Result<(Vec<Decoded>, Vec<u32>), InputError> {
     let images = files
         .par_iter()
-        .map(|(f, _)| decode(f, size))
+        .map(|(f, _)| decode(f, size, max_pixels))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((images, files.iter().map(|&(_, k)| k).collect()))
 }
@@ -205,7 +219,7 @@ fn build(
 pub fn open_split(dir: &Path, size: usize) -> Result<InMemoryDataset, InputError> {
     let all = classes(dir)?;
     let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
-    let (images, labels) = load(&files_of(&all), size)?;
+    let (images, labels) = load(&files_of(&all), size, DEFAULT_MAX_IMAGE_PIXELS)?;
     let gray = images.iter().all(|d| d.gray);
     build(&images, labels, &names, size, gray, dir)
 }
@@ -312,8 +326,9 @@ pub fn open(
         Selection::EvalSample.seed(cfg.split_seed),
     );
     let size = cfg.image_size;
-    let (train, train_labels) = load(&train_files, size)?;
-    let (eval, eval_labels) = load(&eval_files, size)?;
+    let max = cfg.max_image_pixels;
+    let (train, train_labels) = load(&train_files, size, max)?;
+    let (eval, eval_labels) = load(&eval_files, size, max)?;
     let gray = train.iter().chain(&eval).all(|d| d.gray);
     Ok((
         build(&train, train_labels, &names, size, gray, &train_src)?,
@@ -358,6 +373,41 @@ mod tests {
         let path = dir.join(rel);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         img.save(&path).expect("encode");
+    }
+
+    #[test]
+    fn an_image_larger_than_the_pixel_limit_is_refused_before_decoding() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (rel, w) in [
+            ("train/a/0.png", 8),
+            ("train/a/big.png", 100),
+            ("test/a/0.png", 8),
+        ] {
+            save(dir.path(), rel, &rgb_image(w, w, 1));
+        }
+        let cfg = DatasetConfig {
+            name: "folder".into(),
+            image_size: 8,
+            max_image_pixels: 5_000,
+            ..DatasetConfig::default()
+        };
+        let err = open(dir.path(), &cfg)
+            .expect_err("100 × 100 is over 5 000 pixels")
+            .to_string();
+        assert!(
+            err.contains("big.png")
+                && err.contains("100 × 100")
+                && err.contains("max_image_pixels"),
+            "{err}"
+        );
+        let cfg = DatasetConfig {
+            max_image_pixels: 10_000,
+            ..cfg
+        };
+        assert!(
+            open(dir.path(), &cfg).is_ok(),
+            "exactly at the limit is allowed"
+        );
     }
 
     /// CHW bytes of an RGB image.
