@@ -265,3 +265,24 @@ fn settings_valid_only_together_are_accepted() {
         &["--set dataset.train_size=8", "train.batch_size"],
     );
 }
+
+/// `export` checks that each weights file holds what its name says: a heads file copied over
+/// `encoder.safetensors` is refused naming the file, not exported as an encoder.
+#[test]
+fn export_refuses_a_heads_file_in_the_encoders_place() {
+    let d = tempfile::tempdir().unwrap();
+    let o = run_smoke(d.path(), "byol", &["--set", "train.epochs=1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run_dir = d.path().join("smoke/byol-s0");
+    let ok = run(&["export", run_dir.to_str().unwrap(), "--format", "torch"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    std::fs::copy(
+        run_dir.join("heads.safetensors"),
+        run_dir.join("encoder.safetensors"),
+    )
+    .unwrap();
+    expect_exit_2(
+        &["export", run_dir.to_str().unwrap(), "--format", "torch"],
+        &["encoder.safetensors", "not the encoder's"],
+    );
+}

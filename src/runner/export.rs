@@ -27,7 +27,13 @@ pub fn export_torch(run_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         }
     };
     let mut written = Vec::new();
-    for name in ["encoder", "heads"] {
+    // What each file must hold: its tensors' name prefixes (a heads file copied over the
+    // encoder's would otherwise be exported as an encoder).
+    let expected: [(&str, &[&str]); 2] = [
+        ("encoder", &["encoder."]),
+        ("heads", &["projector.", "predictor."]),
+    ];
+    for (name, prefixes) in expected {
         let src = run_dir.join(format!("{name}.safetensors"));
         if !src.is_file() {
             return Err(InputError::new(
@@ -40,6 +46,22 @@ pub fn export_torch(run_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
             .map_err(|e| InputError::new(src.display().to_string(), e.to_string()))?;
         let mut named: Vec<(String, Tensor)> = tensors.into_iter().collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
+        if named.is_empty() {
+            return Err(InputError::new(src.display().to_string(), "holds no tensors").into());
+        }
+        if let Some((other, _)) = named
+            .iter()
+            .find(|(n, _)| !prefixes.iter().any(|p| n.starts_with(p)))
+        {
+            return Err(InputError::new(
+                src.display().to_string(),
+                format!(
+                    "tensor `{other}` is not the {name}'s (expected names starting with {})",
+                    prefixes.join(" or ")
+                ),
+            )
+            .into());
+        }
         let torch: HashMap<String, Tensor> = to_torch(&named, steps * BN_PASSES_PER_STEP)?
             .into_iter()
             .collect();
