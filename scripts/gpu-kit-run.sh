@@ -14,18 +14,20 @@
 # Exit 0 when every step passed, 1 when one failed, 2 when the machine cannot run the kit.
 set -uo pipefail
 kit="$(cd "$(dirname "$0")" && pwd)"
+
+# A GPU? nvidia-smi listing one, or the device node. (GPU_KIT_SKIP_GPU_CHECK=1 runs the rest
+# anyway: how the script itself is tried on a machine without one.)
+gpus=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU ' || true)
+if [ "${gpus:-0}" = 0 ] && [ ! -e /dev/nvidia0 ] && [ -z "${GPU_KIT_SKIP_GPU_CHECK:-}" ]; then
+  echo "run.sh: no GPU on this machine (nvidia-smi lists none and there is no /dev/nvidia0); the kit needs an NVIDIA GPU" >&2
+  exit 2
+fi
+
 out="${OUT:-$kit/out}"
 mkdir -p "$out"
 log="$out/run.log"
 : > "$log"
 say() { echo "$*" | tee -a "$log"; }
-
-# A GPU? nvidia-smi listing one, or the device node.
-gpus=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU ' || true)
-if [ "${gpus:-0}" = 0 ] && [ ! -e /dev/nvidia0 ]; then
-  echo "run.sh: no GPU on this machine (nvidia-smi lists none and there is no /dev/nvidia0); the kit needs an NVIDIA GPU" >&2
-  exit 2
-fi
 
 python=${PYTHON:-python3}
 if ! command -v "$python" >/dev/null; then
@@ -97,7 +99,8 @@ rows = []
 for run in cpu.index:
     g = gpu.loc[run] if run in gpu.index else None
     c = cpu.loc[run]
-    same = g is not None and g["status"] == c["status"] and g["collapse_verdict"] == c["collapse_verdict"]
+    # The untrained baseline has no verdict (null on both sides: the same).
+    same = g is not None and all(str(g[k]) == str(c[k]) for k in ("status", "collapse_verdict"))
     rows.append(same)
     fmt = lambda r: "—" if r is None else f"{r['status']} {r['collapse_verdict']} pos {r['final_pos_cos']:.4f} neg {r['final_neg_cos']:.4f}"
     print(f"{run:<16} gpu {fmt(g):<44} cpu {fmt(c):<44} {'same' if same else 'DIFFERENT'}")
