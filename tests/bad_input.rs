@@ -209,6 +209,8 @@ fn out_of_range_values_are_refused_before_training() {
         (&["augment.crop_scale=[0.5, 0.2]"][..], "augment.crop_scale"),
         (&["augment.jitter_p=-0.1"][..], "augment.jitter_p"),
         (&["augment.std=[0.0]"][..], "augment.std"),
+        // One entry per channel: 2 for RGB data would fail every run.
+        (&["augment.mean=[1.0, 0.0]"][..], "augment.mean"),
         (&["dataset.objects=0"][..], "dataset.objects"),
         (&["dataset.eval_size=0"][..], "dataset.eval_size"),
         // Too few to score 5 folds: every run would fail at its first evaluation.

@@ -86,13 +86,11 @@ fn batch(seed: u64, b: usize, d: usize, dev: &candle_core::Device) -> Result<Ten
 /// several shapes, plus the closed form of identical rows (pos = neg = 1, std = 0): the
 /// largest difference relative to max(|value|, 1).
 pub fn self_check(gpu: &candle_core::Device) -> Result<f64> {
+    use crate::metrics::difference::worst;
     use crate::metrics::{symmetric_pos_neg_cos, z_std};
     use candle_core::Device;
-    let mut worst = 0f64;
-    let mut note = |a: f64, e: f64| {
-        let d = (a - e).abs() / e.abs().max(1.0);
-        worst = if d.is_nan() { f64::NAN } else { worst.max(d) };
-    };
+    let mut largest = 0f64;
+    let mut note = |a: f64, e: f64| largest = worst(largest, (a - e).abs() / e.abs().max(1.0));
     for (b, d) in [(2, 3), (64, 16), (256, 64), (300, 257)] {
         let cpu: Vec<Tensor> = (0..4)
             .map(|s| batch(s, b, d, &Device::Cpu))
@@ -113,7 +111,7 @@ pub fn self_check(gpu: &candle_core::Device) -> Result<f64> {
     note(p, 1.0);
     note(n, 1.0);
     note(s, 0.0);
-    Ok(worst)
+    Ok(largest)
 }
 
 #[cfg(test)]

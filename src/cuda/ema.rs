@@ -77,7 +77,7 @@ pub fn self_check(gpu: &candle_core::Device) -> Result<f64> {
     let t_refs: Vec<&Var> = targets.iter().collect();
     let o_refs: Vec<&Tensor> = onlines.iter().collect();
     ema_update(&t_refs, &o_refs, tau)?;
-    let mut worst = 0f64;
+    let mut largest = 0f64;
     for (t, e) in targets.iter().zip(&expected) {
         let got = t.as_tensor().to_device(&Device::Cpu)?;
         let diff = (got - e)?
@@ -85,13 +85,9 @@ pub fn self_check(gpu: &candle_core::Device) -> Result<f64> {
             .max_all()?
             .to_dtype(DType::F64)?
             .to_scalar::<f64>()?;
-        worst = if diff.is_nan() {
-            f64::NAN
-        } else {
-            worst.max(diff)
-        };
+        largest = crate::metrics::difference::worst(largest, diff);
     }
-    Ok(worst)
+    Ok(largest)
 }
 
 #[cfg(test)]

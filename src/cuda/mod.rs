@@ -3,7 +3,9 @@
 //! parameter in one launch ([`ema`]), the per-step collapse diagnostics with one small host
 //! copy ([`diagnostics`]) and LARS's trust ratio + update fused ([`lars`]). Each is tested
 //! against the CPU code it replaces (on a GPU machine: `cargo test --release --features
-//! cuda cuda::`). Only candle and cudarc are imported here, so any stage may call it.
+//! cuda cuda::`, and `collapse-lab selftest --device cuda` inside the binary). Only candle, cudarc
+//! and the ground floor's `metrics` (the CPU references) are imported here, so any stage may
+//! call it.
 
 pub mod diagnostics;
 pub mod ema;

@@ -3,6 +3,7 @@
 //! nothing here imports from the rest of the crate.
 
 pub mod cosine;
+pub mod difference;
 pub mod geometry;
 pub mod knn;
 #[cfg(test)]

@@ -72,6 +72,8 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
         let all: Vec<RunSpec> = runs.iter().chain(&baselines).cloned().collect();
         resources::check(&all, opts.jobs, opts.device.is_cpu(), available)?;
     }
+    // Opened before anything is written: bad data or data-dependent settings leave no folder.
+    let datasets = open_datasets(runs.iter().chain(&baselines))?;
     let dir = opts.out.join(&grid.name);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     // A local grid holds the grid's lock; array tasks share the grid and lock run by run.
@@ -83,7 +85,6 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
         }
     };
     write_text(&dir.join(GRID_FILE), &grid.to_toml())?;
-    let datasets = open_datasets(runs.iter().chain(&baselines))?;
     let baseline_rows: Vec<SummaryRow> = baselines
         .iter()
         .map(|spec| {
@@ -151,8 +152,9 @@ pub fn baseline_specs(grid: &Grid) -> anyhow::Result<Vec<RunSpec>> {
         .collect()
 }
 
-/// Every data set the runs need, opened once and shared. A split smaller than one batch
-/// cannot train: bad input, before any run starts.
+/// Every data set the runs need, opened once and shared. A split smaller than one batch, or
+/// an augmentation whose per-channel values do not match the data's channels, cannot train:
+/// bad input, before any run starts.
 fn open_datasets<'a>(
     specs: impl Iterator<Item = &'a RunSpec>,
 ) -> anyhow::Result<HashMap<String, DatasetPair>> {
@@ -163,6 +165,17 @@ fn open_datasets<'a>(
             slot.insert(open_dataset(&spec.config.dataset)?);
         }
         let train_len = datasets[&key].train.len();
+        // What depends on the data's channels (augment.mean / std, one entry per channel) is
+        // checked here, with the data open: a mismatch would fail every run.
+        let channels = datasets[&key].train.channels();
+        crate::data::Augmenter::new(
+            &spec.config.augment,
+            spec.config.dataset.image_size,
+            channels,
+        )
+        .map_err(|e| {
+            crate::config::InputError::new(format!("variant `{}`", spec.variant), format!("{e:#}"))
+        })?;
         let batch = spec.config.train.batch_size;
         if spec.variant != BASELINE_VARIANT && train_len < batch {
             let d = &spec.config.dataset;

@@ -19,10 +19,11 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use crate::config::RunConfig;
 use crate::data::{open_dataset, TwoViewLoader};
+use crate::metrics::difference::{relative_max_diff, worst};
 use crate::train::{step_metrics, training_step, Optimizer};
 
 /// Per-step bound of a device's training against the CPU's (see the module doc).
@@ -203,22 +204,14 @@ fn weight_diff(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> anyhow::Result
     if a.len() != b.len() {
         return Ok(f64::NAN);
     }
-    let mut worst = 0f64;
+    let mut largest = 0f64;
     for ((na, ta), (nb, tb)) in a.iter().zip(b) {
         if na != nb || ta.dims() != tb.dims() {
             return Ok(f64::NAN);
         }
-        let (ta, tb) = (ta.to_dtype(DType::F64)?, tb.to_dtype(DType::F64)?);
-        let err = (&ta - &tb)?.abs()?.max_all()?.to_scalar::<f64>()?;
-        let scale = ta.abs()?.max_all()?.to_scalar::<f64>()?.max(1e-12);
-        let rel = err / scale;
-        worst = if rel.is_nan() {
-            f64::NAN
-        } else {
-            worst.max(rel)
-        };
+        largest = worst(largest, relative_max_diff(tb, ta)?);
     }
-    Ok(worst)
+    Ok(largest)
 }
 
 /// The three comparisons of two traces, as checks named `what` (loss, cosines, weights).

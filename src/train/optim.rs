@@ -328,6 +328,7 @@ mod tests {
 #[cfg(feature = "cuda")]
 pub fn fused_lars_self_check(gpu: &candle_core::Device) -> Result<f64> {
     use crate::cuda::lars::{lars_step, LarsParam, LarsSettings};
+    use crate::metrics::difference::{relative_max_diff, worst};
     use crate::model::ParamStore;
     use candle_core::{Device, Var};
 
@@ -353,7 +354,7 @@ pub fn fused_lars_self_check(gpu: &candle_core::Device) -> Result<f64> {
         .iter()
         .map(|p| Tensor::zeros(p.var.shape(), DType::F32, gpu))
         .collect::<Result<_>>()?;
-    let mut worst = 0f64;
+    let mut largest = 0f64;
     for step in 0..2 {
         let loss = params
             .iter()
@@ -390,18 +391,10 @@ pub fn fused_lars_self_check(gpu: &candle_core::Device) -> Result<f64> {
         cpu_opt.step(&params, &grads, 0.2)?;
         for (p, w) in params.iter().zip(&gpu_w) {
             let got = w.as_tensor().to_device(&Device::Cpu)?;
-            let want = p.var.as_tensor();
-            let err = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()? as f64;
-            let scale = (want.abs()?.max_all()?.to_scalar::<f32>()? as f64).max(1e-6);
-            let rel = err / scale;
-            worst = if rel.is_nan() {
-                f64::NAN
-            } else {
-                worst.max(rel)
-            };
+            largest = worst(largest, relative_max_diff(&got, p.var.as_tensor())?);
         }
     }
-    Ok(worst)
+    Ok(largest)
 }
 
 /// Relative tolerance of the fused LARS kernel against the CPU optimizer: the norms are
