@@ -12,7 +12,7 @@ pub use analysis::{
     write_analysis, write_eval_analysis, EvalAnalysis, LiveComparison, StepAnalysis,
     ANALYSIS_COLUMNS, LIVE_TOLERANCE,
 };
-pub use atomic::{remove_dir_if_present, write_atomic, write_text};
+pub use atomic::{refuse_symlink, remove_dir_if_present, write_atomic, write_text};
 pub use embeddings::{
     read_embeddings, EmbeddingBlock, EmbeddingsWriter, LoggedStep, LoggedSteps, EMBEDDINGS_COLUMNS,
 };

@@ -18,6 +18,7 @@ pub use tables::GridTables;
 pub fn render(grid_dir: &Path, out: Option<&Path>) -> anyhow::Result<PathBuf> {
     let tables = GridTables::load(grid_dir)?;
     let out = out.map_or_else(|| grid_dir.join("report"), Path::to_path_buf);
+    crate::log::refuse_symlink(&out)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let claims = evaluate_claims(&tables);
     charts::save(&charts::CosineBars(&tables), &out, "cosine_bars")?;

@@ -181,12 +181,17 @@ fn remove_temp_files_below(dir: &Path, levels: u32) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
-    for p in entries.flatten().map(|e| e.path()) {
-        if p.is_dir() {
+    for entry in entries.flatten() {
+        // The entry's own type (a link is not followed): never descend into a linked folder.
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let p = entry.path();
+        if kind.is_dir() {
             if levels > 0 {
                 remove_temp_files_below(&p, levels - 1);
             }
-        } else if is_temp(&p) {
+        } else if kind.is_file() && is_temp(&p) {
             let _ = fs::remove_file(&p);
         }
     }

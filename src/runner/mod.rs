@@ -75,7 +75,17 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
     // Opened before anything is written: bad data or data-dependent settings leave no folder.
     let datasets = open_datasets(runs.iter().chain(&baselines))?;
     let dir = opts.out.join(&grid.name);
+    // Below `--out`, nothing is reached through a link: the grid folder, its staging and
+    // report folders, and every run's folders are refused if one is a link (exit 2).
+    crate::log::refuse_symlink(&dir)?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for name in [staging::STAGING_DIR, "report"] {
+        crate::log::refuse_symlink(&dir.join(name))?;
+    }
+    for spec in runs.iter().chain(&baselines) {
+        crate::log::refuse_symlink(&dir.join(&spec.run_id))?;
+        crate::log::refuse_symlink(&staging::staging_dir(&dir, &spec.run_id))?;
+    }
     // A local grid holds the grid's lock; array tasks share the grid and lock run by run.
     let _lock = match opts.task {
         None => Some(lock::GridLock::acquire(&dir)?),

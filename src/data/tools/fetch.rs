@@ -245,6 +245,9 @@ pub fn fetch_file(
         return Ok(Outcome::Present);
     }
     let part = part_path(path);
+    // Never written through a link: a planted `.part` (or destination) link is refused.
+    crate::log::refuse_symlink(&part)?;
+    crate::log::refuse_symlink(path)?;
     let resumed = part.is_file();
     let mut attempts = 0;
     loop {

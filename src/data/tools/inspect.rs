@@ -95,6 +95,10 @@ pub fn inspect(path_or_name: &str, out: &Path) -> Result<Inspection> {
     }
     std::fs::create_dir_all(out).map_err(|e| file_error(out, format!("cannot create: {e}")))?;
     let contact_sheet = out.join("contact_sheet.png");
+    // The drawing library opens the file itself: a planted link there (or for the folder)
+    // would be written through.
+    crate::log::refuse_symlink(out)?;
+    crate::log::refuse_symlink(&contact_sheet)?;
     let shown = splits
         .iter()
         .find(|s| !s.data.is_empty() && s.data.label(0).is_some())

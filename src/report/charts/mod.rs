@@ -76,6 +76,9 @@ pub fn save(chart: &impl Chart, dir: &Path, name: &str) -> DrawResult {
     register_font();
     let png = dir.join(format!("{name}.png"));
     let tmp = dir.join(format!(".{name}.tmp-{}.png", std::process::id()));
+    // The drawing library creates the file itself: a leftover or planted one (a link) goes
+    // first, removed itself, never its target.
+    let _ = std::fs::remove_file(&tmp);
     let drawn = (|| -> DrawResult {
         let root = BitMapBackend::new(&tmp, (W, H)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
