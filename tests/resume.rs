@@ -243,3 +243,45 @@ fn a_failed_run_is_tried_again_and_its_files_replaced() {
     assert!(!grid.join("byol-s0/stale.txt").exists(), "published whole");
     assert!(grid.join("byol-s0/run.toml").exists());
 }
+
+/// A kept run's published tables are read back first: a truncated `steps.parquet` or a
+/// deleted `embeddings.parquet` makes the run train again (and end equal to the original),
+/// instead of being kept and reported as it is.
+#[test]
+fn a_damaged_published_table_is_retrained_not_kept() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let root = d.path();
+    let grid = uninterrupted(root);
+    let steps = grid.join("byol-s0/steps.parquet");
+    let original = std::fs::read(&steps).expect("steps");
+    // What training computed (the timing columns differ run to run).
+    let numbers = |path: &Path| {
+        let df = read(path);
+        (
+            f64s(&df, "loss"),
+            f64s(&df, "pos_cos"),
+            f64s(&df, "neg_cos"),
+        )
+    };
+    let before = numbers(&steps);
+    for damage in ["truncate steps", "delete embeddings"] {
+        match damage {
+            "truncate steps" => {
+                std::fs::write(&steps, &original[..original.len() / 2]).expect("write")
+            }
+            _ => std::fs::remove_file(grid.join("byol-s0/embeddings.parquet")).expect("delete"),
+        }
+        let (code, err) = finish(start(root, &[]));
+        assert_eq!(code, Some(0), "{damage}: {err}");
+        assert!(
+            err.lines()
+                .any(|l| l.contains("byol-s0") && l.contains("damaged")),
+            "{damage}: {err}"
+        );
+        assert_eq!(numbers(&steps), before, "{damage}: retrained equal");
+        assert!(
+            grid.join("byol-s0/embeddings.parquet").is_file(),
+            "{damage}"
+        );
+    }
+}

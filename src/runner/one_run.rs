@@ -39,7 +39,10 @@ pub(super) fn random_baseline(
     let mut row = empty_row(run_id, BASELINE_VARIANT, seed, config);
     let result = (|| -> anyhow::Result<Option<SummaryRow>> {
         let _lock = lock::RunLock::acquire(grid_dir, run_id)?;
-        if let staging::Plan::Keep(kept) = staging::plan(grid_dir, run_id, &hash, opts.fresh)? {
+        // The baseline trains no step and logs no embeddings.
+        if let staging::Plan::Keep(kept) =
+            staging::plan(grid_dir, run_id, &hash, false, opts.fresh)?
+        {
             return Ok(Some(*kept));
         }
         let dir = staging::staging_dir(grid_dir, run_id);
@@ -132,7 +135,13 @@ pub(super) fn run_one(
         .and_then(|lock| {
             Ok((
                 lock,
-                staging::plan(grid_dir, &spec.run_id, &hash, opts.fresh)?,
+                staging::plan(
+                    grid_dir,
+                    &spec.run_id,
+                    &hash,
+                    spec.config.log.embeddings_every > 0,
+                    opts.fresh,
+                )?,
             ))
         });
     let (_lock, plan) = match plan {

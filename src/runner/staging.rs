@@ -47,6 +47,8 @@ pub enum StartReason {
     PreviouslyFailed,
     /// `--fresh`.
     Fresh,
+    /// Finished with the same config, but its published tables do not read back whole.
+    Damaged,
 }
 
 impl Plan {
@@ -59,6 +61,10 @@ impl Plan {
             Plan::Start(StartReason::ConfigChanged) => "re-run (config changed)".into(),
             Plan::Start(StartReason::PreviouslyFailed) => "re-run (it had failed)".into(),
             Plan::Start(StartReason::Fresh) => "re-run (--fresh)".into(),
+            Plan::Start(StartReason::Damaged) => {
+                "re-run (its published tables were damaged: unreadable, missing or cut short)"
+                    .into()
+            }
         }
     }
 }
@@ -78,9 +84,30 @@ pub fn read_record(run_dir: &Path) -> Option<RunRecord> {
     toml::from_str(&text).ok()
 }
 
-/// Decides what to do with run `run_id` whose config fingerprint is `hash`. Finishes a
-/// publication a kill cut short, and clears the staging folder unless it is resumed.
-pub fn plan(grid_dir: &Path, run_id: &str, hash: &str, fresh: bool) -> anyhow::Result<Plan> {
+/// The tables a finished run publishes, each read back whole: `steps.parquet` with one row per
+/// step its record counts, `evals.parquet` and `spectrum.parquet` readable, and
+/// `embeddings.parquet` readable where the run logged embeddings. A damaged table makes the
+/// run train again rather than be kept (or reported) as it is.
+fn tables_read_back(run_dir: &Path, record: &RunRecord, logs_embeddings: bool) -> bool {
+    let rows = |name: &str| crate::log::read_parquet(&run_dir.join(name)).map(|df| df.height());
+    let steps = record.summary.outcome.steps as usize;
+    let logged_embeddings = steps > 0 && logs_embeddings;
+    (steps == 0 || rows("steps.parquet").is_ok_and(|n| n == steps))
+        && rows("evals.parquet").is_ok()
+        && rows("spectrum.parquet").is_ok()
+        && (!logged_embeddings || rows("embeddings.parquet").is_ok_and(|n| n > 0))
+}
+
+/// Decides what to do with run `run_id` whose config fingerprint is `hash` (and which logs
+/// embeddings when `logs_embeddings`). Finishes a publication a kill cut short, and clears the
+/// staging folder unless it is resumed.
+pub fn plan(
+    grid_dir: &Path,
+    run_id: &str,
+    hash: &str,
+    logs_embeddings: bool,
+    fresh: bool,
+) -> anyhow::Result<Plan> {
     let staging = staging_dir(grid_dir, run_id);
     if staging.join(RUN_RECORD).is_file() {
         publish(grid_dir, run_id)?;
@@ -92,7 +119,11 @@ pub fn plan(grid_dir: &Path, run_id: &str, hash: &str, fresh: bool) -> anyhow::R
         .as_ref()
         .filter(|r| r.config_hash == hash && is_final(r.summary.outcome.status))
     {
-        Plan::Keep(Box::new(rec.summary.clone()))
+        if tables_read_back(&grid_dir.join(run_id), rec, logs_embeddings) {
+            Plan::Keep(Box::new(rec.summary.clone()))
+        } else {
+            Plan::Start(StartReason::Damaged)
+        }
     } else if let Some((checkpoint, next_step)) = find_checkpoint(&staging)?
         .and_then(|dir| Some((read_progress(&dir).ok()?, dir)))
         .filter(|(p, _)| p.config_hash == hash)
