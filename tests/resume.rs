@@ -285,3 +285,65 @@ fn a_damaged_published_table_is_retrained_not_kept() {
         );
     }
 }
+
+/// A checkpoint proves itself before a resume trusts it: a hand-edited step, NaN weights or
+/// a truncated state file make the run start over in the same invocation (one line says
+/// why) and end equal to an uninterrupted run.
+#[test]
+fn a_damaged_checkpoint_is_discarded_and_the_run_starts_over() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let reference = uninterrupted(&d.path().join("a"));
+    for (i, damage) in ["step moved", "NaN weights", "truncated state"]
+        .iter()
+        .enumerate()
+    {
+        let root = d.path().join(format!("b{i}"));
+        let grid = root.join("smoke");
+        let mut child = start(&root, &[]);
+        assert!(wait_for_checkpoint(&mut child, &grid, "byol-s0", 14));
+        let pid = child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let (code, err) = finish(child);
+        assert_eq!(code, Some(130), "{err}");
+        let ckpt = grid.join(".staging/byol-s0/checkpoint");
+        let state = ckpt.join("state.safetensors");
+        match *damage {
+            "step moved" => {
+                let p = ckpt.join("progress.toml");
+                let text = std::fs::read_to_string(&p).expect("progress");
+                let next = checkpoint_step(&grid, "byol-s0").expect("step");
+                let moved = text.replace(
+                    &format!("next_step = {next}"),
+                    &format!("next_step = {}", next + 5),
+                );
+                assert_ne!(moved, text);
+                std::fs::write(&p, moved).expect("write");
+            }
+            "NaN weights" => {
+                // Overwrite the last 64 bytes of tensor data with NaN bit patterns.
+                let mut bytes = std::fs::read(&state).expect("state");
+                let n = bytes.len();
+                for chunk in bytes[n - 64..].chunks_mut(4) {
+                    chunk.copy_from_slice(&f32::NAN.to_le_bytes());
+                }
+                std::fs::write(&state, bytes).expect("write");
+            }
+            _ => {
+                let bytes = std::fs::read(&state).expect("state");
+                std::fs::write(&state, &bytes[..bytes.len() / 2]).expect("write");
+            }
+        }
+        let (code, err) = finish(start(&root, &[]));
+        assert_eq!(code, Some(0), "{damage}: {err}");
+        assert!(
+            err.lines()
+                .any(|l| l.contains("checkpoint of byol-s0 damaged")),
+            "{damage}: {err}"
+        );
+        assert_same_tables(&reference, &grid);
+    }
+}

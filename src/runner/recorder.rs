@@ -15,6 +15,8 @@ use crate::log::{EmbeddingBlock, EmbeddingsWriter, EvalRecord, LoggedStep, StepR
 use crate::method::{Embeddings, Method};
 use crate::train::{EpochEnd, StepObserver};
 
+use super::staging::STEPS_FILE;
+
 /// Where and how often to evaluate.
 pub struct EvalPlan {
     pub config: RunConfig,
@@ -77,7 +79,6 @@ struct SavedLogs {
     embedding_parts: Vec<String>,
 }
 
-const STEPS_FILE: &str = "steps.parquet";
 const SAVED_LOGS_FILE: &str = "logs.toml";
 /// The embeddings file, in the run's staging folder.
 pub const EMBEDDINGS_FILE: &str = "embeddings.parquet";

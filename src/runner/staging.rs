@@ -13,12 +13,14 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::log::{remove_dir_if_present, write_text, Status, SummaryRow};
-use crate::train::checkpoint::{find_checkpoint, read_progress};
+use crate::train::checkpoint::{find_checkpoint, read_progress, verify_checkpoint};
 
 /// The staging folder of a grid folder.
 pub const STAGING_DIR: &str = ".staging";
 /// A finished run's record in its folder.
 pub const RUN_RECORD: &str = "run.toml";
+/// A run's step log, published and inside its checkpoints.
+pub const STEPS_FILE: &str = "steps.parquet";
 
 /// `run.toml`: the config fingerprint a run finished with and its summary row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,6 +51,9 @@ pub enum StartReason {
     Fresh,
     /// Finished with the same config, but its published tables do not read back whole.
     Damaged,
+    /// Unfinished with the same config, but its checkpoint (at this step) does not prove
+    /// itself: it is discarded and the run starts over.
+    DamagedCheckpoint(u64),
 }
 
 impl Plan {
@@ -61,6 +66,9 @@ impl Plan {
             Plan::Start(StartReason::ConfigChanged) => "re-run (config changed)".into(),
             Plan::Start(StartReason::PreviouslyFailed) => "re-run (it had failed)".into(),
             Plan::Start(StartReason::Fresh) => "re-run (--fresh)".into(),
+            Plan::Start(StartReason::DamagedCheckpoint(step)) => {
+                format!("started over (its checkpoint at step {step} was damaged)")
+            }
             Plan::Start(StartReason::Damaged) => {
                 "re-run (its published tables were damaged: unreadable, missing or cut short)"
                     .into()
@@ -92,7 +100,7 @@ fn tables_read_back(run_dir: &Path, record: &RunRecord, logs_embeddings: bool) -
     let rows = |name: &str| crate::log::read_parquet(&run_dir.join(name)).map(|df| df.height());
     let steps = record.summary.outcome.steps as usize;
     let logged_embeddings = steps > 0 && logs_embeddings;
-    (steps == 0 || rows("steps.parquet").is_ok_and(|n| n == steps))
+    (steps == 0 || rows(STEPS_FILE).is_ok_and(|n| n == steps))
         && rows("evals.parquet").is_ok()
         && rows("spectrum.parquet").is_ok()
         && (!logged_embeddings || rows("embeddings.parquet").is_ok_and(|n| n > 0))
@@ -129,9 +137,15 @@ pub fn plan(
         .filter(|(p, _)| p.config_hash == hash)
         .map(|(p, dir)| (dir, p.next_step))
     {
-        Plan::Resume {
-            checkpoint,
-            next_step,
+        match verify_checkpoint(&checkpoint, next_step, STEPS_FILE) {
+            Ok(()) => Plan::Resume {
+                checkpoint,
+                next_step,
+            },
+            Err(why) => {
+                crate::errln!("checkpoint of {run_id} damaged ({why}): starting over");
+                Plan::Start(StartReason::DamagedCheckpoint(next_step))
+            }
         }
     } else {
         Plan::Start(match published {

@@ -127,6 +127,36 @@ pub fn find_checkpoint(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
     Ok(current.join(PROGRESS_FILE).is_file().then_some(current))
 }
 
+/// Whether checkpoint folder `dir` can be trusted to continue at `next_step`: its state file
+/// reads back whole with every value finite, and its step log ends exactly at `next_step`
+/// (`steps_file` holds one row per step done). The reason when not.
+pub fn verify_checkpoint(dir: &Path, next_step: u64, steps_file: &str) -> Result<(), String> {
+    let state = dir.join(STATE_FILE);
+    let tensors = candle_core::safetensors::load(&state, &Device::Cpu)
+        .map_err(|e| format!("{STATE_FILE} unreadable: {e}"))?;
+    for (name, t) in &tensors {
+        let finite = t
+            .to_dtype(candle_core::DType::F64)
+            .and_then(|t| t.abs()?.sum_all()?.to_scalar::<f64>())
+            .map_err(|e| format!("{STATE_FILE}: `{name}`: {e}"))?
+            .is_finite();
+        if !finite {
+            return Err(format!(
+                "{STATE_FILE}: `{name}` holds NaN or infinite values"
+            ));
+        }
+    }
+    let rows = crate::log::read_parquet(&dir.join(steps_file))
+        .map_err(|e| format!("{steps_file} unreadable: {e}"))?
+        .height() as u64;
+    if rows != next_step {
+        return Err(format!(
+            "progress.toml says step {next_step} but {steps_file} holds {rows} steps"
+        ));
+    }
+    Ok(())
+}
+
 /// The progress of the checkpoint in staging folder `dir`, read without changing anything
 /// (a run elsewhere may be writing it): what `collapse-lab status` shows.
 pub fn peek_checkpoint(dir: &Path) -> Option<Progress> {
