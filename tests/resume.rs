@@ -71,6 +71,22 @@ fn wait_for_checkpoint(child: &mut Child, grid: &Path, run: &str, step: u64) -> 
     panic!("no checkpoint of {run} at step {step} within 2 minutes");
 }
 
+/// Starts the grid, sends SIGINT once byol-s0 has checkpointed at step 14 or later, and
+/// checks the grid stopped with exit 130; returns its stderr.
+fn interrupted_after_checkpoint(root: &Path, grid: &Path) -> String {
+    let mut child = start(root, &[]);
+    assert!(wait_for_checkpoint(&mut child, grid, "byol-s0", 14));
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let (code, err) = finish(child);
+    assert_eq!(code, Some(130), "{err}");
+    err
+}
+
 /// Every table of two grid folders is equal, timing columns aside.
 fn assert_same_tables(a: &Path, b: &Path) {
     let mut files = vec![PathBuf::from("summary.parquet")];
@@ -146,16 +162,7 @@ fn sigint_checkpoints_marks_interrupted_and_exits_130() {
     let reference = uninterrupted(&d.path().join("a"));
     let root = d.path().join("b");
     let grid = root.join("smoke");
-    let mut child = start(&root, &[]);
-    assert!(wait_for_checkpoint(&mut child, &grid, "byol-s0", 14));
-    let pid = child.id().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(sent.success());
-    let (code, err) = finish(child);
-    assert_eq!(code, Some(130), "{err}");
+    let err = interrupted_after_checkpoint(&root, &grid);
     let last = err.trim().lines().last().unwrap_or_default();
     assert!(
         last.starts_with("interrupted:") && last.contains("byol-s0") && last.contains("again"),
@@ -299,16 +306,7 @@ fn a_damaged_checkpoint_is_discarded_and_the_run_starts_over() {
     {
         let root = d.path().join(format!("b{i}"));
         let grid = root.join("smoke");
-        let mut child = start(&root, &[]);
-        assert!(wait_for_checkpoint(&mut child, &grid, "byol-s0", 14));
-        let pid = child.id().to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success());
-        let (code, err) = finish(child);
-        assert_eq!(code, Some(130), "{err}");
+        interrupted_after_checkpoint(&root, &grid);
         let ckpt = grid.join(".staging/byol-s0/checkpoint");
         let state = ckpt.join("state.safetensors");
         match *damage {
