@@ -20,7 +20,7 @@ pub use evals::{
     metric_columns, read_evals, write_evals, write_spectrum, EvalRecord, EVALS_COLUMNS,
     SPECTRUM_COLUMNS,
 };
-pub use parquet::{read_parquet, write_parquet, ColumnReader, TableBuilder};
+pub use parquet::{parquet_rows, read_parquet, write_parquet, ColumnReader, TableBuilder};
 pub use steps::{StepRecord, StepsLog, STEPS_COLUMNS};
 pub use summary::{
     read_summary, write_summary, RunOutcome, Status, SummaryRecord, SummaryRow, SUMMARY_COLUMNS,

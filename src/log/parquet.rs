@@ -73,6 +73,16 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame, InputError> {
         .map_err(|e| InputError::new(&src, format!("not a readable Parquet file: {e}")))
 }
 
+/// The row count a Parquet file's footer declares, without reading its data (a truncated
+/// file has no footer: bad input naming the file).
+pub fn parquet_rows(path: &Path) -> Result<usize, InputError> {
+    let src = path.display().to_string();
+    let file = File::open(path).map_err(|e| InputError::new(&src, format!("cannot open: {e}")))?;
+    ParquetReader::new(file)
+        .num_rows()
+        .map_err(|e| InputError::new(&src, format!("not a readable Parquet file: {e}")))
+}
+
 /// Typed columns of a table read from `file`: a missing column or one of another type is bad
 /// input naming the file and the column; nulls come back as `None`.
 pub struct ColumnReader<'a> {

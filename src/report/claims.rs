@@ -157,52 +157,33 @@ fn is_separated(pos: f64, neg: f64) -> bool {
     pos - neg > SEPARATED
 }
 
+/// A per-seed threshold on a variant's final cosines: "{variant} {what}", met by `test`.
+fn cosine_part(
+    t: &GridTables,
+    variant: &str,
+    what: &str,
+    rule: &str,
+    test: fn(f64, f64) -> bool,
+) -> Part {
+    let label = format!("{variant} {what}");
+    if !has(t, variant) {
+        return not_measured(label, rule);
+    }
+    threshold(label, rule, &cosines_meet(t, variant, test))
+}
+
 fn collapse_part(t: &GridTables, variant: &str) -> Part {
-    part_if(
-        t,
-        variant,
-        format!("{variant} collapsed"),
-        COLLAPSE_TEST,
-        |t, v| {
-            threshold(
-                format!("{v} collapsed"),
-                COLLAPSE_TEST,
-                &cosines_meet(t, v, is_collapsed),
-            )
-        },
-    )
+    cosine_part(t, variant, "collapsed", COLLAPSE_TEST, is_collapsed)
 }
 
 fn not_collapsed_part(t: &GridTables, variant: &str) -> Part {
-    part_if(
-        t,
-        variant,
-        format!("{variant} not collapsed"),
-        NOT_COLLAPSE_TEST,
-        |t, v| {
-            let met: Vec<bool> = cosines_meet(t, v, is_collapsed)
-                .iter()
-                .map(|c| !c)
-                .collect();
-            threshold(format!("{v} not collapsed"), NOT_COLLAPSE_TEST, &met)
-        },
-    )
+    cosine_part(t, variant, "not collapsed", NOT_COLLAPSE_TEST, |p, n| {
+        !is_collapsed(p, n)
+    })
 }
 
 fn separation_part(t: &GridTables, variant: &str) -> Part {
-    part_if(
-        t,
-        variant,
-        format!("{variant} separated"),
-        SEPARATION_TEST,
-        |t, v| {
-            threshold(
-                format!("{v} separated"),
-                SEPARATION_TEST,
-                &cosines_meet(t, v, is_separated),
-            )
-        },
-    )
+    cosine_part(t, variant, "separated", SEPARATION_TEST, is_separated)
 }
 
 /// Probe accuracy of `a` against `b`, paired by seed.
@@ -218,20 +199,6 @@ fn probe_part(t: &GridTables, a: &str, b: &str, direction: Direction) -> Part {
         PROBE_MIN_EFFECT,
         direction,
     )
-}
-
-fn part_if(
-    t: &GridTables,
-    variant: &str,
-    label: String,
-    test: &str,
-    make: impl Fn(&GridTables, &str) -> Part,
-) -> Part {
-    if has(t, variant) {
-        make(t, variant)
-    } else {
-        not_measured(label, test)
-    }
 }
 
 /// Means over seeds of the final cosines and kNN of a variant, for the claim's text.

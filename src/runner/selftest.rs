@@ -187,16 +187,7 @@ fn series_diff(a: &[f64], b: &[f64]) -> f64 {
     if a.len() != b.len() {
         return f64::NAN;
     }
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, |m, d| {
-            if d.is_nan() || m.is_nan() {
-                f64::NAN
-            } else {
-                m.max(d)
-            }
-        })
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, worst)
 }
 
 /// Largest difference of same-named weights, relative to each tensor's largest magnitude.
@@ -222,12 +213,7 @@ fn compare(
     tolerance: f64,
     seconds: f64,
 ) -> anyhow::Result<Vec<Check>> {
-    let cos = series_diff(&a.pos, &b.pos).max(series_diff(&a.neg, &b.neg));
-    let cos = if series_diff(&a.pos, &b.pos).is_nan() || series_diff(&a.neg, &b.neg).is_nan() {
-        f64::NAN
-    } else {
-        cos
-    };
+    let cos = worst(series_diff(&a.pos, &b.pos), series_diff(&a.neg, &b.neg));
     Ok(vec![
         Check::new(
             &format!("{what}: loss"),

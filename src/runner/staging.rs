@@ -92,10 +92,11 @@ pub fn read_record(run_dir: &Path) -> Option<RunRecord> {
     toml::from_str(&text).ok()
 }
 
-/// The tables a finished run publishes, each read back whole: `steps.parquet` with one row per
-/// step its record counts, `evals.parquet` and `spectrum.parquet` readable, and
-/// `embeddings.parquet` readable where the run logged embeddings. A damaged table makes the
-/// run train again rather than be kept (or reported) as it is.
+/// The tables a finished run publishes, read back: `steps.parquet` with one row per step
+/// its record counts, `evals.parquet` and `spectrum.parquet` readable, and
+/// `embeddings.parquet` with rows where the run logged embeddings (its footer only: the
+/// largest table, and a cut-short file has none). A damaged table makes the run train again
+/// rather than be kept (or reported) as it is.
 fn tables_read_back(run_dir: &Path, record: &RunRecord, logs_embeddings: bool) -> bool {
     let rows = |name: &str| crate::log::read_parquet(&run_dir.join(name)).map(|df| df.height());
     let steps = record.summary.outcome.steps as usize;
@@ -103,7 +104,8 @@ fn tables_read_back(run_dir: &Path, record: &RunRecord, logs_embeddings: bool) -
     (steps == 0 || rows(STEPS_FILE).is_ok_and(|n| n == steps))
         && rows("evals.parquet").is_ok()
         && rows("spectrum.parquet").is_ok()
-        && (!logged_embeddings || rows("embeddings.parquet").is_ok_and(|n| n > 0))
+        && (!logged_embeddings
+            || crate::log::parquet_rows(&run_dir.join("embeddings.parquet")).is_ok_and(|n| n > 0))
 }
 
 /// Decides what to do with run `run_id` whose config fingerprint is `hash` (and which logs
