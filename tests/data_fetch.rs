@@ -143,13 +143,18 @@ fn cifar_archive() -> Vec<u8> {
     tar.into_inner().expect("tar").finish().expect("gzip")
 }
 
-fn cifar_set(md5: &'static str) -> FetchSet {
+fn cifar_set(archive: &[u8]) -> FetchSet {
+    cifar_set_of(md5_hex(archive), archive.len() as u64)
+}
+
+fn cifar_set_of(md5: &'static str, bytes: u64) -> FetchSet {
     FetchSet {
         name: "cifar10",
         base_url: "http://127.0.0.1:9/",
         files: Box::leak(Box::new([RemoteFile {
             name: "cifar-10-binary.tar.gz",
             md5,
+            bytes,
         }])),
         unpacks_to: Some("cifar-10-batches-bin"),
     }
@@ -164,7 +169,7 @@ fn batch_len(dir: &Path) -> u64 {
 #[test]
 fn good_archive_downloads_verifies_and_unpacks() {
     let archive = cifar_archive();
-    let set = cifar_set(md5_hex(&archive));
+    let set = cifar_set(&archive);
     let server = Server::start(vec![("/cifar-10-binary.tar.gz", archive)], None, 1);
     let dir = tempfile::tempdir().expect("tempdir");
     let lines = fetch(&set, dir.path(), &server.base, false).expect("fetches");
@@ -198,7 +203,7 @@ fn good_archive_downloads_verifies_and_unpacks() {
 #[test]
 fn interrupted_download_resumes_with_range() {
     let archive = cifar_archive();
-    let set = cifar_set(md5_hex(&archive));
+    let set = cifar_set(&archive);
     let cut = archive.len() / 3;
     let server = Server::start(vec![("/cifar-10-binary.tar.gz", archive)], Some(cut), 2);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -257,7 +262,7 @@ fn checksum_mismatch_deletes_the_part_and_exits_2() {
 #[test]
 fn a_mismatching_file_is_kept_until_a_verified_copy_replaces_it() {
     let archive = cifar_archive();
-    let set = cifar_set(md5_hex(&archive));
+    let set = cifar_set(&archive);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("cifar-10-binary.tar.gz");
     std::fs::write(&path, b"the user's own file").expect("write");
@@ -346,4 +351,64 @@ fn a_stalled_server_ends_at_the_read_timeout() {
         .expect("runs");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("COLLAPSE_LAB_FETCH_TIMEOUT"));
+}
+
+/// A server that sends more than the file's known length — with a `Content-Length` saying
+/// so, or without one, streaming on — is cut off: the download is refused with one line, the
+/// partial file deleted, and nothing beyond the known length is ever written.
+#[test]
+fn a_body_longer_than_the_file_is_refused() {
+    let archive = cifar_archive();
+    let set = cifar_set(&archive);
+    // Announced: the Content-Length is longer than the file.
+    let mut longer = archive.clone();
+    longer.extend(std::iter::repeat_n(0u8, 4096));
+    let server = Server::start(vec![("/cifar-10-binary.tar.gz", longer.clone())], None, 1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = fetch(&set, dir.path(), &server.base, false).expect_err("refused");
+    assert!(e.to_string().contains("refused"), "{e:#}");
+    assert!(!part_path(&dir.path().join("cifar-10-binary.tar.gz")).exists());
+    assert!(!dir.path().join("cifar-10-binary.tar.gz").exists());
+    server.requests();
+
+    // Unannounced: no Content-Length, the body just goes on (an endless stream, cut by the
+    // test after 1 MiB).
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let base = format!("http://{}/", listener.local_addr().expect("addr"));
+    let endless = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 && line.trim() != "" {
+            line.clear();
+        }
+        let mut out = stream;
+        let _ = out.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+        let chunk = vec![7u8; 4096];
+        for _ in 0..256 {
+            if out.write_all(&chunk).is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    let e = fetch(&set, dir.path(), &base, false).expect_err("refused");
+    assert!(e.to_string().contains("refused"), "{e:#}");
+    assert!(!part_path(&dir.path().join("cifar-10-binary.tar.gz")).exists());
+    let _ = endless.join();
+}
+
+/// A file larger than the free space is refused before any request, naming the folder.
+#[test]
+fn a_download_larger_than_the_free_space_is_refused_first() {
+    let set = cifar_set_of("00000000000000000000000000000000", u64::MAX / 2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Nothing listens on port 9: a request would fail differently.
+    let e = fetch(&set, dir.path(), "http://127.0.0.1:9/", false).expect_err("refused");
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("are free") && msg.contains(&dir.path().display().to_string()),
+        "{msg}"
+    );
+    assert!(!part_path(&dir.path().join("cifar-10-binary.tar.gz")).exists());
 }

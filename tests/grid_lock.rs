@@ -3,6 +3,7 @@
 
 mod common;
 
+use collapse_lab::runner::grid_folder::GRID_HEADER;
 use collapse_lab::runner::lock::host_name;
 use common::*;
 
@@ -15,6 +16,8 @@ fn a_live_holder_is_refused_and_a_dead_one_taken_over() {
     let d = tempfile::tempdir().unwrap();
     let grid = d.path().join("smoke");
     std::fs::create_dir_all(grid.join("byol-s0")).unwrap();
+    // A grid folder of ours (its marker), left locked by another `run`.
+    std::fs::write(grid.join("grid.toml"), format!("{GRID_HEADER}\n")).unwrap();
     let lock = grid.join(".lock");
     // This test process is alive.
     let me = std::process::id();
@@ -59,6 +62,7 @@ fn a_failed_run_makes_the_grid_exit_1_after_writing_its_summary() {
     let d = tempfile::tempdir().unwrap();
     let grid = d.path().join("smoke");
     std::fs::create_dir_all(grid.join(".staging")).unwrap();
+    std::fs::write(grid.join("grid.toml"), format!("{GRID_HEADER}\n")).unwrap();
     let me = std::process::id();
     std::fs::write(
         grid.join(".staging/byol-s0.lock"),

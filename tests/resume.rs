@@ -278,6 +278,15 @@ fn a_damaged_published_table_is_retrained_not_kept() {
             }
             _ => std::fs::remove_file(grid.join("byol-s0/embeddings.parquet")).expect("delete"),
         }
+        // `status` says so before anything is re-run.
+        let o = run(&["status", grid.to_str().expect("utf-8")]);
+        let shown = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.contains("byol-s0") && l.contains("damaged")),
+            "{damage}: {shown}"
+        );
         let (code, err) = finish(start(root, &[]));
         assert_eq!(code, Some(0), "{damage}: {err}");
         assert!(
@@ -339,9 +348,47 @@ fn a_damaged_checkpoint_is_discarded_and_the_run_starts_over() {
         assert_eq!(code, Some(0), "{damage}: {err}");
         assert!(
             err.lines()
-                .any(|l| l.contains("checkpoint of byol-s0 damaged")),
+                .any(|l| l.contains("checkpoint of byol-s0 damaged")
+                    && l.contains("resuming from the previous checkpoint")),
             "{damage}: {err}"
         );
         assert_same_tables(&reference, &grid);
     }
+}
+
+/// A checkpoint that cannot be written (a full disk, simulated by the test hook at step 14)
+/// costs nothing already saved: the run is reported failed (exit 1) with the step-7
+/// checkpoint kept in staging, and the next `run` resumes from it and ends equal to an
+/// uninterrupted run.
+#[test]
+fn a_checkpoint_that_cannot_be_written_keeps_the_previous_one() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let reference = uninterrupted(&d.path().join("a"));
+    let root = d.path().join("b");
+    let grid = root.join("smoke");
+    let child = {
+        let mut args = vec!["run", "experiments/smoke.toml", "--quiet", "--out"];
+        args.push(root.to_str().expect("utf-8 path"));
+        args.extend_from_slice(ARGS);
+        bin()
+            .args(&args)
+            .env("COLLAPSE_LAB_TEST_FAIL_CHECKPOINT_AT", "14")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts")
+    };
+    let (code, err) = finish(child);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("writing the checkpoint at step 14 failed")
+            && err.contains("the checkpoint at step 7 is kept"),
+        "{err}"
+    );
+    assert_eq!(checkpoint_step(&grid, "byol-s0"), Some(7));
+    assert!(!grid.join("byol-s0").exists(), "not published");
+    let (code, err) = finish(start(&root, &[]));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("resumed at step 7"), "{err}");
+    assert_same_tables(&reference, &grid);
 }

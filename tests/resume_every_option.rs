@@ -11,7 +11,7 @@ use collapse_lab::config::Grid;
 use collapse_lab::data::{open_dataset, Dataset, TwoViewBatch};
 use collapse_lab::log::StepRecord;
 use collapse_lab::method::Embeddings;
-use collapse_lab::train::checkpoint::{find_checkpoint, read_checkpoint, Checkpointing};
+use collapse_lab::train::checkpoint::{checkpoints, read_checkpoint, Checkpointing};
 use collapse_lab::train::{train_with, RunControl, StepObserver};
 
 struct NoLog;
@@ -70,8 +70,10 @@ fn every_option_resumes_bit_for_bit() {
             ..RunControl::default()
         };
         train_with(&cfg, &Device::Cpu, train.clone(), &mut NoLog, None, control).expect("trains");
-        let at = find_checkpoint(dir.path())
+        let at = checkpoints(dir.path())
             .expect("readable")
+            .into_iter()
+            .next()
             .expect("a checkpoint after step 2");
         let resume = read_checkpoint(&at, &Device::Cpu).expect("loads");
         assert_eq!(resume.progress.next_step, 2);

@@ -1,6 +1,9 @@
-//! Soak test (a command, not part of CI: `just soak`): a grid of 12 short runs, two at a time,
+//! Soak tests (a command, not part of CI: `just soak`): a grid of 12 short runs, two at a time,
 //! is killed with SIGKILL at 20 random moments and restarted after each; when it finally
-//! completes, every table equals an uninterrupted run's, timing columns aside.
+//! completes, every table equals an uninterrupted run's, timing columns aside. The second
+//! variant also damages a random checkpoint file (a flipped byte, a truncation, a deletion)
+//! after every kill: resumes fall back to the previous checkpoint or start over, and the end
+//! is still the same.
 
 mod common;
 
@@ -42,6 +45,68 @@ fn start(out: &Path) -> Child {
 #[test]
 #[ignore = "soak test, a minute or more: run with `just soak`"]
 fn twenty_sigkills_then_the_same_summary() {
+    soak(false);
+}
+
+#[test]
+#[ignore = "soak test, a minute or more: run with `just soak`"]
+fn twenty_sigkills_and_damaged_checkpoints_then_the_same_summary() {
+    soak(true);
+}
+
+/// Every file of every checkpoint (and embedding part) in the staging folder below `grid`.
+fn checkpoint_files(grid: &Path) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.components().any(|c| {
+                let c = c.as_os_str().to_string_lossy();
+                c.starts_with("checkpoint") || c == "embedding-parts"
+            }) {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&grid.join(".staging"), &mut files);
+    files.sort();
+    files
+}
+
+/// Damages one random checkpoint file; returns what was done.
+fn damage_one(grid: &Path, rng: &mut ChaCha8Rng) -> Option<String> {
+    let files = checkpoint_files(grid);
+    if files.is_empty() {
+        return None;
+    }
+    let f = &files[rng.random_range(0..files.len())];
+    let bytes = std::fs::read(f).ok()?;
+    let how = match rng.random_range(0..3) {
+        0 if !bytes.is_empty() => {
+            let mut b = bytes.clone();
+            let i = rng.random_range(0..b.len());
+            b[i] ^= 0x5a;
+            std::fs::write(f, b).ok()?;
+            "a flipped byte"
+        }
+        1 => {
+            std::fs::write(f, &bytes[..bytes.len() / 2]).ok()?;
+            "truncated"
+        }
+        _ => {
+            std::fs::remove_file(f).ok()?;
+            "deleted"
+        }
+    };
+    Some(format!("{}: {how}", f.display()))
+}
+
+fn soak(damage: bool) {
     let d = tempfile::tempdir().expect("tempdir");
     let t0 = Instant::now();
     let o = start(&d.path().join("a")).wait_with_output().expect("runs");
@@ -50,7 +115,7 @@ fn twenty_sigkills_then_the_same_summary() {
 
     let out = d.path().join("b");
     let mut rng = ChaCha8Rng::seed_from_u64(20_261_202);
-    let (mut landed, mut attempts, mut resumed) = (0, 0, 0);
+    let (mut landed, mut attempts, mut resumed, mut damaged) = (0, 0, 0, 0);
     let t1 = Instant::now();
     // Kill moments uniform in (0.05 s, a tenth of the uninterrupted time): 20 of them cover
     // about the first half of the grid, and the last start finishes it.
@@ -72,9 +137,18 @@ fn twenty_sigkills_then_the_same_summary() {
         if o.status.success() {
             break; // Finished before the kill: nothing left to interrupt.
         }
+        if damage && damage_one(&out.join("smoke"), &mut rng).is_some() {
+            damaged += 1;
+        }
     }
     let o = start(&out).wait_with_output().expect("runs");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    if damage {
+        assert!(
+            damaged >= KILLS / 2,
+            "only {damaged} checkpoint files damaged"
+        );
+    }
     resumed += String::from_utf8_lossy(&o.stderr)
         .matches("resumed at step")
         .count();
@@ -102,7 +176,7 @@ fn twenty_sigkills_then_the_same_summary() {
         }
     }
     println!(
-        "soak: 12 runs + 3 baselines, {landed} SIGKILLs landed in {attempts} starts, {resumed} resumptions from checkpoints; summary and {tables} tables bit-identical to the uninterrupted grid (uninterrupted {:.1} s, with kills {:.1} s)",
+        "soak: 12 runs + 3 baselines, {landed} SIGKILLs landed in {attempts} starts, {damaged} checkpoint files damaged, {resumed} resumptions from checkpoints; summary and {tables} tables bit-identical to the uninterrupted grid (uninterrupted {:.1} s, with kills {:.1} s)",
         uninterrupted.as_secs_f64(),
         with_kills.as_secs_f64()
     );

@@ -6,6 +6,7 @@ mod common;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
+use collapse_lab::runner::grid_folder::GRID_HEADER;
 use common::*;
 
 fn victim(dir: &Path) -> std::path::PathBuf {
@@ -41,6 +42,8 @@ fn a_linked_staging_or_report_folder_is_refused_and_its_target_kept() {
         victim(&v);
         let grid = d.path().join("out/smoke");
         std::fs::create_dir_all(&grid).unwrap();
+        // A grid folder of ours (its marker), with one link planted in it.
+        std::fs::write(grid.join("grid.toml"), format!("{GRID_HEADER}\n")).unwrap();
         symlink(&v, grid.join(planted)).unwrap();
         let o = run_smoke(&d.path().join("out"), "byol", &["--set", "train.epochs=1"]);
         let err = stderr(&o);
@@ -52,6 +55,36 @@ fn a_linked_staging_or_report_folder_is_refused_and_its_target_kept() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         unchanged(&v);
     }
+}
+
+/// A folder that merely shares the grid's name is not ours: `run` refuses it (exit 2, one
+/// line) before writing, locking or cleaning anything in it.
+#[test]
+fn a_folder_that_is_not_a_grid_folder_is_refused_and_left_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let theirs = d.path().join("out/smoke");
+    std::fs::create_dir_all(theirs.join("sub")).unwrap();
+    std::fs::write(theirs.join("sub/.notes.tmp-42"), "keep").unwrap();
+    std::fs::write(theirs.join(".x.tmp-7"), "keep").unwrap();
+    let o = run_smoke(&d.path().join("out"), "byol", &["--set", "train.epochs=1"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("not a collapse-lab grid folder"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(theirs.join("sub/.notes.tmp-42")).unwrap(),
+        "keep"
+    );
+    assert_eq!(
+        std::fs::read_to_string(theirs.join(".x.tmp-7")).unwrap(),
+        "keep"
+    );
+    let names: Vec<_> = std::fs::read_dir(&theirs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "nothing added: {names:?}");
 }
 
 #[test]

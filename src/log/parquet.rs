@@ -5,7 +5,7 @@ use std::path::Path;
 
 use polars::prelude::*;
 
-use super::atomic::write_atomic;
+use super::safe_fs::write_atomic;
 use crate::config::InputError;
 
 /// Builds a DataFrame column by column (all columns must have the same length).

@@ -9,8 +9,6 @@ pub(crate) mod tables;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-
 pub use claims::evaluate_claims;
 pub use tables::GridTables;
 
@@ -18,8 +16,9 @@ pub use tables::GridTables;
 pub fn render(grid_dir: &Path, out: Option<&Path>) -> anyhow::Result<PathBuf> {
     let tables = GridTables::load(grid_dir)?;
     let out = out.map_or_else(|| grid_dir.join("report"), Path::to_path_buf);
+    // A link in place of the report folder is refused (its parent is the user's to choose).
     crate::log::refuse_symlink(&out)?;
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    crate::log::create_given_dir(&out)?;
     let claims = evaluate_claims(&tables);
     charts::save(&charts::CosineBars(&tables), &out, "cosine_bars")?;
     charts::save(&charts::ProbeCurves(&tables), &out, "probe_accuracy")?;

@@ -66,10 +66,10 @@ pub fn export_torch(run_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
             .into_iter()
             .collect();
         let file = format!("{name}.torch.safetensors");
-        let tmp = run_dir.join(format!(".{file}.tmp-{}", std::process::id()));
-        candle_core::safetensors::save(&torch, &tmp)?;
         let dest = run_dir.join(file);
-        std::fs::rename(&tmp, &dest)?;
+        crate::log::write_via_temp(&dest, "", |tmp| {
+            Ok(candle_core::safetensors::save(&torch, tmp)?)
+        })?;
         written.push(dest);
     }
     Ok(written)

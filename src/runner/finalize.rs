@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::staging::{read_record, staging_dir};
+use super::staging::{read_record, staging_dir, tables_read_back};
 use super::{baseline_specs, lock, GRID_FILE, SUMMARY_FILE};
 use crate::config::{Grid, InputError, RunSpec};
 use crate::log::{write_summary, Status, SummaryRow};
-use crate::train::checkpoint::peek_checkpoint;
+use crate::train::checkpoint::{peek_checkpoints, verify_checkpoint};
 
 /// Where one run of a grid stands.
 #[derive(Debug, Clone)]
@@ -24,6 +24,9 @@ pub enum RunState {
     Interrupted { next_step: u64 },
     /// Not started, or finished with another config (then the reason says so).
     Pending(&'static str),
+    /// Its published tables or its checkpoint fail their checks (why): the next `run`
+    /// re-trains it, or resumes from an earlier checkpoint.
+    Damaged(String),
 }
 
 impl RunState {
@@ -34,6 +37,7 @@ impl RunState {
             RunState::Running(_) => "running",
             RunState::Interrupted { .. } => "interrupted",
             RunState::Pending(_) => "pending",
+            RunState::Damaged(_) => "damaged",
         }
     }
 
@@ -51,6 +55,7 @@ impl RunState {
             RunState::Running(who) => who.clone(),
             RunState::Interrupted { next_step } => format!("checkpointed at step {next_step}"),
             RunState::Pending(why) => (*why).to_string(),
+            RunState::Damaged(why) => why.clone(),
         }
     }
 }
@@ -105,21 +110,56 @@ fn run_state(dir: &Path, spec: &RunSpec) -> RunState {
         Some(r) if r.config_hash == hash => {
             let row = Box::new(SummaryRow {
                 config: spec.config.clone(),
-                ..r.summary
+                ..r.summary.clone()
             });
             match row.outcome.status {
+                Status::Ok | Status::Diverged
+                    if !tables_read_back(
+                        &dir.join(&spec.run_id),
+                        &r,
+                        spec.config.log.embeddings_every > 0,
+                    ) =>
+                {
+                    RunState::Damaged(
+                        "published tables unreadable, missing or cut short: the next run re-trains it"
+                            .into(),
+                    )
+                }
                 Status::Ok | Status::Diverged => RunState::Done(row),
                 Status::Failed | Status::Interrupted => RunState::Failed(row),
             }
         }
-        record => match peek_checkpoint(&staging).filter(|p| p.config_hash == hash) {
-            Some(p) => RunState::Interrupted {
-                next_step: p.next_step,
-            },
+        record => match checkpoint_state(&staging, &hash) {
+            Some(state) => state,
             None if record.is_some() => RunState::Pending("finished with another config"),
             None => RunState::Pending("not started"),
         },
     }
+}
+
+/// The state of a run from its checkpoints in `staging` (with config fingerprint `hash`):
+/// interrupted at the newest that proves itself, damaged when none does, `None` without any.
+fn checkpoint_state(staging: &Path, hash: &str) -> Option<RunState> {
+    let found: Vec<_> = peek_checkpoints(staging)
+        .into_iter()
+        .filter(|(_, p)| p.config_hash == hash)
+        .collect();
+    let newest = found.first()?.1.next_step;
+    let mut why = String::new();
+    for (dir, p) in &found {
+        match verify_checkpoint(dir, p.next_step, super::recorder::logs_end_at) {
+            Ok(()) => {
+                return Some(RunState::Interrupted {
+                    next_step: p.next_step,
+                })
+            }
+            Err(e) if why.is_empty() => why = e,
+            Err(_) => {}
+        }
+    }
+    Some(RunState::Damaged(format!(
+        "checkpoint at step {newest} damaged ({why}) and no good one before it: the next run starts over"
+    )))
 }
 
 impl GridState {
@@ -152,7 +192,14 @@ impl GridState {
 
     /// Counts per state label, in a fixed order: "3 done, 1 failed, …" (zeros left out).
     pub fn counts(&self) -> String {
-        let labels = ["done", "failed", "running", "interrupted", "pending"];
+        let labels = [
+            "done",
+            "failed",
+            "running",
+            "interrupted",
+            "pending",
+            "damaged",
+        ];
         labels
             .iter()
             .filter_map(|label| {

@@ -5,11 +5,12 @@
 //! (killed, crashed) is taken over. The holder also removes temporary files that a killed
 //! writer left behind (`.<file>.tmp-<pid>`): while it holds the lock nobody else writes there.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::config::InputError;
+use crate::log::remove_temp_files_below;
 
 /// The lock of one grid folder, released (its file removed) when dropped.
 #[derive(Debug)]
@@ -35,8 +36,8 @@ impl RunLock {
     pub fn acquire(grid_dir: &Path, run_id: &str) -> Result<Self, InputError> {
         let path = run_lock_path(grid_dir, run_id);
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)
-                .map_err(|e| InputError::new(parent.display().to_string(), e.to_string()))?;
+            crate::log::create_dir(parent)
+                .map_err(|e| InputError::new(parent.display().to_string(), format!("{e:#}")))?;
         }
         let lock = GridLock::take(path, "this run")?;
         remove_temp_files_below(&super::staging::staging_dir(grid_dir, run_id), 3);
@@ -109,7 +110,13 @@ impl GridLock {
     fn take(path: PathBuf, what: &str) -> Result<Self, InputError> {
         let me = host_name();
         for _ in 0..2 {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
+            let created = crate::log::create_new(&path).map_err(|e| {
+                match e.root_cause().downcast_ref::<std::io::Error>() {
+                    Some(io) => std::io::Error::new(io.kind(), format!("{e:#}")),
+                    None => std::io::Error::other(format!("{e:#}")),
+                }
+            });
+            match created {
                 Ok(mut f) => {
                     let started = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
@@ -127,7 +134,7 @@ impl GridLock {
                     match holder(&text) {
                         Some((pid, host, _)) if host == me && is_dead(pid) => {
                             // Stale: its process is gone. Take it over.
-                            let _ = fs::remove_file(&path);
+                            let _ = crate::log::remove_file_if_present(&path);
                         }
                         Some((pid, host, started)) => {
                             return Err(InputError::new(
@@ -162,7 +169,7 @@ impl GridLock {
 
 impl Drop for GridLock {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        let _ = crate::log::remove_file_if_present(&self.path);
     }
 }
 
@@ -170,31 +177,6 @@ impl Drop for GridLock {
 /// its sub-folders (run folders, staging folders and their checkpoints: four levels).
 fn remove_leftover_temp_files(dir: &Path) {
     remove_temp_files_below(dir, 4);
-}
-
-fn remove_temp_files_below(dir: &Path, levels: u32) {
-    let is_temp = |p: &Path| {
-        p.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .is_some_and(|n| n.starts_with('.') && n.contains(".tmp-"))
-    };
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        // The entry's own type (a link is not followed): never descend into a linked folder.
-        let Ok(kind) = entry.file_type() else {
-            continue;
-        };
-        let p = entry.path();
-        if kind.is_dir() {
-            if levels > 0 {
-                remove_temp_files_below(&p, levels - 1);
-            }
-        } else if kind.is_file() && is_temp(&p) {
-            let _ = fs::remove_file(&p);
-        }
-    }
 }
 
 #[cfg(test)]

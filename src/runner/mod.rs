@@ -7,6 +7,7 @@ pub(crate) mod cpu;
 pub(crate) mod export;
 mod final_metrics;
 pub(crate) mod finalize;
+pub mod grid_folder;
 pub mod lock;
 mod one_run;
 pub(crate) mod parity;
@@ -22,13 +23,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use candle_core::Device;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::{Grid, RunSpec, BASELINE_VARIANT};
 use crate::data::{open_dataset, DatasetPair};
-use crate::log::{write_summary, write_text, Status, SummaryRow};
+use crate::log::{write_summary, Status, SummaryRow};
 use one_run::{random_baseline, run_one};
 
 pub use final_metrics::FinalMetrics;
@@ -74,11 +74,10 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
     }
     // Opened before anything is written: bad data or data-dependent settings leave no folder.
     let datasets = open_datasets(runs.iter().chain(&baselines))?;
-    let dir = opts.out.join(&grid.name);
     // Below `--out`, nothing is reached through a link: the grid folder, its staging and
-    // report folders, and every run's folders are refused if one is a link (exit 2).
-    crate::log::refuse_symlink(&dir)?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // report folders, and every run's folders are refused if one is a link (exit 2); and the
+    // grid folder must be new, empty or ours (its marker) before anything in it is touched.
+    let dir = grid_folder::claim(&opts.out, grid)?;
     for name in [staging::STAGING_DIR, "report"] {
         crate::log::refuse_symlink(&dir.join(name))?;
     }
@@ -94,7 +93,7 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
             None
         }
     };
-    write_text(&dir.join(GRID_FILE), &grid.to_toml())?;
+    grid_folder::write_grid_file(&dir, grid)?;
     let baseline_rows: Vec<SummaryRow> = baselines
         .iter()
         .map(|spec| {

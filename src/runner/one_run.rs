@@ -18,7 +18,10 @@ use crate::log::{
     StepRecord, StepsLog, SummaryRow,
 };
 use crate::metrics::{verdict, CollapseMonitor, Verdict};
-use crate::train::checkpoint::{read_checkpoint, remove_checkpoint, Checkpointing};
+use crate::train::checkpoint::{
+    checkpoints, read_checkpoint, read_progress, remove_checkpoint, CheckpointWriteFailed,
+    Checkpointing,
+};
 use crate::train::{train_with, RunControl, RunStatus, TrainSummary};
 
 fn eval_plan(config: &RunConfig, pair: &DatasetPair, device: &Device) -> anyhow::Result<EvalPlan> {
@@ -46,7 +49,7 @@ pub(super) fn random_baseline(
             return Ok(Some(*kept));
         }
         let dir = staging::staging_dir(grid_dir, run_id);
-        std::fs::create_dir_all(&dir)?;
+        crate::log::create_dir(&dir)?;
         write_text(&dir.join("config.toml"), &toml::to_string_pretty(config)?)?;
         let method = crate::method::build(config, pair.train.channels(), &opts.device)?;
         let record = eval_plan(config, pair, &opts.device)?.run(method.as_ref(), 0, 0)?;
@@ -188,6 +191,12 @@ pub(super) fn run_one(
             format!("{how}; interrupted, checkpointed at step {next_step}"),
         );
     }
+    if let Some(row) = kept_after_failed_checkpoint(spec, &result, &dir, &mut recorder) {
+        let mut row = row;
+        row.outcome.wall_seconds = started.elapsed().as_secs_f64();
+        let error = row.outcome.error.clone().unwrap_or_default();
+        return (row, format!("{how}; {error}"));
+    }
     let (steps, evals, write_logs) = run.write_logs(recorder);
     let mut row = row_from_logs(spec, &steps.rows, &evals);
     record_outcome(&mut row, result, write_logs);
@@ -204,6 +213,34 @@ pub(super) fn run_one(
         row.outcome.error = Some(format!("publishing the run folder: {e:#}"));
     }
     (row, how)
+}
+
+/// When training stopped because a checkpoint could not be written (a full disk) and an
+/// earlier checkpoint is there, the run is not published: it stays in staging with that
+/// checkpoint, for the next `run` to resume, and its row says so (status `failed`).
+fn kept_after_failed_checkpoint(
+    spec: &RunSpec,
+    result: &anyhow::Result<TrainSummary>,
+    dir: &Path,
+    recorder: &mut Option<Recorder>,
+) -> Option<SummaryRow> {
+    let failed = result
+        .as_ref()
+        .err()?
+        .chain()
+        .find_map(|c| c.downcast_ref::<CheckpointWriteFailed>())?;
+    let kept = checkpoints(dir)
+        .ok()?
+        .first()
+        .and_then(|c| read_progress(c).ok())?;
+    let mut row = interrupted_row(spec, recorder.take(), kept.next_step);
+    row.outcome.status = Status::Failed;
+    row.outcome.stop_reason = None;
+    row.outcome.error = Some(format!(
+        "{failed}; the checkpoint at step {} is kept: run the same command again to resume from it",
+        kept.next_step
+    ));
+    Some(row)
 }
 
 /// The row of a run interrupted (and checkpointed) before step `next_step`.
@@ -238,7 +275,7 @@ impl StagedRun<'_> {
         recorder: &mut Option<Recorder>,
     ) -> anyhow::Result<TrainSummary> {
         let (spec, dir) = (self.spec, self.dir);
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::log::create_dir(dir)?;
         write_text(
             &dir.join("config.toml"),
             &toml::to_string_pretty(&spec.config)?,
@@ -387,9 +424,9 @@ fn save_weights(online: &crate::method::OnlineNetwork, run_dir: &Path) -> anyhow
         ("heads.safetensors", heads),
     ] {
         let map: HashMap<String, candle_core::Tensor> = tensors.into_iter().collect();
-        let tmp = run_dir.join(format!(".{file}.tmp-{}", std::process::id()));
-        candle_core::safetensors::save(&map, &tmp)?;
-        std::fs::rename(&tmp, run_dir.join(file))?;
+        crate::log::write_via_temp(&run_dir.join(file), "", |tmp| {
+            Ok(candle_core::safetensors::save(&map, tmp)?)
+        })?;
     }
     Ok(())
 }

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::RunConfig;
@@ -68,8 +67,9 @@ fn torch_state(state: &[(String, Tensor)], steps: u64) -> anyhow::Result<Vec<(St
 
 fn save(path: &Path, tensors: Vec<(String, Tensor)>) -> anyhow::Result<()> {
     let map: HashMap<String, Tensor> = tensors.into_iter().collect();
-    candle_core::safetensors::save(&map, path)
-        .with_context(|| format!("writing {}", path.display()))
+    crate::log::write_via_temp(path, "", |tmp| {
+        Ok(candle_core::safetensors::save(&map, tmp)?)
+    })
 }
 
 /// Trains `cfg` for `steps` steps on `device` and writes the parity files into `out`.
@@ -81,7 +81,7 @@ pub fn parity_dump(
     device: &Device,
 ) -> anyhow::Result<u64> {
     let mut cfg = cfg.clone();
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    crate::log::create_given_dir(out)?;
     cfg.train.max_steps = Some(steps);
     write_text(&out.join("config.toml"), &toml::to_string_pretty(&cfg)?)?;
     let pair = open_dataset(&cfg.dataset)?;

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +79,46 @@ struct SavedLogs {
 }
 
 const SAVED_LOGS_FILE: &str = "logs.toml";
+
+/// Whether the logs saved in checkpoint folder `dir` end at `next_step`: the step log holds
+/// exactly `next_step` rows, and no evaluation or embedding part is from a later step (a
+/// checkpoint's [`verify_checkpoint`](crate::train::checkpoint::verify_checkpoint) asks).
+pub fn logs_end_at(dir: &Path, next_step: u64) -> Result<(), String> {
+    let rows = crate::log::read_parquet(&dir.join(STEPS_FILE))
+        .map_err(|e| format!("{STEPS_FILE} unreadable: {e}"))?
+        .height() as u64;
+    if rows != next_step {
+        return Err(format!(
+            "progress.toml says step {next_step} but {STEPS_FILE} holds {rows} steps"
+        ));
+    }
+    let text = std::fs::read_to_string(dir.join(SAVED_LOGS_FILE))
+        .map_err(|e| format!("{SAVED_LOGS_FILE}: {e}"))?;
+    let saved: SavedLogs =
+        toml::from_str(&text).map_err(|e| format!("{SAVED_LOGS_FILE}: {}", e.message()))?;
+    if let Some(e) = saved.evals.iter().find(|e| e.step > next_step) {
+        return Err(format!(
+            "{SAVED_LOGS_FILE} holds an evaluation at step {} after step {next_step}",
+            e.step
+        ));
+    }
+    let part_step = |name: &str| -> Option<u64> {
+        name.strip_prefix("part-")?
+            .strip_suffix(".parquet")?
+            .parse()
+            .ok()
+    };
+    match saved
+        .embedding_parts
+        .iter()
+        .find(|p| part_step(p).is_none_or(|s| s > next_step))
+    {
+        Some(p) => Err(format!(
+            "{SAVED_LOGS_FILE} lists embedding part {p}, not one of steps up to {next_step}"
+        )),
+        None => Ok(()),
+    }
+}
 /// The embeddings file, in the run's staging folder.
 pub const EMBEDDINGS_FILE: &str = "embeddings.parquet";
 /// The folder of embedding part files, in the run's staging folder.
@@ -124,8 +163,7 @@ impl Recorder {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
                 if !r.parts.contains(&name) {
-                    std::fs::remove_file(e.path())
-                        .with_context(|| format!("removing {}", e.path().display()))?;
+                    crate::log::remove_file_if_present(&e.path())?;
                 }
             }
         }
@@ -201,13 +239,12 @@ impl StepObserver for Recorder {
         Ok(EpochEnd::Continue)
     }
 
-    fn save(&mut self, dir: &Path) -> anyhow::Result<()> {
+    fn save(&mut self, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         self.steps.write(&dir.join(STEPS_FILE))?;
         if let Some(writer) = &self.embeddings {
             let next = self.steps.rows.last().map_or(0, |r| r.step + 1);
             let name = format!("part-{next:010}.parquet");
-            std::fs::create_dir_all(&self.parts_dir)
-                .with_context(|| format!("creating {}", self.parts_dir.display()))?;
+            crate::log::create_dir(&self.parts_dir)?;
             if writer.save_part(self.parts_dir.join(&name))? {
                 self.parts.push(name);
             }
@@ -216,7 +253,7 @@ impl StepObserver for Recorder {
             evals: self.evals.clone(),
             embedding_parts: self.parts.clone(),
         };
-        std::fs::write(dir.join(SAVED_LOGS_FILE), toml::to_string(&saved)?)
-            .with_context(|| format!("writing {}", dir.join(SAVED_LOGS_FILE).display()))
+        crate::log::write_text(&dir.join(SAVED_LOGS_FILE), &toml::to_string(&saved)?)?;
+        Ok(self.parts.iter().map(|p| self.parts_dir.join(p)).collect())
     }
 }

@@ -231,15 +231,14 @@ pub fn submit(grid: &Grid, opts: &SlurmOptions) -> anyhow::Result<Submission> {
     }
     let runs = validate_grid(grid)?;
     let tasks = task_count(runs, opts.runs_per_task);
-    std::fs::create_dir_all(&opts.out)
-        .with_context(|| format!("creating {}", opts.out.display()))?;
+    crate::log::create_given_dir(&opts.out)?;
     let out = absolute(&opts.out)?;
-    let grid_dir = out.join(&grid.name);
+    let grid_dir = super::grid_folder::claim(&out, grid)?;
     let slurm_dir = grid_dir.join("slurm");
-    std::fs::create_dir_all(slurm_dir.join("logs"))
-        .with_context(|| format!("creating {}", slurm_dir.display()))?;
+    crate::log::create_dir(&slurm_dir)?;
+    crate::log::create_dir(&slurm_dir.join("logs"))?;
     lock::GridLock::refuse_if_held(&grid_dir)?;
-    write_text(&grid_dir.join(GRID_FILE), &grid.to_toml())?;
+    super::grid_folder::write_grid_file(&grid_dir, grid)?;
     let bin = std::env::current_exe().context("locating the collapse-lab binary")?;
     let array = slurm_dir.join("array.sbatch");
     let finalize = slurm_dir.join("finalize.sbatch");

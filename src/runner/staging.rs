@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::log::{remove_dir_if_present, write_text, Status, SummaryRow};
-use crate::train::checkpoint::{find_checkpoint, read_progress, verify_checkpoint};
+use crate::log::{remove_dir_if_present, rename, write_text, Status, SummaryRow};
+use crate::train::checkpoint::{checkpoints, promote, read_progress, verify_checkpoint};
 
 /// The staging folder of a grid folder.
 pub const STAGING_DIR: &str = ".staging";
@@ -97,7 +97,7 @@ pub fn read_record(run_dir: &Path) -> Option<RunRecord> {
 /// `embeddings.parquet` with rows where the run logged embeddings (its footer only: the
 /// largest table, and a cut-short file has none). A damaged table makes the run train again
 /// rather than be kept (or reported) as it is.
-fn tables_read_back(run_dir: &Path, record: &RunRecord, logs_embeddings: bool) -> bool {
+pub(crate) fn tables_read_back(run_dir: &Path, record: &RunRecord, logs_embeddings: bool) -> bool {
     let rows = |name: &str| crate::log::read_parquet(&run_dir.join(name)).map(|df| df.height());
     let steps = record.summary.outcome.steps as usize;
     let logged_embeddings = steps > 0 && logs_embeddings;
@@ -134,21 +134,8 @@ pub fn plan(
         } else {
             Plan::Start(StartReason::Damaged)
         }
-    } else if let Some((checkpoint, next_step)) = find_checkpoint(&staging)?
-        .and_then(|dir| Some((read_progress(&dir).ok()?, dir)))
-        .filter(|(p, _)| p.config_hash == hash)
-        .map(|(p, dir)| (dir, p.next_step))
-    {
-        match verify_checkpoint(&checkpoint, next_step, STEPS_FILE) {
-            Ok(()) => Plan::Resume {
-                checkpoint,
-                next_step,
-            },
-            Err(why) => {
-                crate::errln!("checkpoint of {run_id} damaged ({why}): starting over");
-                Plan::Start(StartReason::DamagedCheckpoint(next_step))
-            }
-        }
+    } else if let Some(plan) = resume_plan(&staging, run_id, hash)? {
+        plan
     } else {
         Plan::Start(match published {
             Some(r) if r.config_hash != hash => StartReason::ConfigChanged,
@@ -161,6 +148,45 @@ pub fn plan(
         remove_dir_if_present(&staging)?;
     }
     Ok(plan)
+}
+
+/// How run `run_id` continues from its checkpoints in `staging`, newest first: the first
+/// whose config fingerprint is `hash` and which proves itself ([`verify_checkpoint`]) is
+/// resumed; each damaged one is discarded with one line. `None` when there is none with the
+/// same config; a start-over when every one was damaged.
+fn resume_plan(staging: &Path, run_id: &str, hash: &str) -> anyhow::Result<Option<Plan>> {
+    let mut damaged: Vec<(u64, String)> = Vec::new();
+    let mut good = None;
+    for dir in checkpoints(staging)? {
+        let Some(progress) = read_progress(&dir).ok().filter(|p| p.config_hash == hash) else {
+            continue;
+        };
+        match verify_checkpoint(&dir, progress.next_step, super::recorder::logs_end_at) {
+            Ok(()) => {
+                good = Some((dir, progress.next_step));
+                break;
+            }
+            Err(why) => {
+                remove_dir_if_present(&dir)?;
+                damaged.push((progress.next_step, why));
+            }
+        }
+    }
+    for (step, why) in &damaged {
+        let then = match &good {
+            Some((_, s)) => format!("resuming from the previous checkpoint, at step {s}"),
+            None => "starting over".into(),
+        };
+        crate::errln!("checkpoint of {run_id} damaged (step {step}: {why}): {then}");
+    }
+    Ok(match (good, damaged.first()) {
+        (Some((dir, next_step)), _) => Some(Plan::Resume {
+            checkpoint: promote(staging, &dir)?,
+            next_step,
+        }),
+        (None, Some(&(step, _))) => Some(Plan::Start(StartReason::DamagedCheckpoint(step))),
+        (None, None) => None,
+    })
 }
 
 /// Writes `run.toml` into the staging folder (the run is complete there) and publishes it.
@@ -178,9 +204,9 @@ fn publish(grid_dir: &Path, run_id: &str) -> anyhow::Result<()> {
     let old = grid_dir.join(STAGING_DIR).join(format!("{run_id}.old"));
     remove_dir_if_present(&old)?;
     if dest.exists() {
-        std::fs::rename(&dest, &old).with_context(|| format!("moving {} aside", dest.display()))?;
+        rename(&dest, &old).with_context(|| format!("moving {} aside", dest.display()))?;
     }
-    std::fs::rename(&staging, &dest)
+    rename(&staging, &dest)
         .with_context(|| format!("publishing {} as {}", staging.display(), dest.display()))?;
     remove_dir_if_present(&old)
 }

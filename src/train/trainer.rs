@@ -85,9 +85,10 @@ pub trait StepObserver {
     }
 
     /// Writes what has been logged so far into `dir`, a checkpoint being written, so that a
-    /// resumed run's logs continue these.
-    fn save(&mut self, _dir: &Path) -> anyhow::Result<()> {
-        Ok(())
+    /// resumed run's logs continue these. Returns the files outside `dir` (in the run's
+    /// staging folder) that those logs need, for the checkpoint's manifest.
+    fn save(&mut self, _dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+        Ok(Vec::new())
     }
 }
 

@@ -48,8 +48,14 @@ pub fn pick(data: &dyn Dataset) -> Vec<Vec<usize>> {
     }
 }
 
-/// Writes the contact sheet of `data` to `path` (a `.png`).
+/// Writes the contact sheet of `data` to `path` (a `.png`), under a temporary name renamed
+/// once drawn (never through a link).
 pub fn write(data: &dyn Dataset, path: &Path) -> Result<()> {
+    crate::log::write_via_temp(path, ".png", |tmp| draw(data, tmp, path))
+}
+
+/// Draws the contact sheet into file `to` (errors name `path`, where it is going).
+fn draw(data: &dyn Dataset, to: &Path, path: &Path) -> Result<()> {
     let rows = pick(data);
     let (c, h, w) = (data.channels(), data.height(), data.width());
     let scale = (MIN_CELL / h.max(w)).max(1);
@@ -58,7 +64,7 @@ pub fn write(data: &dyn Dataset, path: &Path) -> Result<()> {
         (GAP + COLUMNS * cell_w) as u32,
         (GAP + rows.len().max(1) * cell_h) as u32,
     );
-    let root = BitMapBackend::new(path, size).into_drawing_area();
+    let root = BitMapBackend::new(to, size).into_drawing_area();
     let err =
         |e: &dyn std::fmt::Debug| anyhow!("{}: drawing the contact sheet: {e:?}", path.display());
     root.fill(&WHITE).map_err(|e| err(&e))?;

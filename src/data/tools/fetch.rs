@@ -5,7 +5,7 @@
 //! a file under its final name is always complete. A `.part` left by an interrupted run is
 //! resumed with an HTTP `Range` request.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,12 +24,14 @@ pub const BASE_URL_ENV: &str = "COLLAPSE_LAB_DATA_URL";
 /// Attempts per file before giving up on a connection that keeps dropping.
 const MAX_ATTEMPTS: usize = 5;
 
-/// One file of a set and the MD5 its publisher (or torchvision, which mirrors the
-/// publisher's list) gives for it.
+/// One file of a set, the MD5 its publisher (or torchvision, which mirrors the publisher's
+/// list) gives for it, and its length in bytes: a body longer than that is refused (a
+/// misbehaving server must not fill the disk), and the free space is checked before it starts.
 #[derive(Debug, Clone, Copy)]
 pub struct RemoteFile {
     pub name: &'static str,
     pub md5: &'static str,
+    pub bytes: u64,
 }
 
 /// A downloadable data set: where it lives and what it consists of.
@@ -53,18 +55,22 @@ pub const FETCH_SETS: [FetchSet; 5] = [
             RemoteFile {
                 name: "train-images-idx3-ubyte.gz",
                 md5: "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                bytes: 9_912_422,
             },
             RemoteFile {
                 name: "train-labels-idx1-ubyte.gz",
                 md5: "d53e105ee54ea40749a09fcbcd1e9432",
+                bytes: 28_881,
             },
             RemoteFile {
                 name: "t10k-images-idx3-ubyte.gz",
                 md5: "9fb629c4189551a2d022fa330f9573f3",
+                bytes: 1_648_877,
             },
             RemoteFile {
                 name: "t10k-labels-idx1-ubyte.gz",
                 md5: "ec29112dd5afa0611ce80d1b7f02629c",
+                bytes: 4_542,
             },
         ],
         unpacks_to: None,
@@ -76,18 +82,22 @@ pub const FETCH_SETS: [FetchSet; 5] = [
             RemoteFile {
                 name: "train-images-idx3-ubyte.gz",
                 md5: "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                bytes: 26_421_880,
             },
             RemoteFile {
                 name: "train-labels-idx1-ubyte.gz",
                 md5: "25c81989df183df01b3e8a0aad5dffbe",
+                bytes: 29_515,
             },
             RemoteFile {
                 name: "t10k-images-idx3-ubyte.gz",
                 md5: "bef4ecab320f06d8554ea6380940ec79",
+                bytes: 4_422_102,
             },
             RemoteFile {
                 name: "t10k-labels-idx1-ubyte.gz",
                 md5: "bb300cfdad3c16e7a12a480ee83cd310",
+                bytes: 5_148,
             },
         ],
         unpacks_to: None,
@@ -98,6 +108,7 @@ pub const FETCH_SETS: [FetchSet; 5] = [
         files: &[RemoteFile {
             name: "cifar-10-binary.tar.gz",
             md5: "c32a1d4ab5d03f1284b67883e8d87530",
+            bytes: 170_052_171,
         }],
         unpacks_to: Some("cifar-10-batches-bin"),
     },
@@ -107,6 +118,7 @@ pub const FETCH_SETS: [FetchSet; 5] = [
         files: &[RemoteFile {
             name: "cifar-100-binary.tar.gz",
             md5: "03b5dce01913d631647c71ecec9e9cb8",
+            bytes: 168_513_733,
         }],
         unpacks_to: Some("cifar-100-binary"),
     },
@@ -116,6 +128,7 @@ pub const FETCH_SETS: [FetchSet; 5] = [
         files: &[RemoteFile {
             name: "stl10_binary.tar.gz",
             md5: "91f7769df0f17e558f3565bffb0c7dfb",
+            bytes: 2_640_397_119,
         }],
         unpacks_to: Some("stl10_binary"),
     },
@@ -160,13 +173,13 @@ pub enum Outcome {
 /// Downloads every file of `set` from `base_url` into `dir`, verifies and unpacks it.
 /// Returns one line per file for the user.
 pub fn fetch(set: &FetchSet, dir: &Path, base_url: &str, progress: bool) -> Result<Vec<String>> {
-    std::fs::create_dir_all(dir).map_err(|e| file_error(dir, format!("cannot create: {e}")))?;
+    crate::log::create_given_dir(dir)?;
     let agent = agent(stall_timeout()?);
     let mut lines = Vec::new();
     for file in set.files {
         let url = format!("{}/{}", base_url.trim_end_matches('/'), file.name);
         let path = dir.join(file.name);
-        let outcome = fetch_file(&agent, &url, &path, file.md5, progress)?;
+        let outcome = fetch_file(&agent, &url, &path, file, progress)?;
         lines.push(match outcome {
             Outcome::Present => format!("{}: present, MD5 ok", path.display()),
             Outcome::Downloaded { bytes, resumed } => format!(
@@ -231,14 +244,15 @@ pub fn part_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Fetches one file into `path`, resuming `path.part`, and checks its MD5.
+/// Fetches one file into `path`, resuming `path.part`, and checks its length and MD5.
 pub fn fetch_file(
     agent: &ureq::Agent,
     url: &str,
     path: &Path,
-    md5: &str,
+    file: &RemoteFile,
     progress: bool,
 ) -> Result<Outcome> {
+    let md5 = file.md5;
     // A file that fails the check is downloaded again, into the `.part`, and replaced only by a
     // verified copy (the rename below): if the download fails, the user's file is still there.
     if path.is_file() && md5_of(path)? == md5 {
@@ -249,10 +263,15 @@ pub fn fetch_file(
     crate::log::refuse_symlink(&part)?;
     crate::log::refuse_symlink(path)?;
     let resumed = part.is_file();
+    let have = std::fs::metadata(&part).map_or(0, |m| m.len());
+    if have > file.bytes {
+        crate::log::remove_file_if_present(&part)?;
+    }
+    check_free_space(path, file.bytes.saturating_sub(have.min(file.bytes)))?;
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match download_once(agent, url, &part, progress)? {
+        match download_once(agent, url, &part, file.bytes, progress)? {
             Transfer::Complete => break,
             Transfer::Interrupted(e) if attempts < MAX_ATTEMPTS => {
                 crate::errln!("{url}: connection dropped ({e}); resuming");
@@ -264,16 +283,16 @@ pub fn fetch_file(
     }
     let got = md5_of(&part)?;
     if got != md5 {
-        std::fs::remove_file(&part)
-            .map_err(|e| file_error(&part, format!("cannot delete after a bad checksum: {e}")))?;
+        crate::log::remove_file_if_present(&part)
+            .map_err(|e| file_error(&part, format!("cannot delete after a bad checksum: {e:#}")))?;
         return Err(file_error(
             &part,
             format!("MD5 {got} does not match the published {md5}; deleted the partial file (run again to download afresh)"),
         )
         .into());
     }
-    std::fs::rename(&part, path)
-        .map_err(|e| file_error(path, format!("cannot rename the finished download: {e}")))?;
+    crate::log::rename(&part, path)
+        .map_err(|e| file_error(path, format!("cannot rename the finished download: {e:#}")))?;
     let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     Ok(Outcome::Downloaded {
         bytes,
@@ -288,8 +307,31 @@ enum Transfer {
     Interrupted(String),
 }
 
-/// One GET of `url`, continuing `part` from its current length with a Range request.
-fn download_once(agent: &ureq::Agent, url: &str, part: &Path, progress: bool) -> Result<Transfer> {
+/// Refuses to start a download of `needed` more bytes next to `path` when the file system has
+/// less free (when it can be asked).
+fn check_free_space(path: &Path, needed: u64) -> Result<(), InputError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    match crate::log::available_space(dir) {
+        Some(free) if free < needed => Err(file_error(
+            dir,
+            format!(
+                "{needed} bytes are needed for {} but only {free} are free",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// One GET of `url`, continuing `part` from its current length with a Range request; a body
+/// that would make the file longer than `expected` bytes is refused.
+fn download_once(
+    agent: &ureq::Agent,
+    url: &str,
+    part: &Path,
+    expected: u64,
+    progress: bool,
+) -> Result<Transfer> {
     let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
     let mut request = agent.get(url);
     if have > 0 {
@@ -308,13 +350,23 @@ fn download_once(agent: &ureq::Agent, url: &str, part: &Path, progress: bool) ->
         _ => bail!("{url}: HTTP {status}"),
     };
     let remaining = response.body().content_length();
-    let mut out = if append {
-        OpenOptions::new().append(true).open(part)
-    } else {
-        File::create(part)
-    }
-    .map_err(|e| file_error(part, format!("cannot write: {e}")))?;
     let start = if append { have } else { 0 };
+    let too_long = |len: u64| {
+        file_error(
+            part,
+            format!("{url} sends {len} bytes; the file is {expected} bytes: refused (the partial file is deleted)"),
+        )
+    };
+    if let Some(len) = remaining.filter(|&n| start.saturating_add(n) > expected) {
+        crate::log::remove_file_if_present(part)?;
+        return Err(too_long(start.saturating_add(len)).into());
+    }
+    let mut out = if append {
+        crate::log::open_append(part)
+    } else {
+        crate::log::remove_file_if_present(part).and_then(|()| crate::log::create_new(part))
+    }
+    .map_err(|e| file_error(part, format!("cannot write: {e:#}")))?;
     let bar = if progress {
         let bar = ProgressBar::new(start + remaining.unwrap_or(0));
         bar.set_style(
@@ -340,6 +392,11 @@ fn download_once(agent: &ureq::Agent, url: &str, part: &Path, progress: bool) ->
         match reader.read(&mut buf) {
             Ok(0) => break None,
             Ok(n) => {
+                if start + received + n as u64 > expected {
+                    drop(out);
+                    crate::log::remove_file_if_present(part)?;
+                    return Err(too_long(start + received + n as u64).into());
+                }
                 out.write_all(&buf[..n])
                     .map_err(|e| file_error(part, format!("cannot write: {e}")))?;
                 received += n as u64;

@@ -93,12 +93,11 @@ pub fn inspect(path_or_name: &str, out: &Path) -> Result<Inspection> {
     if splits.is_empty() {
         return Err(file_error(&path, "holds no split of a recognised data set").into());
     }
-    std::fs::create_dir_all(out).map_err(|e| file_error(out, format!("cannot create: {e}")))?;
+    crate::log::create_given_dir(out)?;
     let contact_sheet = out.join("contact_sheet.png");
-    // The drawing library opens the file itself: a planted link there (or for the folder)
-    // would be written through.
+    // Written under a temporary name and renamed, never through a link (a planted
+    // `contact_sheet.png` link, or the folder as one, is refused).
     crate::log::refuse_symlink(out)?;
-    crate::log::refuse_symlink(&contact_sheet)?;
     let shown = splits
         .iter()
         .find(|s| !s.data.is_empty() && s.data.label(0).is_some())

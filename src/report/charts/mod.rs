@@ -75,21 +75,15 @@ pub trait Chart {
 pub fn save(chart: &impl Chart, dir: &Path, name: &str) -> DrawResult {
     register_font();
     let png = dir.join(format!("{name}.png"));
-    let tmp = dir.join(format!(".{name}.tmp-{}.png", std::process::id()));
-    // The drawing library creates the file itself: a leftover or planted one (a link) goes
-    // first, removed itself, never its target.
-    let _ = std::fs::remove_file(&tmp);
-    let drawn = (|| -> DrawResult {
-        let root = BitMapBackend::new(&tmp, (W, H)).into_drawing_area();
+    // The drawing library creates the file itself, at a temporary name (a leftover or planted
+    // one goes first, a link removed itself, never its target); the extension picks PNG.
+    crate::log::write_via_temp(&png, ".png", |tmp| {
+        let root = BitMapBackend::new(tmp, (W, H)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         chart.draw(&root)?;
         root.present().map_err(err)?;
         Ok(())
-    })();
-    if let Err(e) = drawn.and_then(|_| std::fs::rename(&tmp, &png).map_err(anyhow::Error::from)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.context(format!("writing {}", png.display())));
-    }
+    })?;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
