@@ -158,9 +158,59 @@ def norm2d(c, enc):
     return nn.Identity()
 
 
-def norm1d(c, kind, groups):
+class BatchNormPart(nn.BatchNorm1d):
+    """Batch norm taken apart (collapse-lab's head norms `bn_center`, `bn_scale`,
+    `bn_detached`, `ghost_bn`), written for this check from their definitions: γ, β, running
+    statistics and counter as batch norm's, momentum 0.1 towards the batch mean and unbiased
+    variance; evaluation uses the running statistics the part uses."""
+
+    def __init__(self, c, kind, ghost):
+        super().__init__(c, eps=EPS, momentum=0.1)
+        self.kind, self.ghost = kind, ghost
+
+    def track(self, mean, unbiased):
+        with torch.no_grad():
+            self.running_mean.copy_(self.running_mean * 0.9 + mean.detach() * 0.1)
+            self.running_var.copy_(self.running_var * 0.9 + unbiased.detach() * 0.1)
+            self.num_batches_tracked += 1
+
+    def forward(self, x):
+        w, b = self.weight, self.bias
+        if not self.training:
+            rm, rv = self.running_mean, self.running_var
+            if self.kind == "bn_center":
+                return (x - rm) * w + b
+            if self.kind == "bn_scale":
+                return x / torch.sqrt(rv + EPS) * w + b
+            return (x - rm) / torch.sqrt(rv + EPS) * w + b
+        if self.kind == "ghost_bn":
+            outs, means, variances = [], [], []
+            for part in x.split(self.ghost):
+                n = part.shape[0]
+                mean = part.mean(0)
+                var = ((part - mean) ** 2).mean(0)
+                outs.append((part - mean) / torch.sqrt(var + EPS))
+                means.append(mean)
+                variances.append(var * n / max(n - 1, 1))
+            self.track(torch.stack(means).mean(0), torch.stack(variances).mean(0))
+            return torch.cat(outs) * w + b
+        n = x.shape[0]
+        mean = x.mean(0)
+        var = ((x - mean) ** 2).mean(0)
+        self.track(mean, var * n / max(n - 1, 1))
+        if self.kind == "bn_center":
+            return (x - mean) * w + b
+        if self.kind == "bn_scale":
+            return x / torch.sqrt(var + EPS) * w + b
+        # bn_detached: the statistics are constants in the backward pass.
+        return (x - mean.detach()) / torch.sqrt(var.detach() + EPS) * w + b
+
+
+def norm1d(c, kind, groups, ghost=16):
     if kind == "bn":
         return nn.BatchNorm1d(c, eps=EPS, momentum=0.1)
+    if kind in ("bn_center", "bn_scale", "bn_detached", "ghost_bn"):
+        return BatchNormPart(c, kind, ghost)
     if kind == "ln":
         return nn.LayerNorm(c, eps=EPS)
     if kind == "gn":
@@ -226,9 +276,9 @@ class ResNet18(nn.Module):
         return h.mean((2, 3))
 
 
-def head(cin, cfg, groups):
+def head(cin, cfg, groups, ghost):
     return nn.Sequential(
-        nn.Linear(cin, cfg["hidden"]), norm1d(cfg["hidden"], cfg["norm"], groups), KinkReLU(), nn.Linear(cfg["hidden"], cfg["out"])
+        nn.Linear(cin, cfg["hidden"]), norm1d(cfg["hidden"], cfg["norm"], groups, ghost), KinkReLU(), nn.Linear(cfg["hidden"], cfg["out"])
     )
 
 
@@ -243,9 +293,9 @@ class Online(nn.Module):
         else:
             self.encoder = ResNet18(cin, m["width"], m["resnet_stem"], enc)
             out = m["width"] << 3
-        self.projector = head(out, m["projector"], m["gn_groups"])
+        self.projector = head(out, m["projector"], m["gn_groups"], m["ghost_batch"])
         method = cfg["method"]["name"]
-        self.predictor = head(m["projector"]["out"], m["predictor"], m["gn_groups"]) if method in ("byol", "simsiam", "contrastive") else None
+        self.predictor = head(m["projector"]["out"], m["predictor"], m["gn_groups"], m["ghost_batch"]) if method in ("byol", "simsiam", "contrastive") else None
 
     def forward(self, x):
         y = self.encoder(x)

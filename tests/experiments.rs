@@ -66,3 +66,31 @@ fn study_variants(file: &str) {
     assert_eq!(get("layer-norm").model.predictor.norm, HeadNorm::Ln);
     assert_eq!(get("contrastive").method.name, MethodName::Contrastive);
 }
+
+/// The mechanism grid trains every variant the claims M1–M4 read, with the references.
+#[test]
+fn mechanism_grid_has_every_part_of_batch_norm_and_the_references() {
+    let grid = Grid::load(&common::repo("experiments/bn-mechanism.toml")).expect("grid");
+    let names: Vec<_> = grid.variants.iter().map(|v| v.name.as_str()).collect();
+    for v in [
+        "byol",
+        "no-norm",
+        "layer-norm",
+        "bn-center",
+        "bn-scale",
+        "bn-detached",
+        "ghost-bn",
+    ] {
+        assert!(names.contains(&v), "{v} missing from {names:?}");
+    }
+    let runs = grid.expand().expect("expands");
+    let ghost = runs
+        .iter()
+        .find(|r| r.variant == "ghost-bn")
+        .expect("ghost-bn");
+    assert_eq!(ghost.config.model.ghost_batch, 16);
+    assert!(
+        ghost.config.train.batch_size > 16,
+        "more than one ghost group per batch"
+    );
+}

@@ -36,7 +36,12 @@ fn unchanged(dir: &Path) {
 
 #[test]
 fn a_linked_staging_or_report_folder_is_refused_and_its_target_kept() {
-    for planted in [".staging", "report", "byol-s0"] {
+    for planted in [
+        ".staging",
+        "report",
+        "byol-s0",
+        ".staging/byol-s0/checkpoint",
+    ] {
         let d = tempfile::tempdir().unwrap();
         let v = d.path().join("victim");
         victim(&v);
@@ -44,6 +49,7 @@ fn a_linked_staging_or_report_folder_is_refused_and_its_target_kept() {
         std::fs::create_dir_all(&grid).unwrap();
         // A grid folder of ours (its marker), with one link planted in it.
         std::fs::write(grid.join("grid.toml"), format!("{GRID_HEADER}\n")).unwrap();
+        std::fs::create_dir_all(grid.join(planted).parent().unwrap()).unwrap();
         symlink(&v, grid.join(planted)).unwrap();
         let o = run_smoke(&d.path().join("out"), "byol", &["--set", "train.epochs=1"]);
         let err = stderr(&o);

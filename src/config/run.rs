@@ -47,13 +47,21 @@ impl EncoderNorm {
     }
 }
 
-/// Normalization after the hidden layer of a projector / predictor MLP.
+/// Normalization after the hidden layer of a projector / predictor MLP: batch, layer or
+/// group norm, none, or batch norm taken apart (the mechanism ablations, ../shared/science.md):
+/// `bn_center` (subtract the batch mean only), `bn_scale` (divide by the batch standard
+/// deviation only), `bn_detached` (batch statistics treated as constants in the backward
+/// pass), `ghost_bn` (statistics over groups of `model.ghost_batch` examples).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum HeadNorm {
     Bn,
     Ln,
     Gn,
+    BnCenter,
+    BnScale,
+    BnDetached,
+    GhostBn,
     None,
 }
 
@@ -63,6 +71,10 @@ impl HeadNorm {
             Self::Bn => "bn",
             Self::Ln => "ln",
             Self::Gn => "gn",
+            Self::BnCenter => "bn_center",
+            Self::BnScale => "bn_scale",
+            Self::BnDetached => "bn_detached",
+            Self::GhostBn => "ghost_bn",
             Self::None => "none",
         }
     }
@@ -107,6 +119,9 @@ pub struct ModelConfig {
     pub resnet_stem: ResnetStem,
     /// Groups of group norm (capped at the channel count, which it must divide).
     pub gn_groups: usize,
+    /// Examples per group of ghost batch norm (`ghost_bn` heads); the last group of a batch
+    /// that is not a multiple holds the rest.
+    pub ghost_batch: usize,
     pub projector: HeadConfig,
     pub predictor: HeadConfig,
 }
@@ -120,6 +135,7 @@ impl Default for ModelConfig {
             depth: 4,
             resnet_stem: ResnetStem::Cifar,
             gn_groups: 8,
+            ghost_batch: 16,
             projector: HeadConfig::default(),
             predictor: HeadConfig::default(),
         }
@@ -421,6 +437,12 @@ impl ModelConfig {
         // Channels double per stage: beyond this the widths overflow any machine.
         at_most("model.depth", md.depth, MAX_DEPTH)?;
         at_least_one("model.gn_groups", md.gn_groups)?;
+        if md.ghost_batch < 2 {
+            return Err(format!(
+                "model.ghost_batch must be at least 2 (a group of one example has no spread), got {}",
+                md.ghost_batch
+            ));
+        }
         for (name, h) in [("projector", &md.projector), ("predictor", &md.predictor)] {
             at_least_one(&format!("model.{name}.hidden"), h.hidden)?;
             at_least_one(&format!("model.{name}.out"), h.out)?;

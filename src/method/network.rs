@@ -31,6 +31,7 @@ fn encoder_and_projector(
         encoder.out_dim(),
         &cfg.projector,
         cfg.gn_groups,
+        cfg.ghost_batch,
     )?;
     Ok((encoder, projector))
 }
@@ -57,6 +58,7 @@ impl OnlineNetwork {
                 cfg.projector.out,
                 &cfg.predictor,
                 cfg.gn_groups,
+                cfg.ghost_batch,
             )?)
         } else {
             None

@@ -23,11 +23,16 @@ impl Mlp {
         input: usize,
         cfg: &HeadConfig,
         gn_groups: usize,
+        ghost_batch: usize,
     ) -> Result<Self> {
         let kind = match cfg.norm {
             HeadNorm::Bn => NormKind::Batch,
             HeadNorm::Ln => NormKind::Layer,
             HeadNorm::Gn => NormKind::Group(gn_groups),
+            HeadNorm::BnCenter => NormKind::BatchCenter,
+            HeadNorm::BnScale => NormKind::BatchScale,
+            HeadNorm::BnDetached => NormKind::BatchDetached,
+            HeadNorm::GhostBn => NormKind::GhostBatch(ghost_batch),
             HeadNorm::None => NormKind::None,
         };
         Ok(Self {
@@ -60,14 +65,22 @@ mod tests {
 
     #[test]
     fn head_gradients_for_every_norm() -> Result<()> {
-        for norm in [HeadNorm::Bn, HeadNorm::Ln, HeadNorm::Gn, HeadNorm::None] {
+        for norm in [
+            HeadNorm::Bn,
+            HeadNorm::Ln,
+            HeadNorm::Gn,
+            HeadNorm::BnCenter,
+            HeadNorm::BnScale,
+            HeadNorm::GhostBn,
+            HeadNorm::None,
+        ] {
             let mut store = ParamStore::with_dtype(&Device::Cpu, 11, DType::F64);
             let cfg = HeadConfig {
                 hidden: 4,
                 out: 3,
                 norm,
             };
-            let mlp = Mlp::new(&mut store, "head", 3, &cfg, 2)?;
+            let mlp = Mlp::new(&mut store, "head", 3, &cfg, 2, 3)?;
             check_gradients(&format!("mlp {norm:?}"), &[5, 3], &store, |x| {
                 mlp.forward_t(x, true)
             })?;

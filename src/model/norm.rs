@@ -1,4 +1,6 @@
-//! Normalization layers built from ordinary, differentiable candle ops.
+//! Normalization layers built from ordinary, differentiable candle ops: batch, layer and
+//! group norm here, and batch norm taken apart for the mechanism ablations in files beside
+//! this one (`bn_center`, `bn_scale`, `bn_detached`, `ghost_bn`: heads only).
 //!
 //! candle's own `LayerNorm` (and `rms_norm`, `softmax_last_dim`) run kernels that record no
 //! gradient: backward silently returns nothing for them. Every layer here is written with
@@ -8,9 +10,18 @@
 use candle_core::{Result, Tensor, Var};
 use candle_nn::ModuleT;
 
+mod batch_center;
+mod batch_detached;
+mod batch_scale;
+mod ghost_batch;
+
 use super::params::ParamStore;
 use crate::ops::batch_norm_op::{BatchNormTrain, ColumnMoments};
 use crate::ops::columns::EPS;
+pub use batch_center::BatchCenter;
+pub use batch_detached::BatchDetached;
+pub use batch_scale::BatchScale;
+pub use ghost_batch::GhostBatchNorm;
 
 /// Which normalization a layer applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +29,14 @@ pub enum NormKind {
     Batch,
     Layer,
     Group(usize),
+    /// Batch norm's centring only (subtract the batch mean).
+    BatchCenter,
+    /// Batch norm's scaling only (divide by the batch standard deviation).
+    BatchScale,
+    /// Batch norm with its batch statistics treated as constants in the backward pass.
+    BatchDetached,
+    /// Batch norm over groups of this many examples within the batch.
+    GhostBatch(usize),
     None,
 }
 
@@ -30,14 +49,21 @@ fn rows(x: &Tensor) -> Result<Tensor> {
     x.reshape(((), c))
 }
 
-/// Standardises each column of a (M, C) matrix (biased variance). Column sums are matrix
-/// products with a row of ones: on the CPU far faster than candle's strided reductions.
-fn standardize_columns(x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+/// Each column's mean (1, C), the centred matrix and each column's biased variance (1, C) of
+/// a (M, C) matrix. Column sums are matrix products with a row of ones: on the CPU far faster
+/// than candle's strided reductions.
+fn column_moments(x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
     let m = x.dim(0)?;
     let ones = Tensor::ones((1, m), x.dtype(), x.device())?;
     let mean = (ones.matmul(x)? / m as f64)?;
     let centered = x.broadcast_sub(&mean)?;
     let var = (ones.matmul(&centered.sqr()?)? / m as f64)?;
+    Ok((mean, centered, var))
+}
+
+/// Standardises each column of a (M, C) matrix (biased variance).
+fn standardize_columns(x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    let (mean, centered, var) = column_moments(x)?;
     let xhat = centered.broadcast_mul(&(var.clone() + EPS)?.sqrt()?.recip()?)?;
     Ok((xhat, mean, var))
 }
@@ -113,6 +139,12 @@ impl BatchNorm {
     pub(super) fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize) -> Result<()> {
         // PyTorch semantics: running variance uses the unbiased estimate.
         let unbiased = (var.flatten_all()?.detach() * (n as f64 / (n.max(2) - 1) as f64))?;
+        self.blend_running(mean, &unbiased)
+    }
+
+    /// Moves the running statistics 10 % towards (mean, unbiased var).
+    fn blend_running(&self, mean: &Tensor, unbiased: &Tensor) -> Result<()> {
+        let unbiased = unbiased.flatten_all()?.detach();
         let m = self.momentum;
         let rm =
             ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.flatten_all()?.detach() * m)?)?;
@@ -206,6 +238,10 @@ pub enum Norm {
     Batch(BatchNorm),
     Layer(LayerNorm),
     Group(GroupNorm),
+    BatchCenter(BatchCenter),
+    BatchScale(BatchScale),
+    BatchDetached(BatchDetached),
+    GhostBatch(GhostBatchNorm),
     None,
 }
 
@@ -220,6 +256,14 @@ impl Norm {
             NormKind::Batch => Self::Batch(BatchNorm::new(store, name, channels)?),
             NormKind::Layer => Self::Layer(LayerNorm::new(store, name, channels)?),
             NormKind::Group(g) => Self::Group(GroupNorm::new(store, name, channels, g)?),
+            NormKind::BatchCenter => Self::BatchCenter(BatchCenter::new(store, name, channels)?),
+            NormKind::BatchScale => Self::BatchScale(BatchScale::new(store, name, channels)?),
+            NormKind::BatchDetached => {
+                Self::BatchDetached(BatchDetached::new(store, name, channels)?)
+            }
+            NormKind::GhostBatch(g) => {
+                Self::GhostBatch(GhostBatchNorm::new(store, name, channels, g)?)
+            }
             NormKind::None => Self::None,
         })
     }
@@ -231,6 +275,10 @@ impl ModuleT for Norm {
             Self::Batch(n) => n.forward_t(x, train),
             Self::Layer(n) => n.forward_t(x, train),
             Self::Group(n) => n.forward_t(x, train),
+            Self::BatchCenter(n) => n.forward_t(x, train),
+            Self::BatchScale(n) => n.forward_t(x, train),
+            Self::BatchDetached(n) => n.forward_t(x, train),
+            Self::GhostBatch(n) => n.forward_t(x, train),
             Self::None => Ok(x.clone()),
         }
     }
@@ -421,6 +469,231 @@ mod naive {
         let want = naive_group_norm(&v, 1, n * s, c, c);
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() < 1e-10, "{a} vs {b}");
+        }
+        Ok(())
+    }
+}
+
+/// The parts of batch norm taken apart (`bn_center`, `bn_scale`, `bn_detached`, `ghost_bn`):
+/// closed-form cases, gradients against finite differences, and the relations to batch norm
+/// that define them.
+#[cfg(test)]
+mod parts {
+    use super::*;
+    use crate::model::gradcheck::check_gradients;
+    use candle_core::{DType, Device, Var};
+
+    fn store() -> ParamStore {
+        ParamStore::with_dtype(&Device::Cpu, 5, DType::F64)
+    }
+
+    /// Sets γ and β of the only norm in `store` (non-trivial, so they are tested too).
+    fn set_affine(store: &ParamStore, w: &[f64], b: &[f64]) -> Result<()> {
+        store.params()[0].var.set(&Tensor::new(w, &Device::Cpu)?)?;
+        store.params()[1].var.set(&Tensor::new(b, &Device::Cpu)?)
+    }
+
+    fn col(y: &Tensor, c: usize) -> Result<Vec<f64>> {
+        y.narrow(1, c, 1)?.flatten_all()?.to_vec1::<f64>()
+    }
+
+    fn mean_sd(v: &[f64]) -> (f64, f64) {
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64;
+        (m, var.sqrt())
+    }
+
+    fn batch() -> Result<Tensor> {
+        // Column 0 is constant; the others vary, with different means and spreads.
+        let v: Vec<f64> = (0..8)
+            .flat_map(|i| {
+                let i = i as f64;
+                [2.5, 3.0 + 0.7 * i, -1.0 + ((i * 7.0) % 5.0) * 1.3]
+            })
+            .collect();
+        Tensor::from_vec(v, (8, 3), &Device::Cpu)
+    }
+
+    #[test]
+    fn every_part_has_gradients_to_input_and_parameters() -> Result<()> {
+        for (kind, shape) in [
+            (NormKind::BatchCenter, vec![5, 4]),
+            (NormKind::BatchScale, vec![5, 4]),
+            (NormKind::GhostBatch(2), vec![5, 4]),
+            (NormKind::GhostBatch(3), vec![6, 3]),
+        ] {
+            let c = *shape.last().expect("rank 2");
+            let mut s = store();
+            let norm = Norm::new(&mut s, "n", c, kind)?;
+            let w: Vec<f64> = (0..c).map(|k| 0.5 + 0.2 * k as f64).collect();
+            let b: Vec<f64> = (0..c).map(|k| 0.1 - 0.3 * k as f64).collect();
+            set_affine(&s, &w, &b)?;
+            check_gradients(&format!("{kind:?} {shape:?}"), &shape, &s, |x| {
+                norm.forward_t(x, true)
+            })?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn centring_gives_zero_batch_mean_and_keeps_the_spread() -> Result<()> {
+        let mut s = store();
+        let norm = Norm::new(&mut s, "n", 3, NormKind::BatchCenter)?;
+        set_affine(&s, &[2.0, 0.5, -1.5], &[0.25, -1.0, 3.0])?;
+        let x = batch()?;
+        let y = norm.forward_t(&x, true)?;
+        // A constant feature is exactly β.
+        assert!(col(&y, 0)?.iter().all(|v| *v == 0.25), "{:?}", col(&y, 0)?);
+        for (c, (g, b)) in [(1, (0.5, -1.0)), (2, (-1.5, 3.0))] {
+            let (m, sd) = mean_sd(&col(&y, c)?);
+            let (_, sd_in) = mean_sd(&col(&x, c)?);
+            assert!((m - b).abs() < 1e-12, "column {c}: mean {m}");
+            assert!(
+                (sd - f64::abs(g) * sd_in).abs() < 1e-12,
+                "column {c}: not rescaled"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn scaling_gives_unit_batch_std_and_keeps_the_mean_direction() -> Result<()> {
+        let mut s = store();
+        let norm = Norm::new(&mut s, "n", 3, NormKind::BatchScale)?;
+        let x = batch()?;
+        let y = norm.forward_t(&x, true)?;
+        // γ = 1, β = 0: each varying column has unit std and its mean is not removed.
+        for c in [1, 2] {
+            let (m, sd) = mean_sd(&col(&y, c)?);
+            let (m_in, sd_in) = mean_sd(&col(&x, c)?);
+            assert!((sd - 1.0).abs() < 1e-4, "column {c}: sd {sd}");
+            assert!((m - m_in / (sd_in * sd_in + EPS).sqrt()).abs() < 1e-12);
+        }
+        // A constant feature is divided by √ε: its value, not removed.
+        let want = 2.5 / EPS.sqrt();
+        assert!(col(&y, 0)?.iter().all(|v| (v - want).abs() < 1e-9 * want));
+        Ok(())
+    }
+
+    #[test]
+    fn detached_statistics_give_batch_norms_forward_and_the_frozen_gradient() -> Result<()> {
+        let (w, b) = ([2.0, 0.5, -1.5], [0.25, -1.0, 3.0]);
+        let mut s1 = store();
+        let bn = Norm::new(&mut s1, "n", 3, NormKind::Batch)?;
+        set_affine(&s1, &w, &b)?;
+        let mut s2 = store();
+        let detached = Norm::new(&mut s2, "n", 3, NormKind::BatchDetached)?;
+        set_affine(&s2, &w, &b)?;
+        let x = Var::from_tensor(&batch()?)?;
+        let r = Tensor::rand(-1f64, 1.0, (8, 3), &Device::Cpu)?;
+        let (yb, yd) = (
+            bn.forward_t(x.as_tensor(), true)?,
+            detached.forward_t(x.as_tensor(), true)?,
+        );
+        let diff = (&yb - &yd)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        assert!(diff < 1e-12, "forward differs by {diff}");
+        let gb = (&yb * &r)?.sum_all()?.backward()?;
+        let gd = (&yd * &r)?.sum_all()?.backward()?;
+        let (gxb, gxd) = (
+            gb.get(x.as_tensor()).expect("bn input gradient"),
+            gd.get(x.as_tensor()).expect("detached input gradient"),
+        );
+        // Frozen statistics: d y / d x = γ / √(σ² + ε), element by element.
+        let mut frozen = Vec::new();
+        for (c, g) in w.iter().enumerate() {
+            let (_, sd) = mean_sd(&col(x.as_tensor(), c)?);
+            frozen.push(g / (sd * sd + EPS).sqrt());
+        }
+        let rv = r.to_vec2::<f64>()?;
+        let got = gxd.to_vec2::<f64>()?;
+        for (i, row) in got.iter().enumerate() {
+            for (c, g) in row.iter().enumerate() {
+                let want = rv[i][c] * frozen[c];
+                assert!((g - want).abs() < 1e-9, "({i},{c}): {g} vs {want}");
+            }
+        }
+        let apart = (gxb - gxd)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        assert!(
+            apart > 1e-3,
+            "the input gradient must differ from batch norm's"
+        );
+        // γ and β enter after the normalization: their gradients are batch norm's.
+        for (a, b) in s1.params().iter().zip(s2.params()) {
+            let d = (gb.get(a.var.as_tensor()).expect("bn")
+                - gd.get(b.var.as_tensor()).expect("detached"))?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f64>()?;
+            assert!(d < 1e-10, "{}: {d}", a.name);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn ghost_batch_norm_is_batch_norm_of_each_group() -> Result<()> {
+        let x = Tensor::rand(-2f64, 3.0, (12, 4), &Device::Cpu)?;
+        let mut s = store();
+        let bn = Norm::new(&mut s, "b", 4, NormKind::Batch)?;
+        // One group holding the whole batch is batch norm.
+        let mut s1 = store();
+        let whole = Norm::new(&mut s1, "g", 4, NormKind::GhostBatch(16))?;
+        let d = (bn.forward_t(&x, true)? - whole.forward_t(&x, true)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f64>()?;
+        assert!(d < 1e-10, "{d}");
+        // Groups of 4 (and a batch that is not a multiple: 12 = 5 + 5 + 2) are batch norm
+        // applied to each group alone.
+        for g in [4usize, 5] {
+            let mut s2 = store();
+            let ghost = Norm::new(&mut s2, "g", 4, NormKind::GhostBatch(g))?;
+            let y = ghost.forward_t(&x, true)?;
+            for start in (0..12).step_by(g) {
+                let n = g.min(12 - start);
+                let mut s3 = store();
+                let alone = Norm::new(&mut s3, "b", 4, NormKind::Batch)?;
+                let want = alone.forward_t(&x.narrow(0, start, n)?, true)?;
+                let d = (y.narrow(0, start, n)? - want)?
+                    .abs()?
+                    .max_all()?
+                    .to_scalar::<f64>()?;
+                assert!(d < 1e-10, "groups of {g}, group at {start}: {d}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn running_statistics_serve_evaluation() -> Result<()> {
+        let x = batch()?;
+        let one = Tensor::new(&[[2.5f64, 5.0, 0.0]], &Device::Cpu)?;
+        for kind in [
+            NormKind::BatchCenter,
+            NormKind::BatchScale,
+            NormKind::BatchDetached,
+            NormKind::GhostBatch(4),
+        ] {
+            let mut s = store();
+            let norm = Norm::new(&mut s, "n", 3, kind)?;
+            norm.forward_t(&x, true)?;
+            let (rm, rv) = (
+                s.buffers()[0].1.as_tensor().to_vec1::<f64>()?,
+                s.buffers()[1].1.as_tensor().to_vec1::<f64>()?,
+            );
+            // 10 % of the way from (0, 1) to the batch's (or groups') statistics.
+            assert!((rm[0] - 0.25).abs() < 1e-12, "{kind:?}: {rm:?}");
+            assert!((rv[0] - 0.9).abs() < 1e-12, "{kind:?}: {rv:?}");
+            let e = norm.forward_t(&one, false)?.to_vec2::<f64>()?;
+            let want = match kind {
+                NormKind::BatchCenter => 2.5 - rm[0],
+                NormKind::BatchScale => 2.5 / (rv[0] + EPS).sqrt(),
+                _ => (2.5 - rm[0]) / (rv[0] + EPS).sqrt(),
+            };
+            assert!(
+                (e[0][0] - want).abs() < 1e-12,
+                "{kind:?}: {} vs {want}",
+                e[0][0]
+            );
         }
         Ok(())
     }

@@ -237,11 +237,91 @@ fn knn_context(t: &GridTables, variant: &str) -> Option<String> {
     ))
 }
 
+/// The study's claims F1–F7, then the mechanism claims M1–M4 when the grid trained any of
+/// the variants they read (a grid without them, such as the default, reports F1–F7 only).
 pub fn evaluate_claims(t: &GridTables) -> Vec<Claim> {
-    [f1, f2, f3, f4, f5, f6, f7]
+    let mut claims: Vec<Claim> = [f1, f2, f3, f4, f5, f6, f7]
         .iter()
         .map(|claim| claim(t))
-        .collect()
+        .collect();
+    if MECHANISM_VARIANTS
+        .iter()
+        .any(|v| t.runs_of(v).next().is_some())
+    {
+        claims.extend([m1, m2, m3, m4].iter().map(|claim| claim(t)));
+    }
+    claims
+}
+
+/// The variants of the mechanism claims: batch norm taken apart in both heads
+/// (experiments/bn-mechanism.toml).
+pub const MECHANISM_VARIANTS: [&str; 4] = ["bn-center", "bn-scale", "bn-detached", "ghost-bn"];
+
+/// "Prevents collapse", as F2 judges batch norm: separation on the seeds and the probe above
+/// the untrained encoder's.
+fn prevents_collapse(t: &GridTables, variant: &str) -> Vec<Part> {
+    vec![
+        separation_part(t, variant),
+        probe_part(t, variant, RANDOM, Direction::Above),
+    ]
+}
+
+/// "Does not prevent collapse", as F1 judges no normalization: collapsed on the seeds and the
+/// probe not above the untrained encoder's.
+fn does_not_prevent_collapse(t: &GridTables, variant: &str) -> Vec<Part> {
+    vec![
+        collapse_part(t, variant),
+        probe_part(t, variant, RANDOM, Direction::NotAbove),
+    ]
+}
+
+// The mechanism claims, stated (with the direction the study's explanation predicts) before
+// experiments/bn-mechanism.toml was first run. The explanation: batch norm prevents collapse
+// because re-centring each feature over the batch contrasts every example with the batch mean
+// — through the gradient of the mean, which couples each example's update to the others'.
+
+/// M1: centring alone prevents collapse.
+fn m1(t: &GridTables) -> Claim {
+    let s = "Re-centring alone (bn_center in both MLPs: subtract the batch mean, no division) prevents collapse as batch norm does (pos − neg > 0.3, probe above random by ≥ 3 points) — what the implicit-contrast explanation predicts.";
+    Claim::new(
+        "M1",
+        s,
+        context(t, "bn-center"),
+        prevents_collapse(t, "bn-center"),
+    )
+}
+
+/// M2: scaling alone does not.
+fn m2(t: &GridTables) -> Claim {
+    let s = "Scaling alone (bn_scale in both MLPs: divide by the batch standard deviation, no centring) does not prevent collapse (pos and neg cosine > 0.99, probe not above random by 3 points) — what the implicit-contrast explanation predicts.";
+    Claim::new(
+        "M2",
+        s,
+        context(t, "bn-scale"),
+        does_not_prevent_collapse(t, "bn-scale"),
+    )
+}
+
+/// M3: detached statistics — the explanation predicts collapse.
+fn m3(t: &GridTables) -> Claim {
+    let s = "With the batch statistics used in the forward pass but not differentiated through (bn_detached in both MLPs), BYOL collapses (pos and neg cosine > 0.99, probe not above random by 3 points) — what the implicit-contrast explanation predicts, since its contrast is the gradient through the batch mean.";
+    Claim::new(
+        "M3",
+        s,
+        context(t, "bn-detached"),
+        does_not_prevent_collapse(t, "bn-detached"),
+    )
+}
+
+/// M4: ghost batch norm over 16 examples still prevents collapse.
+fn m4(t: &GridTables) -> Claim {
+    let s = "Ghost batch norm (ghost_bn in both MLPs, statistics over groups of 16 examples) still prevents collapse (pos − neg > 0.3, probe above random by ≥ 3 points): the contrast needs a batch mean, not a large batch.";
+    Claim::new(
+        "M4",
+        s,
+        context(t, "ghost-bn"),
+        prevents_collapse(t, "ghost-bn"),
+    )
 }
 
 const RANDOM: &str = BASELINE_VARIANT;
@@ -494,6 +574,49 @@ mod tests {
         }
         let v = verdicts(&tables(runs));
         assert_eq!(&v[..4], [Fails, Fails, Fails, Fails]);
+    }
+
+    #[test]
+    fn mechanism_claims_appear_with_their_variants_and_decide_each_direction() {
+        use ClaimVerdict::*;
+        let mut runs = Vec::new();
+        for s in 0..3 {
+            let j = s as f64 * 0.005;
+            runs.push(run(BASELINE_VARIANT, s, 0.0, 0.0, 0.20 + j));
+            runs.push(run("bn-center", s, 0.8, 0.3 + j, 0.35 + j));
+            runs.push(run("bn-scale", s, 0.999, 0.999, 0.20 - j));
+            runs.push(run("bn-detached", s, 0.995, 0.993, 0.21));
+        }
+        let claims = evaluate_claims(&tables(runs.clone()));
+        let ids: Vec<_> = claims.iter().map(|c| c.claim_id).collect();
+        assert_eq!(
+            ids,
+            ["F1", "F2", "F3", "F4", "F5", "F6", "F7", "M1", "M2", "M3", "M4"]
+        );
+        let v: Vec<_> = claims[7..].iter().map(|c| c.verdict).collect();
+        assert_eq!(v, [Holds, Holds, Holds, NotMeasured]);
+        // The other way round: centring that collapses, scaling that separates.
+        for r in &mut runs {
+            match r.variant.as_str() {
+                "bn-center" => {
+                    r.outcome.final_neg_cos = Some(0.79);
+                    r.outcome.final_probe_acc = Some(0.2);
+                }
+                "bn-scale" => {
+                    r.outcome.final_neg_cos = Some(0.2);
+                    r.outcome.final_probe_acc = Some(0.4);
+                }
+                _ => {}
+            }
+        }
+        let v: Vec<_> = evaluate_claims(&tables(runs))[7..]
+            .iter()
+            .map(|c| c.verdict)
+            .collect();
+        assert_eq!(&v[..2], [Fails, Fails]);
+        // No mechanism variant: F1–F7 only.
+        let plain = vec![run("byol", 0, 0.8, 0.3, 0.3)];
+        assert_eq!(evaluate_claims(&tables(plain)).len(), 7);
     }
 
     #[test]

@@ -316,9 +316,14 @@ pub fn write_page(t: &GridTables, claims: &[Claim], out: &Path) -> anyhow::Resul
     let tests_t = tests_table(claims);
     let runs = runs_table(t);
     let machine = machine_line(t);
+    let heading = if claims.iter().any(|c| c.claim_id.starts_with('M')) {
+        "Claims (findings F1–F7 of the study; mechanism claims M1–M4)"
+    } else {
+        "Claims (findings F1–F7 of the study)"
+    };
     let mut md = format!("# collapse-lab report: {}\n\n", t.name);
     md += &format!(
-        "{NOTE}\n\n{machine}\n\n## Claims (findings F1–F7 of the study)\n\n{RULES}\n\n{}\n### How each claim was decided\n\n{}\n",
+        "{NOTE}\n\n{machine}\n\n## {heading}\n\n{RULES}\n\n{}\n### How each claim was decided\n\n{}\n",
         claims_t.markdown(),
         tests_t.markdown()
     );
@@ -343,7 +348,7 @@ pub fn write_page(t: &GridTables, claims: &[Claim], out: &Path) -> anyhow::Resul
         machine = html_escape(&machine)
     );
     html += &format!(
-        "<h2>Claims (findings F1–F7 of the study)</h2>\n<p>{}</p>\n{}<h3>How each claim was decided</h3>\n{}",
+        "<h2>{heading}</h2>\n<p>{}</p>\n{}<h3>How each claim was decided</h3>\n{}",
         html_escape(RULES),
         claims_t.html(),
         tests_t.html()

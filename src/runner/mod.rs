@@ -83,7 +83,11 @@ pub fn run_grid(grid: &Grid, opts: &RunOptions) -> anyhow::Result<GridOutcome> {
     }
     for spec in runs.iter().chain(&baselines) {
         crate::log::refuse_symlink(&dir.join(&spec.run_id))?;
-        crate::log::refuse_symlink(&staging::staging_dir(&dir, &spec.run_id))?;
+        let staging = staging::staging_dir(&dir, &spec.run_id);
+        crate::log::refuse_symlink(&staging)?;
+        for checkpoint in crate::train::checkpoint::checkpoint_dirs(&staging) {
+            crate::log::refuse_symlink(&checkpoint)?;
+        }
     }
     // A local grid holds the grid's lock; array tasks share the grid and lock run by run.
     let _lock = match opts.task {

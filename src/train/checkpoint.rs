@@ -359,6 +359,12 @@ pub fn read_checkpoint(dir: &Path, device: &Device) -> anyhow::Result<Resume> {
     })
 }
 
+/// Every folder a checkpoint of staging folder `dir` may occupy (what the runner checks is
+/// not a link before a grid starts).
+pub fn checkpoint_dirs(dir: &Path) -> [PathBuf; 3] {
+    [CHECKPOINT_DIR, NEXT_DIR, PREVIOUS_DIR].map(|d| dir.join(d))
+}
+
 /// Removes the checkpoints and any swap leftovers (the run finished).
 pub fn remove_checkpoint(dir: &Path) -> anyhow::Result<()> {
     for name in [CHECKPOINT_DIR, NEXT_DIR, PREVIOUS_DIR] {
