@@ -75,6 +75,52 @@ fn run_writes_a_complete_report_and_rerendering_is_byte_identical() {
     );
 }
 
+/// A grid evaluated at least four times per run gets the history chart (gap, probe and
+/// effective rank per epoch with seed bands), listed on its page; one evaluated less does not.
+#[test]
+fn a_grid_evaluated_often_gets_its_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = run_smoke(
+        tmp.path(),
+        "byol",
+        &[
+            "--seeds",
+            "0,1",
+            "--set",
+            "train.epochs=4",
+            "--set",
+            "log.eval_every_epochs=1",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = tmp.path().join("smoke/report");
+    let png = std::fs::read(report.join("history.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let md = std::fs::read_to_string(report.join("index.md")).unwrap();
+    assert!(md.contains("(history.png)"), "listed on the page");
+    let o = run_smoke(
+        &tmp.path().join("few"),
+        "byol",
+        &[
+            "--seeds",
+            "0",
+            "--set",
+            "train.epochs=4",
+            "--set",
+            "log.eval_every_epochs=2",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let few = tmp.path().join("few/smoke/report");
+    assert!(
+        !few.join("history.png").exists(),
+        "three evaluations: no history"
+    );
+    assert!(!std::fs::read_to_string(few.join("index.md"))
+        .unwrap()
+        .contains("history"));
+}
+
 #[test]
 fn diverged_runs_are_marked_and_missing_tables_named() {
     let tmp = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use super::parquet::{read_parquet, write_parquet, ColumnReader, TableBuilder};
 use crate::config::InputError;
 
 /// One row of `evals.parquet` plus the spectra for `spectrum.parquet`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvalRecord {
     /// 0 = before training, then the number of epochs completed.
     pub epoch: u32,

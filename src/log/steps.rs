@@ -6,7 +6,7 @@ use super::parquet::{read_parquet, write_parquet, ColumnReader, TableBuilder};
 use crate::config::InputError;
 
 /// One optimizer step, as logged in `steps.parquet`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepRecord {
     pub epoch: u32,
     pub step: u64,

@@ -372,7 +372,11 @@ fn f4(t: &GridTables) -> Claim {
     Claim::new(
         "F4",
         s,
-        [context(t, a), context(t, b)].join("; "),
+        [context(t, a), context(t, b)]
+            .into_iter()
+            .filter(|c| !c.is_empty())
+            .collect::<Vec<_>>()
+            .join("; "),
         vec![
             separation_part(t, a),
             separation_part(t, b),
@@ -397,25 +401,15 @@ fn f5(t: &GridTables) -> Claim {
     )
 }
 
-/// Per-step gap pos − neg of one run, averaged by epoch.
-fn gap_by_epoch(t: &GridTables, run_id: &str) -> Vec<f64> {
-    let mut acc: BTreeMap<u32, (f64, usize)> = BTreeMap::new();
-    for s in t.steps.get(run_id).into_iter().flatten() {
-        let g = s.pos_cos - s.neg_cos;
-        if g.is_finite() {
-            let e = acc.entry(s.epoch).or_insert((0.0, 0));
-            e.0 += g;
-            e.1 += 1;
-        }
-    }
-    acc.into_values().map(|(s, n)| s / n as f64).collect()
-}
-
 /// F6: encoder-only batch norm collapses, then separates.
 fn f6(t: &GridTables) -> Claim {
     let s = "With batch norm only in the encoder, training first collapses (pos − neg < 0.05 in some epoch of the first half) and then separates (last-epoch gap larger by > 0.1).";
     let per_run: Vec<(f64, f64)> = ok_runs(t, "encoder-bn")
-        .map(|r| gap_by_epoch(t, &r.run_id))
+        .map(|r| {
+            t.gap_by_epoch(&r.run_id)
+                .into_values()
+                .collect::<Vec<f64>>()
+        })
         .filter(|g| g.len() >= 4)
         .map(|g| {
             let early = g[..g.len() / 2]
@@ -617,6 +611,42 @@ mod tests {
         // No mechanism variant: F1–F7 only.
         let plain = vec![run("byol", 0, 0.8, 0.3, 0.3)];
         assert_eq!(evaluate_claims(&tables(plain)).len(), 7);
+    }
+
+    #[test]
+    fn history_is_drawn_for_grids_evaluated_often_and_gaps_average_by_epoch() {
+        use crate::log::{EvalRecord, StepRecord};
+        let mut t = tables(vec![run("byol", 0, 0.8, 0.3, 0.3)]);
+        assert!(!super::super::charts::has_history(&t));
+        let eval = |epoch| EvalRecord {
+            epoch,
+            ..EvalRecord::default()
+        };
+        t.evals.insert("byol-s0".into(), (0..3).map(eval).collect());
+        assert!(!super::super::charts::has_history(&t), "three evaluations");
+        t.evals.insert("byol-s0".into(), (0..4).map(eval).collect());
+        assert!(super::super::charts::has_history(&t));
+        let step = |epoch, pos, neg| StepRecord {
+            epoch,
+            pos_cos: pos,
+            neg_cos: neg,
+            ..StepRecord::default()
+        };
+        t.steps.insert(
+            "byol-s0".into(),
+            vec![
+                step(0, 0.9, 0.9),
+                step(0, 0.9, 0.7),
+                step(1, 0.8, f64::NAN),
+                step(1, 0.6, 0.2),
+            ],
+        );
+        let g = t.gap_by_epoch("byol-s0");
+        assert_eq!(g.len(), 2);
+        assert!(
+            (g[&0] - 0.1).abs() < 1e-12 && (g[&1] - 0.4).abs() < 1e-12,
+            "{g:?}"
+        );
     }
 
     #[test]

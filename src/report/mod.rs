@@ -25,6 +25,9 @@ pub fn render(grid_dir: &Path, out: Option<&Path>) -> anyhow::Result<PathBuf> {
     charts::save(&charts::CosineSteps(&tables), &out, "cosine_steps")?;
     charts::save(&charts::SpreadSteps(&tables), &out, "spread_steps")?;
     charts::save(&charts::Spectra(&tables), &out, "spectra")?;
+    if charts::has_history(&tables) {
+        charts::save(&charts::History(&tables), &out, page::HISTORY_CHART.0)?;
+    }
     page::write_page(&tables, &claims, &out)?;
     Ok(out)
 }

@@ -258,6 +258,21 @@ fn runs_table(t: &GridTables) -> Table {
     }
 }
 
+/// The history chart, drawn for grids evaluated often enough ([`super::charts::has_history`]).
+pub const HISTORY_CHART: (&str, &str) = (
+    "history",
+    "History per epoch: gap, probe accuracy and effective rank, mean ± sd over seeds",
+);
+
+/// The charts of this grid's report, in page order.
+fn charts_of(t: &GridTables) -> Vec<(&'static str, &'static str)> {
+    let mut charts = CHARTS.to_vec();
+    if super::charts::has_history(t) {
+        charts.push(HISTORY_CHART);
+    }
+    charts
+}
+
 pub const CHARTS: [(&str, &str); 5] = [
     (
         "cosine_bars",
@@ -332,7 +347,7 @@ pub fn write_page(t: &GridTables, claims: &[Claim], out: &Path) -> anyhow::Resul
         variants.markdown()
     );
     md += "## Charts\n\n";
-    for (file, title) in CHARTS {
+    for (file, title) in charts_of(t) {
         md += &format!("### {title}\n\n![{title}]({file}.png)\n\n");
     }
     md += &format!(
@@ -355,7 +370,7 @@ pub fn write_page(t: &GridTables, claims: &[Claim], out: &Path) -> anyhow::Resul
     );
     html += &format!("<h2>Variants (the study's table)</h2>\n{}", variants.html());
     html += "<h2>Charts</h2>\n";
-    for (file, title) in CHARTS {
+    for (file, title) in charts_of(t) {
         html += &format!(
             "<h3>{}</h3>\n<img src=\"{file}.svg\" alt=\"{}\">\n",
             html_escape(title),

@@ -99,6 +99,22 @@ impl GridTables {
         out
     }
 
+    /// Per-step gap pos − neg of one run, averaged by epoch (the step log's 0-based epoch).
+    pub fn gap_by_epoch(&self, run_id: &str) -> BTreeMap<u32, f64> {
+        let mut acc: BTreeMap<u32, (f64, usize)> = BTreeMap::new();
+        for s in self.steps.get(run_id).into_iter().flatten() {
+            let g = s.pos_cos - s.neg_cos;
+            if g.is_finite() {
+                let e = acc.entry(s.epoch).or_insert((0.0, 0));
+                e.0 += g;
+                e.1 += 1;
+            }
+        }
+        acc.into_iter()
+            .map(|(e, (s, n))| (e, s / n as f64))
+            .collect()
+    }
+
     pub fn runs_of<'a>(&'a self, variant: &'a str) -> impl Iterator<Item = &'a SummaryRecord> + 'a {
         self.runs.iter().filter(move |r| r.variant == variant)
     }

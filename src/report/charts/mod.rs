@@ -9,11 +9,13 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 mod bars;
+mod history;
 mod probe;
 mod spectra;
 mod steps;
 
 pub use bars::CosineBars;
+pub use history::{has_history, History};
 pub use probe::ProbeCurves;
 pub use spectra::Spectra;
 pub use steps::{CosineSteps, SpreadSteps};
