@@ -27,6 +27,7 @@ pub mod console;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod data;
+pub mod diagnose;
 pub mod eval;
 pub mod log;
 pub mod method;

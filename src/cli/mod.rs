@@ -48,6 +48,10 @@ pub enum Command {
     /// Recompute every per-step metric from embeddings.parquet and each run's final
     /// evaluation from its stored weights; write analysis.parquet and analysis_evals.parquet.
     Analyze(AnalyzeArgs),
+    /// Diagnose collapse in embeddings from any framework: .npy (N, d) or (2, N, d) paired
+    /// views, .safetensors (z, or z1 and z2), or a folder of them, one per step. Writes
+    /// OUT/diagnostics.parquet and prints a verdict with its reasons per embedding set.
+    Diagnose(DiagnoseArgs),
     /// Time a training step (forward, backward, update, diagnostics) or the loader.
     Bench(BenchArgs),
     /// Render a grid's report: charts, the claims table (F1–F7), Markdown and HTML.
@@ -177,6 +181,23 @@ pub struct ExportArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct DiagnoseArgs {
+    /// Files (.npy, .safetensors) or folders of them (one per step: step_001200.npy).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Where diagnostics.parquet goes.
+    #[arg(long, default_value = "diagnostics")]
+    pub out: PathBuf,
+    /// Print the diagnoses as JSON (one object per set and step) instead of lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 1 when the last step of any set is `collapsed` (or, with `partial`, collapsed or
+    /// partial): for a training pipeline.
+    #[arg(long, value_parser = ["collapsed", "partial"])]
+    pub fail_on: Option<String>,
+}
+
+#[derive(Args, Debug)]
 pub struct AnalyzeArgs {
     /// A run folder (runs/<grid>/<run>) or a grid folder (runs/<grid>).
     pub dir: PathBuf,
@@ -196,6 +217,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Finalize(args) => grid::finalize(args),
         Command::Status(args) => grid::status(args),
         Command::Analyze(args) => analyze(args),
+        Command::Diagnose(args) => diagnose_command(args),
         Command::Bench(args) => bench_command(args),
         Command::Selftest(args) => selftest_command(args),
         Command::Report(args) => {
@@ -328,6 +350,99 @@ fn parity_dump_command(args: ParityDumpArgs) -> anyhow::Result<()> {
         let dir = args.out.join(&spec.run_id);
         let k = parity_dump(&spec.config, args.steps, &dir, &device)?;
         crate::outln!("{} steps → {}", k, dir.display());
+    }
+    Ok(())
+}
+
+fn diagnose_command(args: DiagnoseArgs) -> anyhow::Result<()> {
+    use crate::diagnose::{diagnose, write_diagnostics, DIAGNOSTICS_FILE};
+    use crate::metrics::Verdict;
+    let rows = diagnose(&args.paths)?;
+    crate::log::create_given_dir(&args.out)?;
+    let table = args.out.join(DIAGNOSTICS_FILE);
+    write_diagnostics(&table, &rows)?;
+    if args.json {
+        let objects: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let num = |v: f64| {
+                    if v.is_finite() {
+                        format!("{v}")
+                    } else {
+                        "null".into()
+                    }
+                };
+                let opt = |v: Option<f64>| v.map_or("null".to_string(), num);
+                format!(
+                    "{{\"source\":{:?},\"step\":{},\"set\":{:?},\"rows\":{},\"dim\":{},\"rank_cap\":{},\"effective_rank\":{},\"z_std\":{},\"neg_cos_within\":{},\"pos_cos\":{},\"neg_cos\":{},\"alpha_req\":{},\"verdict\":{:?},\"reasons\":{:?}}}",
+                    r.source,
+                    r.step.map_or("null".to_string(), |s| s.to_string()),
+                    r.set,
+                    r.metrics.rows,
+                    r.metrics.dim,
+                    r.metrics.rank_cap,
+                    num(r.metrics.effective_rank),
+                    num(r.metrics.z_std),
+                    num(r.metrics.neg_cos),
+                    opt(r.pair.as_ref().map(|p| p.pos_cos)),
+                    opt(r.pair.as_ref().map(|p| p.neg_cos)),
+                    num(r.metrics.alpha_req),
+                    r.verdict.as_str(),
+                    r.reasons
+                )
+            })
+            .collect();
+        crate::outln!("[{}]", objects.join(",\n "));
+    } else {
+        for r in &rows {
+            let step = r.step.map_or(String::new(), |s| format!(" step {s}"));
+            let pair = r.pair.as_ref().map_or(String::new(), |p| {
+                format!(" pos {:.3} neg {:.3}", p.pos_cos, p.neg_cos)
+            });
+            let why = if r.reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" — {}", r.reasons.join("; "))
+            };
+            crate::outln!(
+                "{}{step} {}: {}{pair} std {:.4} rank {:.2}/{} α {:.2} ({} rows){why}",
+                r.source,
+                r.set,
+                r.verdict.as_str(),
+                r.metrics.z_std,
+                r.metrics.effective_rank,
+                r.metrics.dim,
+                r.metrics.alpha_req,
+                r.metrics.rows
+            );
+        }
+        crate::errln!("{} embedding set(s) → {}", rows.len(), table.display());
+    }
+    if let Some(level) = &args.fail_on {
+        // The last step of each set decides.
+        let mut last: std::collections::BTreeMap<(&str, &str), &crate::diagnose::Diagnosis> =
+            Default::default();
+        for r in &rows {
+            let key = (
+                std::path::Path::new(&r.source)
+                    .parent()
+                    .and_then(|p| p.to_str())
+                    .unwrap_or(""),
+                r.set.as_str(),
+            );
+            last.insert(key, r);
+        }
+        let failing: Vec<String> = last
+            .values()
+            .filter(|r| {
+                r.verdict == Verdict::Collapsed
+                    || (level == "partial" && r.verdict == Verdict::Partial)
+            })
+            .map(|r| format!("{} {} ({})", r.source, r.set, r.verdict.as_str()))
+            .collect();
+        if !failing.is_empty() {
+            anyhow::bail!("--fail-on {level}: {}", failing.join(", "));
+        }
     }
     Ok(())
 }

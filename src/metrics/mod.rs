@@ -13,6 +13,7 @@ pub mod probe;
 pub mod rank;
 pub mod spectrum;
 pub mod spread;
+pub mod streaming;
 pub mod verdict;
 
 pub use cosine::{pos_neg_cos, symmetric_pos_neg_cos};
@@ -23,4 +24,5 @@ pub use probe::{probe_accuracy, LinearProbe};
 pub use rank::{effective_rank, effective_rank_from_singular_values, singular_values};
 pub use spectrum::{alpha_req, covariance_spectrum};
 pub use spread::z_std;
+pub use streaming::{PairMetrics, PairMoments, SetMetrics, SetMoments};
 pub use verdict::{is_collapsed, verdict, CollapseMonitor, Verdict};
