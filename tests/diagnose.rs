@@ -125,3 +125,125 @@ fn unusable_input_is_one_line_naming_the_file_and_what_was_expected() {
         stderr(&o)
     );
 }
+
+/// A version-1 `.npy` of little-endian int64, as `np.save(labels.astype(np.int64))` writes it.
+fn save_labels(path: &Path, labels: &[i64]) {
+    let mut header = format!(
+        "{{'descr': '<i8', 'fortran_order': False, 'shape': ({},), }}",
+        labels.len()
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for v in labels {
+        bytes.extend(v.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn labels_show_the_one_class_that_collapsed_and_the_wrong_count_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let (n, dim) = (96, 8);
+    // Class 1 (every third row) is one repeated direction; classes 0 and 2 spread.
+    let mut values = spread(n, dim);
+    let labels: Vec<i64> = (0..n as i64).map(|i| i % 3).collect();
+    for (i, row) in values.chunks_exact_mut(dim).enumerate() {
+        if labels[i] == 1 {
+            row.iter_mut().for_each(|v| *v = 0.25);
+        }
+    }
+    let z = d.path().join("z.npy");
+    save(&z, &[n, dim], &values);
+    let lab = d.path().join("labels.npy");
+    save_labels(&lab, &labels);
+    let out = d.path().join("out");
+    let o = run(&[
+        "diagnose",
+        z.to_str().unwrap(),
+        "--labels",
+        lab.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = read(&out.join("diagnostics.parquet"));
+    let sets = strs(&t, "set");
+    let verdicts = strs(&t, "verdict");
+    let verdict_of = |name: &str| {
+        let i = sets
+            .iter()
+            .position(|s| s == name)
+            .unwrap_or_else(|| panic!("{name} in {sets:?}"));
+        verdicts[i].clone()
+    };
+    assert_eq!(verdict_of("z|class=1"), "collapsed");
+    assert_ne!(verdict_of("z|class=0"), "collapsed");
+    assert_ne!(verdict_of("z"), "collapsed", "the whole set hides it");
+    let ranks = f64s(&t, "effective_rank");
+    let rank_of = |name: &str| ranks[sets.iter().position(|s| s == name).unwrap()];
+    assert!(rank_of("z|class=1") < 1.01 && rank_of("z|class=2") > 3.0);
+
+    // Labels of the wrong length: exit 2 naming both files.
+    save_labels(&lab, &labels[..n - 1]);
+    let o = run(&[
+        "diagnose",
+        z.to_str().unwrap(),
+        "--labels",
+        lab.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("z.npy") && err.contains("labels.npy") && err.contains("95"),
+        "{err}"
+    );
+}
+
+#[test]
+fn compare_gives_linear_cka_one_for_a_rotation_and_refuses_other_images() {
+    let d = tempfile::tempdir().unwrap();
+    let (n, dim) = (200, 6);
+    let x = spread(n, dim);
+    // XQ with Q a signed permutation (orthogonal): column j of XQ is ±column (j + 2) mod d.
+    let mut xq = vec![0f32; n * dim];
+    for i in 0..n {
+        for j in 0..dim {
+            let sign = if j % 2 == 0 { 1.0 } else { -1.0 };
+            xq[i * dim + j] = sign * x[i * dim + (j + 2) % dim];
+        }
+    }
+    let (a, b) = (d.path().join("a.npy"), d.path().join("b.npy"));
+    save(&a, &[n, dim], &x);
+    save(&b, &[n, dim], &xq);
+    let out = d.path().join("out");
+    let o = run(&[
+        "diagnose",
+        "--compare",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = read(&out.join("cka.parquet"));
+    let cka = f64s(&t, "cka")[0];
+    assert!((cka - 1.0).abs() < 1e-9, "{cka}");
+    save(&b, &[n - 1, dim], &xq[..(n - 1) * dim]);
+    let o = run(&[
+        "diagnose",
+        "--compare",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("same images"), "{}", stderr(&o));
+}

@@ -183,8 +183,16 @@ pub struct ExportArgs {
 #[derive(Args, Debug)]
 pub struct DiagnoseArgs {
     /// Files (.npy, .safetensors) or folders of them (one per step: step_001200.npy).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "compare")]
     pub paths: Vec<PathBuf>,
+    /// Class labels of the rows (.npy of shape (N,), integers): adds each set's classes one
+    /// at a time (`z|class=3`), where a collapse of one class shows.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Linear CKA between the embeddings of two files of the same images (two checkpoints,
+    /// two layers): writes OUT/cka.parquet.
+    #[arg(long, num_args = 2, value_names = ["A", "B"])]
+    pub compare: Option<Vec<PathBuf>>,
     /// Where diagnostics.parquet goes.
     #[arg(long, default_value = "diagnostics")]
     pub out: PathBuf,
@@ -355,9 +363,33 @@ fn parity_dump_command(args: ParityDumpArgs) -> anyhow::Result<()> {
 }
 
 fn diagnose_command(args: DiagnoseArgs) -> anyhow::Result<()> {
-    use crate::diagnose::{diagnose, write_diagnostics, DIAGNOSTICS_FILE};
+    use crate::diagnose::{
+        compare, diagnose_with_labels, write_cka, write_diagnostics, CKA_FILE, DIAGNOSTICS_FILE,
+    };
     use crate::metrics::Verdict;
-    let rows = diagnose(&args.paths)?;
+    if let Some(pair) = &args.compare {
+        let r = compare(&pair[0], &pair[1])?;
+        crate::log::create_given_dir(&args.out)?;
+        write_cka(&args.out.join(CKA_FILE), std::slice::from_ref(&r))?;
+        crate::outln!(
+            "linear CKA({} {}, {} {}) = {:.4} over {} rows{}",
+            r.a,
+            r.set_a,
+            r.b,
+            r.set_b,
+            r.cka,
+            r.rows,
+            if r.nonfinite_rows > 0 {
+                format!(" ({} rows with NaN or ∞ left out)", r.nonfinite_rows)
+            } else {
+                String::new()
+            }
+        );
+        if args.paths.is_empty() {
+            return Ok(());
+        }
+    }
+    let rows = diagnose_with_labels(&args.paths, args.labels.as_deref())?;
     crate::log::create_given_dir(&args.out)?;
     let table = args.out.join(DIAGNOSTICS_FILE);
     write_diagnostics(&table, &rows)?;

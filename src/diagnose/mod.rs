@@ -21,7 +21,7 @@ use crate::metrics::verdict::{verdict, Verdict, COSINE_THRESHOLD, RANK_FRACTION,
 use crate::metrics::{PairMetrics, PairMoments, SetMetrics, SetMoments};
 use npy::NpyArray;
 
-pub use table::{write_diagnostics, DIAGNOSTICS_FILE};
+pub use table::{write_cka, write_diagnostics, CKA_FILE, DIAGNOSTICS_FILE};
 
 /// Rows read and accumulated at a time.
 const CHUNK_ROWS: usize = 4096;
@@ -56,6 +56,58 @@ pub struct Diagnosis {
 enum Input {
     Npy(NpyArray),
     Tensors(Vec<(String, Vec<f32>, usize)>),
+}
+
+/// Linear CKA between the first embedding set of two files (the same images, row by row).
+#[derive(Debug, Clone)]
+pub struct CkaResult {
+    pub a: String,
+    pub set_a: String,
+    pub b: String,
+    pub set_b: String,
+    pub cka: f64,
+    pub rows: u64,
+    pub nonfinite_rows: u64,
+}
+
+/// [`CkaResult`] of files `a` and `b`: their first sets (`z`, or `z1` of a pair) must have
+/// the same number of rows.
+pub fn compare(a: &Path, b: &Path) -> anyhow::Result<CkaResult> {
+    let (ia, ib) = (open(a)?, open(b)?);
+    let first = |input: &Input, path: &Path| -> anyhow::Result<(String, usize, usize)> {
+        matrices(input)
+            .into_iter()
+            .next()
+            .map(|(s, n, d, _)| (s, n, d))
+            .ok_or_else(|| bad(path, "holds no (N, d) embeddings"))
+    };
+    let ((sa, na, da), (sb, nb, db)) = (first(&ia, a)?, first(&ib, b)?);
+    if na != nb {
+        return Err(bad(
+            b,
+            format!(
+                "`{sb}` has {nb} rows but `{sa}` of {} has {na}: CKA compares embeddings of the same images",
+                a.display()
+            ),
+        ));
+    }
+    let (ma, mb) = (matrices(&ia), matrices(&ib));
+    let (ra, rb) = (&ma[0].3, &mb[0].3);
+    let mut m = crate::metrics::CkaMoments::new(da, db);
+    for start in (0..na).step_by(CHUNK_ROWS) {
+        let count = CHUNK_ROWS.min(na - start);
+        m.add(&ra(start, count), &rb(start, count));
+    }
+    let (cka, rows, skipped) = m.finish().map_err(|why| bad(b, why))?;
+    Ok(CkaResult {
+        a: a.display().to_string(),
+        set_a: sa,
+        b: b.display().to_string(),
+        set_b: sb,
+        cka,
+        rows,
+        nonfinite_rows: skipped,
+    })
 }
 
 fn bad(path: &Path, what: impl Into<String>) -> anyhow::Error {
@@ -123,7 +175,11 @@ pub fn files(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, Option<u64>)>> {
 
 fn open(path: &Path) -> anyhow::Result<Input> {
     match path.extension().and_then(|e| e.to_str()) {
-        Some("npy") => Ok(Input::Npy(NpyArray::open(path)?)),
+        Some("npy") => {
+            let a = NpyArray::open(path)?;
+            a.require_float()?;
+            Ok(Input::Npy(a))
+        }
         _ => {
             let tensors = candle_core::safetensors::load(path, &Device::Cpu)
                 .map_err(|e| bad(path, format!("not a readable safetensors file: {e}")))?;
@@ -274,14 +330,108 @@ fn judge(m: &SetMetrics, pair: Option<&PairMetrics>) -> (Verdict, Vec<String>) {
     (v, reasons)
 }
 
+/// The (N, d) matrices of a file, each as a row reader: (set name, N, d, rows(start, count)).
+type RowReader<'a> = Box<dyn Fn(usize, usize) -> Vec<f32> + 'a>;
+
+fn matrices(input: &Input) -> Vec<(String, usize, usize, RowReader<'_>)> {
+    match input {
+        Input::Npy(a) => match *a.shape.as_slice() {
+            [n, d] => vec![(
+                "z".into(),
+                n,
+                d,
+                Box::new(move |s, c| a.rows((1, n, d), 0, s, c)),
+            )],
+            [2, n, d] => (0..2)
+                .map(|lead| {
+                    let r: RowReader<'_> = Box::new(move |s, c| a.rows((2, n, d), lead, s, c));
+                    (format!("z{}", lead + 1), n, d, r)
+                })
+                .collect(),
+            _ => Vec::new(),
+        },
+        Input::Tensors(t) => t
+            .iter()
+            .map(|(name, v, d)| {
+                let d = *d;
+                let r: RowReader<'_> = Box::new(move |s, c| v[s * d..(s + c) * d].to_vec());
+                (name.clone(), v.len() / d.max(1), d, r)
+            })
+            .collect(),
+    }
+}
+
+/// Per class of `labels`, the moments of the rows of one matrix, chunk by chunk.
+fn class_moments(
+    n: usize,
+    d: usize,
+    labels: &[i64],
+    read: &RowReader<'_>,
+) -> BTreeMap<i64, SetMoments> {
+    let mut by_class: BTreeMap<i64, SetMoments> = BTreeMap::new();
+    for start in (0..n).step_by(CHUNK_ROWS) {
+        let count = CHUNK_ROWS.min(n - start);
+        let rows = read(start, count);
+        let mut groups: BTreeMap<i64, Vec<f32>> = BTreeMap::new();
+        for (i, row) in rows.chunks_exact(d).enumerate() {
+            groups
+                .entry(labels[start + i])
+                .or_default()
+                .extend_from_slice(row);
+        }
+        for (class, block) in groups {
+            by_class
+                .entry(class)
+                .or_insert_with(|| SetMoments::new(d))
+                .add(&block);
+        }
+    }
+    by_class
+}
+
 /// Diagnoses every file of `paths` (a folder gives one step per file).
 pub fn diagnose(paths: &[PathBuf]) -> anyhow::Result<Vec<Diagnosis>> {
+    diagnose_with_labels(paths, None)
+}
+
+/// [`diagnose`], and with `labels` (one class per row, as `--labels` reads them) each set's
+/// classes one at a time as sets `NAME|class=K`: the effective rank of each class shows a
+/// collapse that one class suffers and a single number hides.
+pub fn diagnose_with_labels(
+    paths: &[PathBuf],
+    labels: Option<&Path>,
+) -> anyhow::Result<Vec<Diagnosis>> {
+    let labels = labels
+        .map(|p| -> anyhow::Result<(PathBuf, Vec<i64>)> {
+            Ok((p.to_path_buf(), NpyArray::open(p)?.labels()?))
+        })
+        .transpose()?;
     let mut out = Vec::new();
     for (path, step) in files(paths)? {
-        let sets = match open(&path)? {
-            Input::Npy(a) => accumulate_npy(&a)?,
-            Input::Tensors(t) => accumulate_tensors(&path, t)?,
+        let input = open(&path)?;
+        let sets = match &input {
+            Input::Npy(a) => accumulate_npy(a)?,
+            Input::Tensors(t) => accumulate_tensors(&path, t.clone())?,
         };
+        let mut per_class = Vec::new();
+        if let Some((lpath, l)) = &labels {
+            for (set, n, d, read) in matrices(&input) {
+                if n != l.len() {
+                    return Err(bad(
+                        &path,
+                        format!(
+                            "`{set}` has {n} rows but {} holds {} labels",
+                            lpath.display(),
+                            l.len()
+                        ),
+                    ));
+                }
+                for (class, m) in class_moments(n, d, l, &read) {
+                    per_class.push((format!("{set}|class={class}"), m, None));
+                }
+            }
+        }
+        let sets = sets.into_iter().chain(per_class);
         for (set, moments, pair) in sets {
             let metrics = moments
                 .finish()

@@ -1,6 +1,8 @@
 //! NumPy `.npy` files (format versions 1–3): float16, float32 or float64, little- or
-//! big-endian, C or Fortran order. The file is memory-mapped and read a block of rows at a
-//! time, converted to f32: an array larger than memory is never held whole.
+//! big-endian, C or Fortran order. Read a block of rows at a time, converted to f32: an array
+//! larger than memory is never held whole. C-order rows are contiguous and read with
+//! positioned reads (no page of the file stays resident); Fortran order is memory-mapped and
+//! gathered.
 
 use std::path::{Path, PathBuf};
 
@@ -8,12 +10,17 @@ use memmap2::Mmap;
 
 use crate::config::InputError;
 
-/// Element types collapse-lab reads.
+/// Element types collapse-lab reads: floats for embeddings, integers for labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dtype {
     F16,
     F32,
     F64,
+    /// Signed or unsigned integers of this many bytes (labels only).
+    Int {
+        bytes: usize,
+        signed: bool,
+    },
 }
 
 impl Dtype {
@@ -22,13 +29,15 @@ impl Dtype {
             Dtype::F16 => 2,
             Dtype::F32 => 4,
             Dtype::F64 => 8,
+            Dtype::Int { bytes, .. } => bytes,
         }
     }
 }
 
-/// A memory-mapped `.npy` array.
+/// A `.npy` array, read on demand.
 pub struct NpyArray {
     path: PathBuf,
+    file: std::fs::File,
     map: Mmap,
     offset: usize,
     pub dtype: Dtype,
@@ -88,6 +97,10 @@ impl NpyArray {
             "f2" => Dtype::F16,
             "f4" => Dtype::F32,
             "f8" => Dtype::F64,
+            "i1" | "i2" | "i4" | "i8" | "u1" | "u2" | "u4" | "u8" => Dtype::Int {
+                bytes: kind[1..].parse().unwrap_or(1),
+                signed: kind.starts_with('i'),
+            },
             other => {
                 return Err(bad(
                     path,
@@ -130,6 +143,7 @@ impl NpyArray {
         }
         Ok(Self {
             path: path.to_path_buf(),
+            file,
             map,
             offset: end,
             dtype,
@@ -143,11 +157,72 @@ impl NpyArray {
         &self.path
     }
 
+    /// Refuses an integer array where embeddings are expected.
+    pub fn require_float(&self) -> Result<(), InputError> {
+        match self.dtype {
+            Dtype::Int { .. } => Err(bad(
+                &self.path,
+                "integer array: expected float16, float32 or float64 embeddings",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A 1-D array of class labels (integers, or floats holding integers).
+    pub fn labels(&self) -> Result<Vec<i64>, InputError> {
+        let [n] = self.shape.as_slice() else {
+            return Err(bad(
+                &self.path,
+                format!("labels of shape {:?}: expected (N,)", self.shape),
+            ));
+        };
+        (0..*n)
+            .map(|i| {
+                let size = self.dtype.size();
+                let at = self.offset + i * size;
+                let b = &self.map[at..at + size];
+                match self.dtype {
+                    Dtype::Int { bytes, signed } => {
+                        let mut raw = [0u8; 8];
+                        if self.big_endian {
+                            raw[8 - bytes..].copy_from_slice(b);
+                            raw.reverse();
+                        } else {
+                            raw[..bytes].copy_from_slice(b);
+                        }
+                        let u = u64::from_le_bytes(raw);
+                        Ok(if signed && bytes < 8 && (u >> (8 * bytes - 1)) & 1 == 1 {
+                            (u | (u64::MAX << (8 * bytes))) as i64
+                        } else {
+                            u as i64
+                        })
+                    }
+                    _ => {
+                        let v = self.decode(b);
+                        if v.fract() == 0.0 && v.is_finite() {
+                            Ok(v as i64)
+                        } else {
+                            Err(bad(
+                                &self.path,
+                                format!("label {i} is {v}: expected an integer"),
+                            ))
+                        }
+                    }
+                }
+            })
+            .collect()
+    }
+
     fn element(&self, index: usize) -> f32 {
         let size = self.dtype.size();
         let at = self.offset + index * size;
-        let b = &self.map[at..at + size];
+        self.decode(&self.map[at..at + size])
+    }
+
+    /// One element from its bytes.
+    fn decode(&self, b: &[u8]) -> f32 {
         match (self.dtype, self.big_endian) {
+            (Dtype::Int { .. }, _) => f32::NAN,
             (Dtype::F16, false) => half_to_f32(u16::from_le_bytes([b[0], b[1]])),
             (Dtype::F16, true) => half_to_f32(u16::from_be_bytes([b[0], b[1]])),
             (Dtype::F32, false) => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
@@ -175,6 +250,17 @@ impl NpyArray {
     ) -> Vec<f32> {
         let (l, n, d) = dims;
         let mut out = Vec::with_capacity(count * d);
+        #[cfg(unix)]
+        if !self.fortran_order {
+            use std::os::unix::fs::FileExt;
+            let size = self.dtype.size();
+            let at = self.offset + (lead * n + start) * d * size;
+            let mut bytes = vec![0u8; count * d * size];
+            if self.file.read_exact_at(&mut bytes, at as u64).is_ok() {
+                out.extend(bytes.chunks_exact(size).map(|b| self.decode(b)));
+                return out;
+            }
+        }
         for i in start..start + count {
             for j in 0..d {
                 // C order: index (lead, i, j) = (lead·n + i)·d + j; Fortran: lead + l·(i + n·j).
@@ -242,6 +328,8 @@ pub fn write_npy(path: &Path, shape: &[usize], values: &[f64], descr: &str, fort
             ">f4" => bytes.extend((v as f32).to_be_bytes()),
             "<f8" => bytes.extend(v.to_le_bytes()),
             "<f2" => bytes.extend(f32_to_half(v as f32).to_le_bytes()),
+            "|u1" => bytes.push(v as u8),
+            "<i8" => bytes.extend((v as i64).to_le_bytes()),
             _ => bytes.extend((v as i32).to_le_bytes()),
         }
     }
@@ -302,12 +390,42 @@ mod tests {
     }
 
     #[test]
+    fn labels_read_from_integer_and_float_arrays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (descr, name) in [
+            ("<i4", "a.npy"),
+            ("<i8", "b.npy"),
+            ("|u1", "c.npy"),
+            ("<f4", "d.npy"),
+        ] {
+            let p = dir.path().join(name);
+            write_npy(&p, &[4], &[3.0, 0.0, 7.0, 3.0], descr, false);
+            let l = NpyArray::open(&p).expect(name).labels().expect(name);
+            assert_eq!(l, vec![3, 0, 7, 3], "{descr}");
+        }
+        let p = dir.path().join("neg.npy");
+        write_npy(&p, &[2], &[-1.0, 2.0], "<i4", false);
+        assert_eq!(
+            NpyArray::open(&p).expect("neg").labels().expect("neg"),
+            vec![-1, 2]
+        );
+    }
+
+    #[test]
     fn bad_files_are_one_line_naming_what_was_expected() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("ints.npy");
         write_npy(&p, &[2, 2], &[1.0, 2.0, 3.0, 4.0], "<i4", false);
-        let e = NpyArray::open(&p).err().expect("ints").to_string();
+        let e = NpyArray::open(&p)
+            .expect("opens")
+            .require_float()
+            .expect_err("ints")
+            .to_string();
         assert!(e.contains("ints.npy") && e.contains("float32"), "{e}");
+        let p = dir.path().join("c8.npy");
+        write_npy(&p, &[3], &[0.0, 1.5, 2.0], "<c8", false);
+        let e = NpyArray::open(&p).err().expect("complex").to_string();
+        assert!(e.contains("c8") && e.contains("float32"), "{e}");
         let p = dir.path().join("short.npy");
         write_npy(&p, &[4, 4], &[1.0; 8], "<f4", false);
         let e = NpyArray::open(&p).err().expect("short").to_string();

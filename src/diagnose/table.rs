@@ -3,11 +3,34 @@
 
 use std::path::Path;
 
-use super::{Constants, Diagnosis};
+use super::{CkaResult, Constants, Diagnosis};
 use crate::log::{write_parquet, TableBuilder};
 use crate::metrics::verdict::{COSINE_THRESHOLD, RANK_FRACTION, STD_FRACTION};
 
 pub const DIAGNOSTICS_FILE: &str = "diagnostics.parquet";
+pub const CKA_FILE: &str = "cka.parquet";
+
+/// Writes linear-CKA comparisons to `path` (atomically), with how they were computed.
+pub fn write_cka(path: &Path, rows: &[CkaResult]) -> anyhow::Result<()> {
+    let s = |g: fn(&CkaResult) -> &String| rows.iter().map(|r| g(r).clone()).collect();
+    let mut df = TableBuilder::new()
+        .str("a", s(|r| &r.a))
+        .str("set_a", s(|r| &r.set_a))
+        .str("b", s(|r| &r.b))
+        .str("set_b", s(|r| &r.set_b))
+        .u64("rows", rows.iter().map(|r| r.rows).collect())
+        .u64(
+            "nonfinite_rows",
+            rows.iter().map(|r| r.nonfinite_rows).collect(),
+        )
+        .f64("cka", rows.iter().map(|r| r.cka).collect())
+        .str(
+            "kernel",
+            vec!["linear, columns centred".to_string(); rows.len()],
+        )
+        .build()?;
+    write_parquet(path, &mut df)
+}
 
 /// Writes the diagnoses to `path` (atomically).
 pub fn write_diagnostics(path: &Path, rows: &[Diagnosis]) -> anyhow::Result<()> {

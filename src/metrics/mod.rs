@@ -24,5 +24,5 @@ pub use probe::{probe_accuracy, LinearProbe};
 pub use rank::{effective_rank, effective_rank_from_singular_values, singular_values};
 pub use spectrum::{alpha_req, covariance_spectrum};
 pub use spread::z_std;
-pub use streaming::{PairMetrics, PairMoments, SetMetrics, SetMoments};
+pub use streaming::{CkaMoments, PairMetrics, PairMoments, SetMetrics, SetMoments};
 pub use verdict::{is_collapsed, verdict, CollapseMonitor, Verdict};

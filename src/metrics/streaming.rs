@@ -263,6 +263,98 @@ impl PairMoments {
     }
 }
 
+/// Linear CKA (Kornblith et al. 2019) between two embeddings of the same images (row i of
+/// each: image i), from column-centred cross products accumulated chunk by chunk:
+/// CKA = ‖YᵀX‖²_F / (‖XᵀX‖_F · ‖YᵀY‖_F). 1 for representations equal up to rotation and
+/// isotropic scale; near 0 for unrelated ones.
+#[derive(Debug, Clone)]
+pub struct CkaMoments {
+    n: u64,
+    skipped: u64,
+    sum_x: Vec<f64>,
+    sum_y: Vec<f64>,
+    xx: Mat<f64>,
+    yy: Mat<f64>,
+    xy: Mat<f64>,
+}
+
+impl CkaMoments {
+    pub fn new(dx: usize, dy: usize) -> Self {
+        Self {
+            n: 0,
+            skipped: 0,
+            sum_x: vec![0.0; dx],
+            sum_y: vec![0.0; dy],
+            xx: Mat::zeros(dx, dx),
+            yy: Mat::zeros(dy, dy),
+            xy: Mat::zeros(dx, dy),
+        }
+    }
+
+    /// Adds paired chunks (the same rows of both, row-major); a pair with NaN or ∞ on either
+    /// side is counted and left out.
+    pub fn add(&mut self, x: &[f32], y: &[f32]) {
+        let (dx, dy) = (self.sum_x.len(), self.sum_y.len());
+        let rows: Vec<(&[f32], &[f32])> = x
+            .chunks_exact(dx)
+            .zip(y.chunks_exact(dy))
+            .filter(|(a, b)| {
+                let ok = is_finite_row(a) && is_finite_row(b);
+                if !ok {
+                    self.skipped += 1;
+                }
+                ok
+            })
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let mx = Mat::<f64>::from_fn(rows.len(), dx, |i, j| f64::from(rows[i].0[j]));
+        let my = Mat::<f64>::from_fn(rows.len(), dy, |i, j| f64::from(rows[i].1[j]));
+        self.xx += mx.transpose() * &mx;
+        self.yy += my.transpose() * &my;
+        self.xy += mx.transpose() * &my;
+        for (a, b) in &rows {
+            for (s, &v) in self.sum_x.iter_mut().zip(a.iter()) {
+                *s += f64::from(v);
+            }
+            for (s, &v) in self.sum_y.iter_mut().zip(b.iter()) {
+                *s += f64::from(v);
+            }
+        }
+        self.n += rows.len() as u64;
+    }
+
+    /// (CKA, rows used, rows left out).
+    pub fn finish(&self) -> Result<(f64, u64, u64), String> {
+        if self.n < 2 {
+            return Err(format!(
+                "{} finite paired row(s): at least 2 are needed",
+                self.n
+            ));
+        }
+        let n = self.n as f64;
+        // Centred products: AᵀB − Σa Σbᵀ / n; the squared Frobenius norm of each.
+        let frob2 = |m: &Mat<f64>, sa: &[f64], sb: &[f64]| -> f64 {
+            let mut t = 0.0;
+            for i in 0..sa.len() {
+                for j in 0..sb.len() {
+                    let c = m[(i, j)] - sa[i] * sb[j] / n;
+                    t += c * c;
+                }
+            }
+            t
+        };
+        let xy = frob2(&self.xy, &self.sum_x, &self.sum_y);
+        let xx = frob2(&self.xx, &self.sum_x, &self.sum_x).sqrt();
+        let yy = frob2(&self.yy, &self.sum_y, &self.sum_y).sqrt();
+        if xx == 0.0 || yy == 0.0 {
+            return Err("one side has no variance (every row the same): CKA is undefined".into());
+        }
+        Ok((xy / (xx * yy), self.n, self.skipped))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,6 +441,56 @@ mod tests {
         let own = m.first.finish().expect("metrics").neg_cos;
         assert!(close(own, self_neg, 1e-5), "{own} vs {self_neg}");
         Ok(())
+    }
+
+    /// CKA by its definition on whole matrices (centred, Frobenius norms), independently.
+    fn cka_direct(x: &[f32], y: &[f32], n: usize, dx: usize, dy: usize) -> f64 {
+        let centre = |v: &[f32], d: usize| -> Mat<f64> {
+            let m = Mat::<f64>::from_fn(n, d, |i, j| f64::from(v[i * d + j]));
+            let mean: Vec<f64> = (0..d)
+                .map(|j| (0..n).map(|i| m[(i, j)]).sum::<f64>() / n as f64)
+                .collect();
+            Mat::<f64>::from_fn(n, d, |i, j| m[(i, j)] - mean[j])
+        };
+        let (cx, cy) = (centre(x, dx), centre(y, dy));
+        let f = |m: Mat<f64>| m.norm_l2();
+        let yx = cy.transpose() * &cx;
+        let xx = cx.transpose() * &cx;
+        let yy = cy.transpose() * &cy;
+        f(yx).powi(2) / (f(xx) * f(yy))
+    }
+
+    #[test]
+    fn cka_equals_its_definition_and_its_invariances_hold() {
+        let (n, dx, dy) = (150, 6, 4);
+        let x = random(n, dx, 3);
+        let y = random(n, dy, 4);
+        let mut m = CkaMoments::new(dx, dy);
+        for (cx, cy) in x.chunks(40 * dx).zip(y.chunks(40 * dy)) {
+            m.add(cx, cy);
+        }
+        let (got, rows, _) = m.finish().expect("cka");
+        assert_eq!(rows, 150);
+        assert!(close(got, cka_direct(&x, &y, n, dx, dy), 1e-9), "{got}");
+        // Invariant to an orthogonal transform (a permutation with signs) and isotropic
+        // scale, and to a shift: CKA(X, X') = 1.
+        let moved: Vec<f32> = x
+            .chunks_exact(dx)
+            .flat_map(|r| {
+                let mut o: Vec<f32> = (0..dx).map(|j| -3.0 * r[(j + 2) % dx] + 7.0).collect();
+                o[1] = -o[1] + 14.0;
+                o
+            })
+            .collect();
+        let mut m = CkaMoments::new(dx, dx);
+        m.add(&x, &moved);
+        assert!((m.finish().expect("cka").0 - 1.0).abs() < 1e-9);
+        // Unrelated random representations: small (≈ d/n scale).
+        assert!(got < 0.2, "{got}");
+        // A constant side: undefined, said so.
+        let mut m = CkaMoments::new(dx, dy);
+        m.add(&x, &vec![1.0; n * dy]);
+        assert!(m.finish().expect_err("constant").contains("no variance"));
     }
 
     #[test]
